@@ -1,0 +1,118 @@
+//! Application state shared by every request: the engine, the loaded
+//! routes and the process-wide limits.
+
+use crate::component::{Handler, Loader};
+use crate::engine::{EpochTicker, new_engine};
+use crate::linker::new_linker;
+use crate::manifest::{Manifest, Server, line_of};
+use crate::quickstart;
+use crate::routes::{Route, RouteTable};
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Everything a request handler needs, built once at startup.
+pub struct App {
+    /// The engine all components are compiled for.
+    pub engine: wasmtime::Engine,
+    /// Routes by path.
+    pub routes: RouteTable,
+    /// Process-wide settings from `[server]`.
+    pub server: Server,
+    /// Live instances across all routes; sized like the pooling allocator
+    /// so a full pool is a clean 503, not an instantiation error.
+    pub instances: Arc<Semaphore>,
+    /// Set once shutdown begins; readiness then answers 503.
+    pub draining: AtomicBool,
+    _ticker: EpochTicker,
+}
+
+impl App {
+    /// Compiles, links and pre-instantiates every route's component. Any
+    /// failure names the route and the manifest line.
+    pub fn load(manifest: &Manifest, source: &ManifestSource) -> anyhow::Result<App> {
+        let engine = new_engine(manifest.server.max_instances)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+        let linker = new_linker(&engine)
+            .map_err(anyhow::Error::from)
+            .context("creating the linker")?;
+        let loader = Loader::new(engine.clone(), linker, manifest.cache_dir());
+        let mut routes = RouteTable::default();
+        for route in &manifest.routes {
+            let name = route.name();
+            let line = source
+                .text()
+                .map(|t| line_of(t, route.component.span().start));
+            let what = match line {
+                Some(line) => format!("route {name:?} (manifest line {line})"),
+                None => format!("route {name:?}"),
+            };
+            let handler =
+                load_route(&loader, manifest, route, source).with_context(|| what.clone())?;
+            let route_ = Route::new(&name, route.methods(), route.limits(), Arc::new(handler));
+            routes
+                .insert(route.path.get_ref(), route_)
+                .with_context(|| format!("{what}: path {:?}", route.path.get_ref()))?;
+        }
+        Ok(App {
+            _ticker: EpochTicker::start(&engine),
+            engine,
+            routes,
+            instances: Arc::new(Semaphore::new(manifest.server.max_instances as usize)),
+            server: manifest.server.clone(),
+            draining: AtomicBool::new(false),
+        })
+    }
+}
+
+fn load_route(
+    loader: &Loader,
+    manifest: &Manifest,
+    route: &crate::manifest::Route,
+    source: &ManifestSource,
+) -> anyhow::Result<Handler> {
+    let path = route.component_path(&manifest.base_dir);
+    let bytes = match source {
+        ManifestSource::Bundled => quickstart::component(&path)
+            .with_context(|| format!("no bundled component {}", path.display()))?
+            .to_vec(),
+        ManifestSource::File { .. } => {
+            std::fs::read(&path).with_context(|| format!("reading component {}", path.display()))?
+        }
+    };
+    let started = Instant::now();
+    let (handler, cache) = loader
+        .load(&bytes)
+        .with_context(|| format!("component {}", path.display()))?;
+    tracing::info!(
+        route = %route.name(),
+        digest = %handler.digest,
+        cache = cache.as_str(),
+        compile_ms = started.elapsed().as_millis() as u64,
+        "component loaded"
+    );
+    Ok(handler)
+}
+
+/// Where the manifest came from.
+pub enum ManifestSource {
+    /// A file the operator wrote; its text is kept for line numbers.
+    File {
+        /// The manifest's text.
+        text: String,
+    },
+    /// The quickstart compiled into the binary.
+    Bundled,
+}
+
+impl ManifestSource {
+    fn text(&self) -> Option<&str> {
+        match self {
+            ManifestSource::File { text } => Some(text),
+            ManifestSource::Bundled => Some(quickstart::MANIFEST),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Request bodies as guests see them: streamed, never buffered, and cut off
+//! at the route's `max_body`.
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use wasmtime_wasi_http::Error;
+
+/// A request body that errors once more than `limit` bytes arrive, and
+/// records that it did so the dispatcher can answer 413 instead of
+/// whatever the guest made of the truncated stream.
+pub struct LimitedBody {
+    inner: Body,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl LimitedBody {
+    /// Wraps `inner`; the flag turns true when the limit is crossed.
+    pub fn new(inner: Body, limit: u64) -> (LimitedBody, Arc<AtomicBool>) {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = LimitedBody {
+            inner,
+            remaining: limit,
+            limit,
+            exceeded: exceeded.clone(),
+        };
+        (body, exceeded)
+    }
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(_))) => {
+                return Poll::Ready(Some(Err(Error::ConnectionTerminated)));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.exceeded.store(true, Ordering::Release);
+                self.remaining = 0;
+                return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,105 @@
+//! Routing a request to its component, with the route's limits applied
+//! before any guest code runs.
+
+use crate::app::App;
+use crate::body::LimitedBody;
+use crate::edge::{RequestId, Served};
+use crate::error::{ApiError, ErrorKind};
+use crate::invoke::{self, Failure, invoke};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, header};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-component");
+
+/// The fallback handler: everything that is not a host endpoint.
+pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response {
+    let request_id = match req.extensions().get::<RequestId>() {
+        Some(id) => id.0.clone(),
+        None => Arc::from(""),
+    };
+    let fail = |kind| {
+        ApiError {
+            kind,
+            request_id: request_id.clone(),
+        }
+        .into_response()
+    };
+
+    let Some(route) = app.routes.lookup(req.uri().path()) else {
+        return fail(ErrorKind::NotFound);
+    };
+    if !route.allows(req.method()) {
+        return fail(ErrorKind::MethodNotAllowed {
+            allow: route.allow_header(),
+        });
+    }
+    let max_body = route.limits.max_body.0;
+    if content_length(&req).is_some_and(|len| len > max_body) {
+        return fail(ErrorKind::PayloadTooLarge { limit: max_body });
+    }
+    let Some(route_slot) = route.admit().await else {
+        return fail(ErrorKind::Overloaded);
+    };
+    let Ok(instance_slot) = app.instances.clone().try_acquire_owned() else {
+        return fail(ErrorKind::Overloaded);
+    };
+
+    // wasi:http needs an authority; HTTP/1.0 clients may not send one.
+    if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("localhost"));
+    }
+    let (parts, body) = req.into_parts();
+    let (body, exceeded) = LimitedBody::new(body, max_body);
+    let req = Request::from_parts(parts, body);
+    let cx = invoke::Context {
+        route: route.name.clone(),
+        request_id: request_id.clone(),
+    };
+    let result = invoke(
+        &app.engine,
+        route.handler.clone(),
+        &route.limits,
+        req,
+        (route_slot, instance_slot),
+        cx,
+    )
+    .await;
+
+    let mut response = if exceeded.load(Ordering::Acquire) {
+        fail(ErrorKind::PayloadTooLarge { limit: max_body })
+    } else {
+        match result {
+            Ok(response) => response.map(Body::new),
+            Err(Failure::Timeout(limit)) => fail(ErrorKind::HandlerTimeout(limit)),
+            Err(failure) => {
+                if !matches!(failure, Failure::Trapped(_)) {
+                    // Traps were logged where they happened, with the cause.
+                    tracing::warn!(route = %route.name, request_id = %request_id, cause = %failure, "handler failed");
+                }
+                fail(ErrorKind::HandlerFailed)
+            }
+        }
+    };
+    response
+        .headers_mut()
+        .insert(X_TRELLIS_COMPONENT.clone(), route.label.clone());
+    response.extensions_mut().insert(Served {
+        route: route.name.clone(),
+        component: route.handler.digest.as_str().into(),
+    });
+    response
+}
+
+fn content_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,143 @@
+//! Serving one request with one fresh instance: instantiate from the pool,
+//! call `wasi:http/incoming-handler.handle`, and hand the guest's response
+//! back while the guest keeps streaming its body on its own task.
+
+use crate::component::Handler;
+use crate::manifest::Limits;
+use crate::store::new_store;
+use bytes::Bytes;
+use http_body::Body;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Why a guest produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The route's `timeout` passed (epoch deadline or wall clock).
+    #[error("handler exceeded its {0:?} deadline")]
+    Timeout(Duration),
+    /// The guest trapped: a panic, `unreachable`, or a memory limit.
+    #[error("handler trapped: {0:#}")]
+    Trapped(wasmtime::Error),
+    /// The guest set an error code instead of a response.
+    #[error("handler answered with error code {0:?}")]
+    ErrorCode(ErrorCode),
+    /// The guest returned without setting a response.
+    #[error("handler returned without a response")]
+    NoResponse,
+    /// Setting up the request resources failed (a host bug or a request
+    /// wasi:http cannot represent).
+    #[error("preparing the request for the guest: {0:#}")]
+    Setup(wasmtime::Error),
+}
+
+/// Who is asking, for log lines written after the response has left.
+#[derive(Clone)]
+pub struct Context {
+    /// Route name.
+    pub route: Arc<str>,
+    /// The request's id.
+    pub request_id: Arc<str>,
+}
+
+/// Runs `req` through a fresh instance of `handler` under `limits`.
+///
+/// `guard` is held until the guest finishes, including streaming the
+/// response body, so concurrency limits count the whole request.
+pub async fn invoke<B, G>(
+    engine: &Engine,
+    handler: Arc<Handler>,
+    limits: &Limits,
+    req: http::Request<B>,
+    guard: G,
+    cx: Context,
+) -> Result<http::Response<HyperOutgoingBody>, Failure>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+    G: Send + 'static,
+{
+    let timeout = limits.timeout.0;
+    let deadline = Instant::now() + timeout;
+    let mut store = new_store(engine, limits);
+    // Every epoch tick, a running guest either yields to the scheduler (so
+    // a busy loop cannot starve other requests) or, past its deadline, is
+    // interrupted with a trap.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let mut http = store.data_mut().http();
+    let req = http
+        .new_incoming_request(Scheme::Http, req)
+        .map_err(Failure::Setup)?;
+    let out = http.new_response_outparam(tx).map_err(Failure::Setup)?;
+
+    let guest = async move {
+        let _guard = guard;
+        let run = async {
+            let proxy = handler.pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        let result = match tokio::time::timeout_at(deadline.into(), run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(Failure::Timeout(timeout))
+            }
+            Ok(Err(err)) => Err(Failure::Trapped(err)),
+            Err(_elapsed) => Err(Failure::Timeout(timeout)),
+        };
+        if let Err(failure) = &result {
+            // If the response head already left, this is the only trace
+            // of the failure: the client sees a truncated body.
+            tracing::warn!(route = %cx.route, request_id = %cx.request_id, cause = %failure, "handler failed");
+        }
+        result
+    };
+    let mut guest = Box::pin(guest);
+
+    // Drive the guest on this task: most handlers finish in one go, and a
+    // spawn per request would cost a cross-thread wake-up. Only a guest
+    // still streaming its body after answering moves to a task of its own.
+    let answered = tokio::select! {
+        biased;
+        answered = &mut rx => answered,
+        finished = &mut guest => {
+            finished?;
+            return match rx.await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(code)) => Err(Failure::ErrorCode(code)),
+                Err(_) => Err(Failure::NoResponse),
+            };
+        }
+    };
+    match answered {
+        Ok(Ok(response)) => {
+            tokio::spawn(guest);
+            Ok(response)
+        }
+        Ok(Err(code)) => {
+            tokio::spawn(guest);
+            Err(Failure::ErrorCode(code))
+        }
+        // The guest dropped the outparam without answering; its own result
+        // says why.
+        Err(_) => match guest.await {
+            Err(failure) => Err(failure),
+            Ok(()) => Err(Failure::NoResponse),
+        },
+    }
+}

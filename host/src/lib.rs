@@ -1,0 +1,28 @@
+//! Trellis: serve HTTP routes from sandboxed WebAssembly components.
+//!
+//! Each route of a `trellis.toml` manifest is served by its own
+//! `wasm32-wasip2` component exporting `wasi:http/incoming-handler`, with
+//! one fresh pooled instance per request and per-route limits on time,
+//! memory, body size and concurrency.
+
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod body;
+pub mod component;
+pub mod config;
+pub mod dispatch;
+pub mod edge;
+pub mod engine;
+pub mod error;
+pub mod invoke;
+pub mod linker;
+pub mod manifest;
+pub mod quickstart;
+pub mod routes;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod units;
+
+pub use server::{router, run, shutdown_signal};

@@ -1,0 +1,425 @@
+//! The `trellis.toml` manifest: its schema, defaults and validation.
+//!
+//! Every error names the file, the line and the field, because operators
+//! meet these errors at deploy time, usually in a CI log.
+
+use crate::units::{ByteSize, Duration};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time;
+use toml::Spanned;
+
+/// Capabilities a route may grant; see `wit/` and DESIGN.md.
+pub const KNOWN_GRANTS: &[&str] = &[
+    "sql",
+    "cache",
+    "rate-limit",
+    "health",
+    "log",
+    "metrics",
+    "config",
+    "queue",
+];
+
+/// Paths the host serves itself; routes may not shadow them.
+const RESERVED_PREFIXES: &[&str] = &["/health", "/metrics", "/openapi.json"];
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Listener and process-wide settings.
+    #[serde(default)]
+    pub server: Server,
+    /// The routes, each served by its own component.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    /// Directory the manifest lives in; component paths are relative to it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address of the public HTTP listener.
+    pub listen: SocketAddr,
+    /// Address of the admin API (hot load, rollback).
+    pub admin_listen: Option<SocketAddr>,
+    /// How long requests in flight may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Responses at least this large are compressed when the client accepts it.
+    pub compression_min_size: ByteSize,
+    /// Where precompiled components are kept (env `TRELLIS_CACHE_DIR` wins).
+    pub cache_dir: Option<PathBuf>,
+    /// Most guest instances alive at once across all routes; sizes the
+    /// pooling allocator.
+    pub max_instances: u32,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: None,
+            shutdown_grace: Duration(time::Duration::from_secs(30)),
+            compression_min_size: ByteSize(1024),
+            cache_dir: None,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name used by logs, metrics and the admin API; derived from the path
+    /// when absent.
+    pub name: Option<Spanned<String>>,
+    /// Path pattern, with `{param}` and `{*rest}` segments.
+    pub path: Spanned<String>,
+    /// Allowed methods; all when absent.
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// The component file, relative to the manifest.
+    pub component: Spanned<String>,
+    /// Capabilities the component may import.
+    pub grants: Option<Spanned<Vec<String>>>,
+    /// CPU and wall-clock deadline for one request.
+    #[serde(default = "Limits::default_timeout")]
+    pub timeout: Duration,
+    /// Most linear memory one instance may grow to.
+    #[serde(default = "Limits::default_memory")]
+    pub memory: ByteSize,
+    /// Largest request body accepted.
+    #[serde(default = "Limits::default_max_body")]
+    pub max_body: ByteSize,
+    /// Requests served at once; more wait up to `queue_timeout`.
+    #[serde(default = "Limits::default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// How long a request waits for a free slot before a 503.
+    #[serde(default = "Limits::default_queue_timeout")]
+    pub queue_timeout: Duration,
+}
+
+/// Per-route limits, as the dispatcher applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU and wall-clock deadline for one request.
+    pub timeout: Duration,
+    /// Most linear memory one instance may grow to.
+    pub memory: ByteSize,
+    /// Largest request body accepted.
+    pub max_body: ByteSize,
+    /// Requests served at once; more wait up to `queue_timeout`.
+    pub max_concurrency: u32,
+    /// How long a request waits for a free slot before a 503.
+    pub queue_timeout: Duration,
+}
+
+impl Limits {
+    fn default_timeout() -> Duration {
+        Duration(time::Duration::from_secs(30))
+    }
+    fn default_memory() -> ByteSize {
+        ByteSize(64 << 20)
+    }
+    fn default_max_body() -> ByteSize {
+        ByteSize(10 << 20)
+    }
+    fn default_max_concurrency() -> u32 {
+        1024
+    }
+    fn default_queue_timeout() -> Duration {
+        Duration(time::Duration::from_millis(100))
+    }
+}
+
+/// A manifest that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("manifest {path}: cannot read: {source}")]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error; the message carries line and column.
+    #[error("manifest {path}: {source}")]
+    Parse {
+        /// The manifest path.
+        path: PathBuf,
+        /// The parser's error, which quotes the offending line.
+        source: Box<toml::de::Error>,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("manifest {path}:{line}: {field}: {message}")]
+    Invalid {
+        /// The manifest path.
+        path: PathBuf,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// The field, e.g. `route[2].path`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Manifest::parse(&text, path, base_dir)
+    }
+
+    /// Parses and validates manifest `text`; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path, base_dir: PathBuf) -> Result<Manifest, ManifestError> {
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        manifest.base_dir = base_dir;
+        manifest.validate(text, path)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self, text: &str, path: &Path) -> Result<(), ManifestError> {
+        let invalid = |span: Range<usize>, field: String, message: String| ManifestError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span.start),
+            field,
+            message,
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut paths = matchit::Router::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let field = |name: &str| format!("route[{i}].{name}");
+            let p = route.path.get_ref();
+            if !p.starts_with('/') {
+                return Err(invalid(
+                    route.path.span(),
+                    field("path"),
+                    format!("{p:?} must start with '/'"),
+                ));
+            }
+            if let Some(prefix) = RESERVED_PREFIXES.iter().find(|r| p.starts_with(**r)) {
+                return Err(invalid(
+                    route.path.span(),
+                    field("path"),
+                    format!("{p:?} is under {prefix}, which the host serves itself"),
+                ));
+            }
+            if let Err(e) = paths.insert(p.as_str(), ()) {
+                return Err(invalid(route.path.span(), field("path"), e.to_string()));
+            }
+            let name = route.name();
+            if !names.insert(name.clone()) {
+                let span = route.name.as_ref().map_or(route.path.span(), Spanned::span);
+                return Err(invalid(
+                    span,
+                    field("name"),
+                    format!("route name {name:?} is used twice"),
+                ));
+            }
+            if let Some(methods) = &route.methods {
+                for m in methods.get_ref() {
+                    if http::Method::from_bytes(m.as_bytes()).is_err()
+                        || m.chars().any(|c| c.is_ascii_lowercase())
+                    {
+                        return Err(invalid(
+                            methods.span(),
+                            field("methods"),
+                            format!("{m:?} is not an HTTP method (use upper case, e.g. \"GET\")"),
+                        ));
+                    }
+                }
+            }
+            for (g, span) in route
+                .grants
+                .iter()
+                .flat_map(|g| g.get_ref().iter().map(|n| (n, g.span())))
+            {
+                if !KNOWN_GRANTS.contains(&g.as_str()) {
+                    return Err(invalid(
+                        span,
+                        field("grants"),
+                        format!(
+                            "unknown capability {g:?}; known: {}",
+                            KNOWN_GRANTS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let limits = route.limits();
+            if limits.timeout.0.is_zero() {
+                return Err(invalid(
+                    route.path.span(),
+                    field("timeout"),
+                    "must be more than 0".into(),
+                ));
+            }
+            if limits.max_concurrency == 0 {
+                return Err(invalid(
+                    route.path.span(),
+                    field("max_concurrency"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if limits.memory.0 < 1 << 20 {
+                return Err(invalid(
+                    route.path.span(),
+                    field("memory"),
+                    "must be at least 1MiB".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where precompiled components are cached: `TRELLIS_CACHE_DIR`, then
+    /// `server.cache_dir`, then the user's cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(dir) = std::env::var_os("TRELLIS_CACHE_DIR") {
+            return dir.into();
+        }
+        if let Some(dir) = &self.server.cache_dir {
+            return self.base_dir.join(dir);
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("trellis")
+    }
+}
+
+impl Route {
+    /// The route's name: explicit, or derived from its path
+    /// (`/users/{id}` → `users-id`).
+    pub fn name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.get_ref().clone();
+        }
+        let derived: Vec<&str> = self
+            .path
+            .get_ref()
+            .split('/')
+            .map(|s| s.trim_matches(|c| c == '{' || c == '}' || c == '*'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        if derived.is_empty() {
+            "root".to_owned()
+        } else {
+            derived.join("-")
+        }
+    }
+
+    /// The limits every request on this route runs under.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            memory: self.memory,
+            max_body: self.max_body,
+            max_concurrency: self.max_concurrency,
+            queue_timeout: self.queue_timeout,
+        }
+    }
+
+    /// The methods this route answers; `None` means all.
+    pub fn methods(&self) -> Option<Vec<http::Method>> {
+        self.methods.as_ref().map(|m| {
+            m.get_ref()
+                .iter()
+                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                .collect()
+        })
+    }
+
+    /// The component's file path, resolved against the manifest directory.
+    pub fn component_path(&self, base_dir: &Path) -> PathBuf {
+        base_dir.join(self.component.get_ref())
+    }
+}
+
+/// 1-based line number of byte offset `at` in `text`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("trellis.toml"), PathBuf::from("."))
+    }
+
+    #[test]
+    fn defaults_and_derived_names() {
+        let m = parse("[[route]]\npath = \"/users/{id}\"\ncomponent = \"u.wasm\"\n").unwrap();
+        assert_eq!(m.routes[0].name(), "users-id");
+        assert_eq!(m.routes[0].timeout.0, time::Duration::from_secs(30));
+        assert!(m.routes[0].methods().is_none());
+        assert_eq!(m.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_value() {
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ntimeout = \"2x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("timeout"), "{err}");
+        assert!(err.contains("unit must be"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ntmeout = \"2s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tmeout"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_field() {
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n\n[[route]]\npath = \"/a\"\ncomponent = \"b.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("manifest trellis.toml:6: route[1].path:"),
+            "{err}"
+        );
+
+        let err = parse("[[route]]\npath = \"/metrics\"\ncomponent = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2: route[0].path"), "{err}");
+
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nmethods = [\"get\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":4: route[0].methods"), "{err}");
+
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ngrants = [\"sql\", \"filesystem\"]\n").unwrap_err().to_string();
+        assert!(
+            err.contains(":4: route[0].grants") && err.contains("filesystem"),
+            "{err}"
+        );
+    }
+}

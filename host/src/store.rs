@@ -1,0 +1,95 @@
+//! Per-request store data: one `StoreData` per guest instance, built fresh
+//! for every request and dropped with it.
+
+use crate::manifest::Limits;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+/// Everything one instance can reach. It lives exactly as long as the
+/// request it serves, so no state leaks from one request to the next.
+pub struct StoreData {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    limits: StoreLimits,
+    hooks: NoOutboundHttp,
+}
+
+/// `wasi:http` hooks that refuse outgoing requests: no grant offers
+/// outbound HTTP, so a guest calling out gets `HTTP-request-denied`.
+struct NoOutboundHttp;
+
+impl WasiHttpHooks for NoOutboundHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), Error>> + Send>,
+                    ),
+                    Error,
+                >,
+            > + Send,
+    > {
+        Box::new(std::future::ready(Err(Error::HttpRequestDenied)))
+    }
+}
+
+impl StoreData {
+    fn new(limits: &Limits) -> StoreData {
+        // The WASI context is deliberately empty: no environment, no
+        // arguments, no preopened directories and no sockets. Guests reach
+        // the outside world only through capabilities their route grants.
+        let wasi = WasiCtxBuilder::new()
+            .inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let memory = usize::try_from(limits.memory.0).unwrap_or(usize::MAX);
+        StoreData {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .trap_on_grow_failure(true)
+                .build(),
+            hooks: NoOutboundHttp,
+        }
+    }
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Builds the store for one request under the route's `limits`.
+pub fn new_store(engine: &Engine, limits: &Limits) -> Store<StoreData> {
+    let mut store = Store::new(engine, StoreData::new(limits));
+    store.limiter(|data| &mut data.limits);
+    store
+}
