@@ -1,0 +1,135 @@
+//! Per-route limits from the manifest: body size, deadline, memory and
+//! concurrency.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream;
+
+use crate::util::{Manifest, Trellis, assert_error, component, header, wait_until_busy};
+
+/// A body with no content-length (sent chunked) of `chunks` × `size` bytes.
+fn chunked(chunks: usize, size: usize) -> reqwest::Body {
+    let parts = (0..chunks).map(move |_| Ok::<_, std::io::Error>(Bytes::from(vec![b'c'; size])));
+    reqwest::Body::wrap_stream(stream::iter(parts))
+}
+
+#[tokio::test]
+async fn content_length_over_max_body_is_413() {
+    let trellis = Trellis::start(Manifest::new().route(
+        "echo",
+        "/echo",
+        component::ECHO,
+        &[r#"max_body = "1KiB""#],
+    ))
+    .await;
+    let post = |len: usize| {
+        trellis
+            .client()
+            .post(trellis.url("/echo"))
+            .body(vec![b'a'; len])
+            .send()
+    };
+
+    let response = post(1024).await.unwrap();
+    assert_eq!(response.status(), 200, "exactly max_body is allowed");
+    assert_eq!(response.bytes().await.unwrap().len(), 1024);
+
+    assert_error(post(1025).await.unwrap(), 413, "PAYLOAD_TOO_LARGE").await;
+}
+
+#[tokio::test]
+async fn chunked_body_over_max_body_is_413() {
+    let trellis = Trellis::start(Manifest::new().route(
+        "echo",
+        "/echo",
+        component::ECHO,
+        &[r#"max_body = "1KiB""#],
+    ))
+    .await;
+    let post = |body| {
+        trellis
+            .client()
+            .post(trellis.url("/echo?buffer"))
+            .body(body)
+            .send()
+    };
+
+    let response = post(chunked(4, 256)).await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "a chunked body within max_body is fine"
+    );
+    assert_eq!(response.bytes().await.unwrap().len(), 1024);
+
+    // `?buffer` makes echo read it all before it answers, so the limit trips
+    // while the host can still choose the status.
+    assert_error(
+        post(chunked(16, 512)).await.unwrap(),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+
+    let response = trellis.get("/echo").await;
+    assert_eq!(response.status(), 200, "the route still serves");
+}
+
+#[tokio::test]
+async fn over_max_concurrency_is_503_after_queue_timeout() {
+    let trellis = Trellis::start(Manifest::new().route(
+        "slow",
+        "/slow",
+        component::SLOW,
+        &[
+            "max_concurrency = 1",
+            r#"queue_timeout = "50ms""#,
+            r#"timeout = "10s""#,
+        ],
+    ))
+    .await;
+    let holder = tokio::spawn(trellis.client().get(trellis.url("/slow?ms=1500")).send());
+
+    let started = Instant::now();
+    let busy = wait_until_busy(&trellis, "/slow?ms=0").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "503 only after {:?}",
+        started.elapsed()
+    );
+    let retry_after = header(busy.headers(), "retry-after");
+    assert!(
+        retry_after.parse::<u64>().is_ok(),
+        "retry-after {retry_after:?}"
+    );
+    assert_error(busy, 503, "OVERLOADED").await;
+
+    let holder = holder.await.unwrap().expect("the holder is answered");
+    assert_eq!(holder.status(), 200);
+    assert_eq!(holder.text().await.unwrap(), "slept 1500\n");
+
+    let response = trellis.get("/slow?ms=0").await;
+    assert_eq!(response.status(), 200, "the slot is free again");
+}
+
+#[tokio::test]
+async fn requests_queue_for_a_slot_within_queue_timeout() {
+    let trellis = Trellis::start(Manifest::new().route(
+        "slow",
+        "/slow",
+        component::SLOW,
+        &["max_concurrency = 1", r#"queue_timeout = "5s""#],
+    ))
+    .await;
+    // Two 600 ms requests through one slot take about 1.2 s: they ran one
+    // after the other, and neither was turned away.
+    let started = Instant::now();
+    let (a, b) = tokio::join!(trellis.get("/slow?ms=600"), trellis.get("/slow?ms=600"));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1150),
+        "ran side by side: {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,28 @@
+//! End-to-end tests: each test runs the real `trellis` binary on
+//! `127.0.0.1:0` with its own manifest, cache dir and process, and talks to it
+//! over HTTP like any client.
+//!
+//! The guest components come from `host/build.rs`, which exports their paths
+//! as `<NAME>_COMPONENT` and lists them in `foreach_plugin!`. `plugins` has one
+//! test per plugin, named after it, and the build fails if one is missing.
+
+mod cache;
+mod cli;
+mod faults;
+mod http_edge;
+mod limits;
+mod plugins;
+mod routing;
+mod shutdown;
+mod streaming;
+mod util;
+
+include!(concat!(env!("OUT_DIR"), "/components.rs"));
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[expect(unused_imports, reason = "only here to check that the test exists")]
+        use self::plugins::$name as _;
+    };
+}
+foreach_plugin!(assert_test_exists);

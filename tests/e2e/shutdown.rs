@@ -1,0 +1,78 @@
+//! Graceful shutdown on SIGTERM: requests in flight finish within
+//! `shutdown_grace`, then the process exits and stops taking connections.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{Manifest, Trellis, component, wait_until_busy};
+
+/// A slow route with one slot, so `wait_until_busy` can tell when a request
+/// is in flight.
+fn manifest(grace: &str) -> Manifest {
+    Manifest::new()
+        .server(&format!("shutdown_grace = {grace:?}"))
+        .route(
+            "slow",
+            "/slow",
+            component::SLOW,
+            &[
+                "max_concurrency = 1",
+                r#"queue_timeout = "200ms""#,
+                r#"timeout = "60s""#,
+            ],
+        )
+}
+
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let mut trellis = Trellis::start(manifest("30s")).await;
+    let in_flight = tokio::spawn(trellis.client().get(trellis.url("/slow?ms=1500")).send());
+    wait_until_busy(&trellis, "/slow?ms=0").await;
+
+    trellis.sigterm();
+    let signalled = Instant::now();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "slept 1500\n");
+
+    let status = trellis
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("trellis exits");
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    let refused = tokio::net::TcpStream::connect(trellis.addr).await;
+    assert!(refused.is_err(), "still accepting connections after exit");
+}
+
+#[tokio::test]
+async fn sigterm_gives_up_after_shutdown_grace() {
+    let mut trellis = Trellis::start(manifest("1s")).await;
+    let in_flight = tokio::spawn(trellis.client().get(trellis.url("/slow?ms=8000")).send());
+    wait_until_busy(&trellis, "/slow?ms=0").await;
+
+    trellis.sigterm();
+    let signalled = Instant::now();
+    // 1 s of grace plus slack, and well short of the 8 s request.
+    trellis
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("trellis exits soon after its grace");
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "exited after only {waited:?}, before the grace ran out"
+    );
+
+    let outcome = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the cut-off request ends")
+        .unwrap();
+    assert!(
+        !outcome.as_ref().is_ok_and(|r| r.status() == 200),
+        "the cut-off request cannot have completed: {outcome:?}"
+    );
+    assert!(tokio::net::TcpStream::connect(trellis.addr).await.is_err());
+}
