@@ -1,0 +1,104 @@
+//! Per-request cost of the Trellis host without HTTP: instantiating the
+//! hello component from the pool, and a full `invoke` (instantiate, call
+//! `wasi:http/incoming-handler.handle`, collect the response), each on one
+//! thread, averaged over many iterations.
+//!
+//! Usage: `instantiate HELLO_WASM [ITERATIONS]`.
+
+use http_body_util::{BodyExt, Empty};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trellis::component::Loader;
+use trellis::engine::{EpochTicker, new_engine};
+use trellis::invoke::{Context, invoke};
+use trellis::linker::new_linker;
+use trellis::manifest::Limits;
+use trellis::store::new_store;
+use trellis::units::{ByteSize, Duration as Timeout};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let wasm = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: instantiate HELLO_WASM [ITERATIONS]"))?;
+    let iterations: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
+
+    let engine = new_engine(1000).map_err(anyhow::Error::from)?;
+    let _ticker = EpochTicker::start(&engine);
+    let linker = new_linker(&engine).map_err(anyhow::Error::from)?;
+    let cache = std::env::temp_dir().join(format!("trellis-bench-{}", std::process::id()));
+    let loader = Loader::new(engine.clone(), linker, cache.clone());
+    let (handler, _) = loader.load(&std::fs::read(&wasm)?)?;
+    let handler = Arc::new(handler);
+    let limits = Limits {
+        timeout: Timeout(Duration::from_secs(5)),
+        memory: ByteSize(16 << 20),
+        max_body: ByteSize(1 << 20),
+        max_concurrency: 1,
+        queue_timeout: Timeout(Duration::from_millis(100)),
+    };
+
+    let instantiate = measure(iterations, || async {
+        let mut store = new_store(&engine, &limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        handler
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .expect("instantiate");
+    })
+    .await;
+
+    let full = measure(iterations, || async {
+        let req = http::Request::get("http://localhost/hello")
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let cx = Context {
+            route: "hello".into(),
+            request_id: "bench".into(),
+        };
+        let response = invoke(&engine, handler.clone(), &limits, req, (), cx)
+            .await
+            .expect("invoke");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert_eq!(&body[..], b"Hello, world!\n");
+    })
+    .await;
+
+    println!(
+        "instantiate (store + pooled instance, then drop): {:>7.2} µs",
+        micros(instantiate)
+    );
+    println!(
+        "invoke (instantiate + handle + body):             {:>7.2} µs",
+        micros(full)
+    );
+    let _ = std::fs::remove_dir_all(cache);
+    Ok(())
+}
+
+/// Average wall time of `f` over `n` runs, after a warm-up of n/10.
+async fn measure<F, Fut>(n: u32, f: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..n / 10 {
+        f().await;
+    }
+    let started = Instant::now();
+    for _ in 0..n {
+        f().await;
+    }
+    started.elapsed() / n
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
