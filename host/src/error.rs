@@ -98,6 +98,11 @@ impl IntoResponse for ApiError {
                     headers.insert(header::ALLOW, v);
                 }
             }
+            ErrorKind::PayloadTooLarge { .. } => {
+                // The rest of the body was never read, so this connection
+                // cannot carry another request; tell the client not to try.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             ErrorKind::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

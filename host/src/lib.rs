@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access_log;
 pub mod app;
 pub mod body;
 pub mod component;

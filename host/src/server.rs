@@ -37,7 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(dispatch)
         .with_state(app)
         .layer(compression)
-        .layer(axum::middleware::from_fn(edge::middleware))
+        .layer(edge::EdgeLayer)
 }
 
 async fn live() -> Response {

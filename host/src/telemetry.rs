@@ -1,22 +1,24 @@
 //! Log output: human-readable by default, JSON lines with
 //! `TRELLIS_LOG_FORMAT=json`, filtered by `TRELLIS_LOG` (default `info`).
 
+use crate::access_log;
+use std::io::BufWriter;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Lines are written by a background
-/// thread so a slow terminal or pipe never stalls request handling; keep
-/// the guard alive until exit so the last lines are flushed.
+/// Installs the global subscriber and the access log. Lines are written by
+/// a background thread, in batches, so a slow terminal or pipe never stalls
+/// request handling; keep the guard alive until exit so the last lines are
+/// flushed.
 pub fn init() -> WorkerGuard {
     let filter = EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
-        64 << 10,
-        std::io::stdout(),
-    ));
+    let stdout = BufWriter::with_capacity(64 << 10, std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(stdout);
+    let json = std::env::var("TRELLIS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    access_log::install(writer.clone(), json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let json = std::env::var("TRELLIS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     if json {
         builder
             .json()

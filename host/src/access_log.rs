@@ -1,0 +1,205 @@
+//! The access log: one line per request, written straight into the same
+//! non-blocking log writer as every other line and in the same shape (text,
+//! or JSON with `TRELLIS_LOG_FORMAT=json`), but without going through
+//! tracing's generic formatter, which cost more per request than a guest's
+//! whole instantiation.
+//!
+//! Filtering still follows `TRELLIS_LOG`: the line is written only if an
+//! `INFO` event with target `trellis::request` would be.
+
+use http::Method;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing_appender::non_blocking::NonBlocking;
+
+/// Where lines go, and in which shape; set once at startup.
+struct Sink {
+    writer: NonBlocking,
+    json: bool,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Sends access-log lines to `writer`, as JSON when `json` is set.
+pub fn install(writer: NonBlocking, json: bool) {
+    let _ = SINK.set(Sink { writer, json });
+}
+
+/// One finished request.
+pub struct Entry<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// The request method.
+    pub method: &'a Method,
+    /// The request path (no query: it may carry secrets).
+    pub path: &'a str,
+    /// The route that served it, if any.
+    pub route: Option<&'a str>,
+    /// The digest of the component that served it, if any.
+    pub component: Option<&'a str>,
+    /// The response status.
+    pub status: u16,
+    /// Time to the response head.
+    pub duration: Duration,
+}
+
+/// Writes `entry`, if the access log is installed and enabled.
+pub fn record(entry: &Entry<'_>) {
+    let Some(sink) = SINK.get() else { return };
+    if !tracing::enabled!(target: "trellis::request", tracing::Level::INFO) {
+        return;
+    }
+    thread_local! {
+        static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    }
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        if sink.json {
+            format_json(line, entry);
+        } else {
+            format_text(line, entry);
+        }
+        // The writer only queues the line for the log thread.
+        let _ = sink.writer.clone().write_all(line.as_bytes());
+    });
+}
+
+fn format_text(out: &mut String, e: &Entry<'_>) {
+    timestamp(out, SystemTime::now());
+    let _ = write!(
+        out,
+        "  INFO trellis::request: request request_id={} method={} path={}",
+        e.request_id, e.method, e.path
+    );
+    if let Some(route) = e.route {
+        let _ = write!(out, " route={route:?}");
+    }
+    if let Some(component) = e.component {
+        let _ = write!(out, " component={component:?}");
+    }
+    let _ = writeln!(
+        out,
+        " status={} duration_ms={}",
+        e.status,
+        millis(e.duration)
+    );
+}
+
+fn format_json(out: &mut String, e: &Entry<'_>) {
+    out.push_str("{\"timestamp\":\"");
+    timestamp(out, SystemTime::now());
+    out.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":");
+    json_str(out, e.request_id);
+    out.push_str(",\"method\":");
+    json_str(out, e.method.as_str());
+    out.push_str(",\"path\":");
+    json_str(out, e.path);
+    if let Some(route) = e.route {
+        out.push_str(",\"route\":");
+        json_str(out, route);
+    }
+    if let Some(component) = e.component {
+        out.push_str(",\"component\":");
+        json_str(out, component);
+    }
+    let _ = writeln!(
+        out,
+        ",\"status\":{},\"duration_ms\":{},\"target\":\"trellis::request\"}}",
+        e.status,
+        millis(e.duration)
+    );
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends `t` as RFC 3339 UTC with microseconds, like tracing's own lines.
+fn timestamp(out: &mut String, t: SystemTime) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_the_calendar() {
+        let mut s = String::new();
+        timestamp(
+            &mut s,
+            UNIX_EPOCH + Duration::from_micros(1_795_999_808_123_456),
+        );
+        assert_eq!(s, "2026-11-30T00:50:08.123456Z");
+        s.clear();
+        timestamp(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
+        assert_eq!(s, "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn json_lines_parse_and_escape() {
+        let mut s = String::new();
+        let entry = Entry {
+            request_id: "a\"b\\c",
+            method: &Method::GET,
+            path: "/x",
+            route: Some("r"),
+            component: None,
+            status: 404,
+            duration: Duration::from_micros(1500),
+        };
+        format_json(&mut s, &entry);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["request_id"], "a\"b\\c");
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["route"], "r");
+        assert!(v.get("component").is_none());
+        assert_eq!(v["message"], "request");
+    }
+}
