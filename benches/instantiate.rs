@@ -52,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
 
-    println!("instantiate (store + pooled instance, then drop): {:>7.2} µs", micros(instantiate));
+    println!(
+        "instantiate (store + pooled instance, then drop): {:>7.2} µs",
+        micros(instantiate)
+    );
     if instantiate_only {
         return Ok(());
     }

@@ -40,6 +40,8 @@ pub struct Entry<'a> {
     pub route: Option<&'a str>,
     /// The digest of the component that served it, if any.
     pub component: Option<&'a str>,
+    /// The route version that served it, if any.
+    pub version: Option<u32>,
     /// The response status.
     pub status: u16,
     /// Time to the response head.
@@ -80,6 +82,9 @@ fn format_text(out: &mut String, e: &Entry<'_>) {
     if let Some(component) = e.component {
         let _ = write!(out, " component={component:?}");
     }
+    if let Some(version) = e.version {
+        let _ = write!(out, " version={version}");
+    }
     let _ = writeln!(
         out,
         " status={} duration_ms={}",
@@ -104,6 +109,9 @@ fn format_json(out: &mut String, e: &Entry<'_>) {
     if let Some(component) = e.component {
         out.push_str(",\"component\":");
         json_str(out, component);
+    }
+    if let Some(version) = e.version {
+        let _ = write!(out, ",\"version\":{version}");
     }
     let _ = writeln!(
         out,
@@ -190,6 +198,7 @@ mod tests {
             path: "/x",
             route: Some("r"),
             component: None,
+            version: Some(3),
             status: 404,
             duration: Duration::from_micros(1500),
         };
@@ -200,6 +209,7 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["route"], "r");
         assert!(v.get("component").is_none());
+        assert_eq!(v["version"], 3);
         assert_eq!(v["message"], "request");
     }
 }

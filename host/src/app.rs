@@ -2,12 +2,15 @@
 //! routes and the process-wide limits.
 
 use crate::component::{Handler, Loader};
+use crate::deployments::Deployments;
 use crate::engine::{EpochTicker, new_engine};
 use crate::linker::new_linker;
 use crate::manifest::{Manifest, Server, line_of};
 use crate::quickstart;
 use crate::routes::{Route, RouteTable};
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -17,8 +20,11 @@ use tokio::sync::Semaphore;
 pub struct App {
     /// The engine all components are compiled for.
     pub engine: wasmtime::Engine,
-    /// Routes by path.
-    pub routes: RouteTable,
+    /// Routes by path. Swapped whole on hot load: a request loads it once
+    /// and keeps the `Arc<Route>` it matched until it finishes.
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Hot load, rollback and removal of routes (admin API, watch mode).
+    pub deployments: Deployments,
     /// Process-wide settings from `[server]`.
     pub server: Server,
     /// Live instances across all routes; sized like the pooling allocator
@@ -39,7 +45,7 @@ impl App {
         let linker = new_linker(&engine)
             .map_err(anyhow::Error::from)
             .context("creating the linker")?;
-        let loader = Loader::new(engine.clone(), linker, manifest.cache_dir());
+        let loader = Arc::new(Loader::new(engine.clone(), linker, manifest.cache_dir()));
         let mut routes = RouteTable::default();
         for route in &manifest.routes {
             let name = route.name();
@@ -52,16 +58,19 @@ impl App {
             };
             let handler =
                 load_route(&loader, manifest, route, source).with_context(|| what.clone())?;
-            let route_ = Route::new(&name, route.methods(), route.limits(), Arc::new(handler));
+            let route_ = Route::new(route.spec(), Arc::new(handler), 1, None);
             routes
-                .insert(route.path.get_ref(), route_)
+                .insert(Arc::new(route_))
                 .with_context(|| format!("{what}: path {:?}", route.path.get_ref()))?;
         }
+        let routes = Arc::new(ArcSwap::from_pointee(routes));
+        let instances = Arc::new(Semaphore::new(manifest.server.max_instances as usize));
         Ok(App {
             _ticker: EpochTicker::start(&engine),
             engine,
+            deployments: Deployments::new(routes.clone(), loader, instances.clone()),
             routes,
-            instances: Arc::new(Semaphore::new(manifest.server.max_instances as usize)),
+            instances,
             server: manifest.server.clone(),
             draining: AtomicBool::new(false),
         })
@@ -75,14 +84,7 @@ fn load_route(
     source: &ManifestSource,
 ) -> anyhow::Result<Handler> {
     let path = route.component_path(&manifest.base_dir);
-    let bytes = match source {
-        ManifestSource::Bundled => quickstart::component(&path)
-            .with_context(|| format!("no bundled component {}", path.display()))?
-            .to_vec(),
-        ManifestSource::File { .. } => {
-            std::fs::read(&path).with_context(|| format!("reading component {}", path.display()))?
-        }
-    };
+    let bytes = read_component(&path, source)?;
     let started = Instant::now();
     let (handler, cache) = loader
         .load(&bytes)
@@ -97,12 +99,26 @@ fn load_route(
     Ok(handler)
 }
 
+/// The bytes of the component at `path` (bundled ones for the quickstart).
+pub fn read_component(path: &std::path::Path, source: &ManifestSource) -> anyhow::Result<Vec<u8>> {
+    Ok(match source {
+        ManifestSource::Bundled => quickstart::component(path)
+            .with_context(|| format!("no bundled component {}", path.display()))?
+            .to_vec(),
+        ManifestSource::File { .. } => {
+            std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?
+        }
+    })
+}
+
 /// Where the manifest came from.
 pub enum ManifestSource {
     /// A file the operator wrote; its text is kept for line numbers.
     File {
         /// The manifest's text.
         text: String,
+        /// Its path, watched by `serve --watch`.
+        path: PathBuf,
     },
     /// The quickstart compiled into the binary.
     Bundled,
@@ -111,7 +127,7 @@ pub enum ManifestSource {
 impl ManifestSource {
     fn text(&self) -> Option<&str> {
         match self {
-            ManifestSource::File { text } => Some(text),
+            ManifestSource::File { text, .. } => Some(text),
             ManifestSource::Bundled => Some(quickstart::MANIFEST),
         }
     }

@@ -1,7 +1,9 @@
 //! Command line and manifest: everything `main` needs, read and validated
 //! before any port is bound.
 
+use crate::admin::{TOKEN_ENV, Token};
 use crate::app::ManifestSource;
+use crate::deploy::{Action, AdminCall};
 use crate::manifest::Manifest;
 use crate::quickstart;
 use anyhow::Context as _;
@@ -27,12 +29,78 @@ enum Command {
         /// Listen on this address instead of `server.listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve the admin API on this address instead of
+        /// `server.admin_listen` (it also needs TRELLIS_ADMIN_TOKEN).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Reload routes when the manifest or a component file changes.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate MANIFEST and load every component it names, without serving.
     Check {
         /// Path to trellis.toml.
         manifest: PathBuf,
     },
+    /// Upload COMPONENT as the next version of ROUTE to a running host.
+    Deploy {
+        /// Route name.
+        route: String,
+        /// The component (.wasm).
+        component: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Route path; required when ROUTE is new.
+        #[arg(long)]
+        path: Option<String>,
+        /// Other route settings, e.g. `--set methods=GET,HEAD --set timeout=2s`
+        /// (methods, grants, timeout, memory, max_body, max_concurrency,
+        /// queue_timeout).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
+        settings: Vec<(String, String)>,
+    },
+    /// Serve ROUTE's previous version again on a running host.
+    Rollback {
+        /// Route name.
+        route: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Base URL of the host's admin API, e.g. http://127.0.0.1:9090.
+    #[arg(long)]
+    admin: String,
+    /// Bearer token (default: env TRELLIS_ADMIN_TOKEN).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn call(self, action: Action) -> AdminCall {
+        AdminCall {
+            admin: self.admin,
+            token: self.token.or_else(|| std::env::var(TOKEN_ENV).ok()),
+            action,
+        }
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// What the command line asks for.
+pub enum Invocation {
+    /// Serve or check a manifest.
+    Host(Config),
+    /// Call a running host's admin API.
+    Admin(AdminCall),
 }
 
 /// What the process was asked to do.
@@ -54,15 +122,43 @@ pub struct Config {
     pub source: ManifestSource,
     /// Shown in logs: the manifest path or "bundled quickstart".
     pub origin: String,
+    /// `serve --watch`: reload what changes on disk.
+    pub watch: bool,
+    /// The admin API's token (env `TRELLIS_ADMIN_TOKEN`); the API is off
+    /// without one.
+    pub admin_token: Option<Token>,
 }
 
 impl Config {
-    /// Reads the command line and the manifest.
-    pub fn load() -> anyhow::Result<Config> {
+    /// Reads the command line, the environment and the manifest.
+    pub fn load() -> anyhow::Result<Invocation> {
         let cli = Cli::parse();
-        let (mode, path, listen) = match cli.command {
-            Command::Serve { manifest, listen } => (Mode::Serve, manifest, listen),
-            Command::Check { manifest } => (Mode::Check, Some(manifest), None),
+        let (mode, path, listen, admin_listen, watch) = match cli.command {
+            Command::Serve {
+                manifest,
+                listen,
+                admin_listen,
+                watch,
+            } => (Mode::Serve, manifest, listen, admin_listen, watch),
+            Command::Check { manifest } => (Mode::Check, Some(manifest), None, None, false),
+            Command::Deploy {
+                route,
+                component,
+                admin,
+                path,
+                mut settings,
+            } => {
+                settings.extend(path.map(|p| ("path".to_owned(), p)));
+                let action = Action::Deploy {
+                    route,
+                    component,
+                    settings,
+                };
+                return Ok(Invocation::Admin(admin.call(action)));
+            }
+            Command::Rollback { route, admin } => {
+                return Ok(Invocation::Admin(admin.call(Action::Rollback { route })));
+            }
         };
         let default = Path::new("trellis.toml");
         let path = path.or_else(|| default.exists().then(|| default.to_owned()));
@@ -72,11 +168,8 @@ impl Config {
                     .with_context(|| format!("reading manifest {}", path.display()))?;
                 let base = path.parent().unwrap_or(Path::new(".")).to_owned();
                 let manifest = Manifest::parse(&text, &path, base)?;
-                (
-                    manifest,
-                    ManifestSource::File { text },
-                    path.display().to_string(),
-                )
+                let origin = path.display().to_string();
+                (manifest, ManifestSource::File { text, path }, origin)
             }
             None => {
                 let name = Path::new("<bundled quickstart>");
@@ -91,11 +184,19 @@ impl Config {
         if let Some(listen) = listen {
             manifest.server.listen = listen;
         }
-        Ok(Config {
+        if let Some(addr) = admin_listen {
+            manifest.server.admin_listen = Some(addr);
+        }
+        Ok(Invocation::Host(Config {
             mode,
             manifest,
             source,
             origin,
-        })
+            watch,
+            admin_token: std::env::var(TOKEN_ENV)
+                .ok()
+                .as_deref()
+                .and_then(Token::new),
+        }))
     }
 }

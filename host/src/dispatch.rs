@@ -29,7 +29,10 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
         .into_response()
     };
 
-    let Some(route) = app.routes.lookup(req.uri().path()) else {
+    // One load of the table per request: the `Arc<Route>` taken here keeps
+    // this version (its component and limits) alive until the request is
+    // done, whatever hot load swaps in meanwhile.
+    let Some(route) = app.routes.load().lookup(req.uri().path()).cloned() else {
         return fail(ErrorKind::NotFound);
     };
     if !route.allows(req.method()) {
@@ -91,6 +94,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
     response.extensions_mut().insert(Served {
         route: route.name.clone(),
         component: route.handler.digest.as_str().into(),
+        version: route.version,
     });
     response
 }

@@ -30,6 +30,8 @@ pub struct Served {
     pub route: Arc<str>,
     /// Hex digest of the component that served.
     pub component: Arc<str>,
+    /// The route's version number (1 at startup, +1 per hot load).
+    pub version: u32,
 }
 
 const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
@@ -135,6 +137,7 @@ where
             path: this.uri.path(),
             route: served.map(|s| &*s.route),
             component: served.map(|s| &*s.component),
+            version: served.map(|s| s.version),
             status: response.status().as_u16(),
             duration: this.started.elapsed(),
         });

@@ -39,6 +39,17 @@ pub enum ErrorKind {
     HandlerFailed,
     /// The route (or the host) is at its concurrency limit.
     Overloaded,
+    /// Admin API: the bearer token is missing or wrong.
+    Unauthorized,
+    /// Admin API: no route has this name.
+    NoSuchRoute(String),
+    /// Admin API: the settings or the component were refused; the message
+    /// says why (the operator's input, so it is shown in full).
+    ValidationFailed(String),
+    /// Admin API: the request cannot apply to the route's current state.
+    Conflict(String),
+    /// A host failure; the cause is logged, not shown.
+    Internal,
 }
 
 impl ErrorKind {
@@ -74,6 +85,27 @@ impl ErrorKind {
                 "OVERLOADED",
                 "too many requests in flight; retry shortly".into(),
             ),
+            ErrorKind::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "a valid bearer token is required".into(),
+            ),
+            ErrorKind::NoSuchRoute(name) => (
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("no route named {name:?}"),
+            ),
+            ErrorKind::ValidationFailed(message) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                message.clone(),
+            ),
+            ErrorKind::Conflict(message) => (StatusCode::CONFLICT, "CONFLICT", message.clone()),
+            ErrorKind::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error".into(),
+            ),
         }
     }
 }
@@ -105,6 +137,12 @@ impl IntoResponse for ApiError {
             }
             ErrorKind::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ErrorKind::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"trellis-admin\""),
+                );
             }
             _ => {}
         }

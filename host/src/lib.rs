@@ -8,10 +8,13 @@
 #![deny(missing_docs)]
 
 pub mod access_log;
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod component;
 pub mod config;
+pub mod deploy;
+pub mod deployments;
 pub mod dispatch;
 pub mod edge;
 pub mod engine;
@@ -25,5 +28,6 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod units;
+pub mod watch;
 
 pub use server::{router, run, shutdown_signal};

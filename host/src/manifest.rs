@@ -4,7 +4,7 @@
 //! meet these errors at deploy time, usually in a CI log.
 
 use crate::units::{ByteSize, Duration};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,8 @@ pub struct Server {
     /// Most guest instances alive at once across all routes; sizes the
     /// pooling allocator.
     pub max_instances: u32,
+    /// Largest component the admin API accepts in one upload.
+    pub max_component_size: ByteSize,
 }
 
 impl Default for Server {
@@ -69,6 +71,7 @@ impl Default for Server {
             compression_min_size: ByteSize(1024),
             cache_dir: None,
             max_instances: 1000,
+            max_component_size: ByteSize(64 << 20),
         }
     }
 }
@@ -106,7 +109,7 @@ pub struct Route {
 }
 
 /// Per-route limits, as the dispatcher applies them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// CPU and wall-clock deadline for one request.
     pub timeout: Duration,
@@ -118,6 +121,18 @@ pub struct Limits {
     pub max_concurrency: u32,
     /// How long a request waits for a free slot before a 503.
     pub queue_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Limits::default_timeout(),
+            memory: Limits::default_memory(),
+            max_body: Limits::default_max_body(),
+            max_concurrency: Limits::default_max_concurrency(),
+            queue_timeout: Limits::default_queue_timeout(),
+        }
+    }
 }
 
 impl Limits {
@@ -136,6 +151,73 @@ impl Limits {
     fn default_queue_timeout() -> Duration {
         Duration(time::Duration::from_millis(100))
     }
+}
+
+/// One route's settings, wherever they were written (a `[[route]]` of the
+/// manifest or the query of an admin `PUT`), validated by the same checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Name used by logs, metrics and the admin API.
+    pub name: String,
+    /// Path pattern, with `{param}` and `{*rest}` segments.
+    pub path: String,
+    /// Methods served; `None` means all.
+    pub methods: Option<Vec<http::Method>>,
+    /// Capabilities the component may import.
+    pub grants: Vec<String>,
+    /// Limits applied to each request.
+    pub limits: Limits,
+}
+
+/// Checks a route path: absolute, and not under a path the host serves.
+pub fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must start with '/'"));
+    }
+    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|r| p.starts_with(**r)) {
+        return Err(format!(
+            "{p:?} is under {prefix}, which the host serves itself"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses method names, which must be upper-case HTTP methods.
+pub fn parse_methods(methods: &[String]) -> Result<Vec<http::Method>, String> {
+    methods
+        .iter()
+        .map(|m| match http::Method::from_bytes(m.as_bytes()) {
+            Ok(method) if !m.chars().any(|c| c.is_ascii_lowercase()) => Ok(method),
+            _ => Err(format!(
+                "{m:?} is not an HTTP method (use upper case, e.g. \"GET\")"
+            )),
+        })
+        .collect()
+}
+
+/// Checks that every grant names a known capability.
+pub fn check_grants(grants: &[String]) -> Result<(), String> {
+    match grants.iter().find(|g| !KNOWN_GRANTS.contains(&g.as_str())) {
+        Some(g) => Err(format!(
+            "unknown capability {g:?}; known: {}",
+            KNOWN_GRANTS.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks limits that parse but cannot work; the error names the field.
+pub fn check_limits(limits: &Limits) -> Result<(), (&'static str, String)> {
+    if limits.timeout.0.is_zero() {
+        return Err(("timeout", "must be more than 0".into()));
+    }
+    if limits.max_concurrency == 0 {
+        return Err(("max_concurrency", "must be at least 1".into()));
+    }
+    if limits.memory.0 < 1 << 20 {
+        return Err(("memory", "must be at least 1MiB".into()));
+    }
+    Ok(())
 }
 
 /// A manifest that could not be read or is invalid.
@@ -205,19 +287,8 @@ impl Manifest {
         for (i, route) in self.routes.iter().enumerate() {
             let field = |name: &str| format!("route[{i}].{name}");
             let p = route.path.get_ref();
-            if !p.starts_with('/') {
-                return Err(invalid(
-                    route.path.span(),
-                    field("path"),
-                    format!("{p:?} must start with '/'"),
-                ));
-            }
-            if let Some(prefix) = RESERVED_PREFIXES.iter().find(|r| p.starts_with(**r)) {
-                return Err(invalid(
-                    route.path.span(),
-                    field("path"),
-                    format!("{p:?} is under {prefix}, which the host serves itself"),
-                ));
+            if let Err(message) = check_path(p) {
+                return Err(invalid(route.path.span(), field("path"), message));
             }
             if let Err(e) = paths.insert(p.as_str(), ()) {
                 return Err(invalid(route.path.span(), field("path"), e.to_string()));
@@ -231,56 +302,18 @@ impl Manifest {
                     format!("route name {name:?} is used twice"),
                 ));
             }
-            if let Some(methods) = &route.methods {
-                for m in methods.get_ref() {
-                    if http::Method::from_bytes(m.as_bytes()).is_err()
-                        || m.chars().any(|c| c.is_ascii_lowercase())
-                    {
-                        return Err(invalid(
-                            methods.span(),
-                            field("methods"),
-                            format!("{m:?} is not an HTTP method (use upper case, e.g. \"GET\")"),
-                        ));
-                    }
-                }
-            }
-            for (g, span) in route
-                .grants
-                .iter()
-                .flat_map(|g| g.get_ref().iter().map(|n| (n, g.span())))
+            if let Some(methods) = &route.methods
+                && let Err(message) = parse_methods(methods.get_ref())
             {
-                if !KNOWN_GRANTS.contains(&g.as_str()) {
-                    return Err(invalid(
-                        span,
-                        field("grants"),
-                        format!(
-                            "unknown capability {g:?}; known: {}",
-                            KNOWN_GRANTS.join(", ")
-                        ),
-                    ));
-                }
+                return Err(invalid(methods.span(), field("methods"), message));
             }
-            let limits = route.limits();
-            if limits.timeout.0.is_zero() {
-                return Err(invalid(
-                    route.path.span(),
-                    field("timeout"),
-                    "must be more than 0".into(),
-                ));
+            if let Some(grants) = &route.grants
+                && let Err(message) = check_grants(grants.get_ref())
+            {
+                return Err(invalid(grants.span(), field("grants"), message));
             }
-            if limits.max_concurrency == 0 {
-                return Err(invalid(
-                    route.path.span(),
-                    field("max_concurrency"),
-                    "must be at least 1".into(),
-                ));
-            }
-            if limits.memory.0 < 1 << 20 {
-                return Err(invalid(
-                    route.path.span(),
-                    field("memory"),
-                    "must be at least 1MiB".into(),
-                ));
+            if let Err((name, message)) = check_limits(&route.limits()) {
+                return Err(invalid(route.path.span(), field(name), message));
             }
         }
         Ok(())
@@ -343,6 +376,21 @@ impl Route {
                 .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
                 .collect()
         })
+    }
+
+    /// The route's settings, apart from its component.
+    pub fn spec(&self) -> RouteSpec {
+        RouteSpec {
+            name: self.name(),
+            path: self.path.get_ref().clone(),
+            methods: self.methods(),
+            grants: self
+                .grants
+                .as_ref()
+                .map(|g| g.get_ref().clone())
+                .unwrap_or_default(),
+            limits: self.limits(),
+        }
     }
 
     /// The component's file path, resolved against the manifest directory.

@@ -1,57 +1,78 @@
-//! The route table: path patterns to routes, each with its component and
-//! limits.
+//! The route table: path patterns to routes, each with its component,
+//! limits and version.
+//!
+//! A table is immutable once built. Hot load builds a new one and swaps it
+//! in whole (see [`crate::deployments`]); a request holds the `Arc<Route>`
+//! it matched, so it finishes on the version it started with.
 
 use crate::component::Handler;
-use crate::manifest::Limits;
+use crate::manifest::{Limits, RouteSpec};
 use http::{HeaderValue, Method};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// One route, ready to serve.
+/// One version of one route, ready to serve.
 pub struct Route {
     /// Name used in logs, metrics and the admin API.
     pub name: Arc<str>,
-    /// Methods served; `None` means all.
-    methods: Option<Vec<Method>>,
-    /// Limits applied to each request.
+    /// Settings this version was deployed with.
+    pub spec: RouteSpec,
+    /// Limits applied to each request (the same as `spec.limits`).
     pub limits: Limits,
     /// The component serving this route.
     pub handler: Arc<Handler>,
+    /// Version number within the route's history, from 1.
+    pub version: u32,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
     /// `x-trellis-component` value: `route@digest-prefix`.
     pub label: HeaderValue,
-    /// Caps requests in flight at `limits.max_concurrency`; shared by all
-    /// requests on the route for the life of the route.
+    /// Caps requests in flight at `limits.max_concurrency`. Shared by all
+    /// requests on the route, and by successive versions with the same
+    /// limits, so a swap does not hand out a fresh set of slots.
     slots: Arc<Semaphore>,
 }
 
 impl Route {
-    /// A route named `name` serving `handler`.
+    /// Version `version` of the route `spec`, serving `handler`. It shares
+    /// `previous`'s concurrency slots when the limits are unchanged.
     pub fn new(
-        name: &str,
-        methods: Option<Vec<Method>>,
-        limits: Limits,
+        spec: RouteSpec,
         handler: Arc<Handler>,
+        version: u32,
+        previous: Option<&Route>,
     ) -> Route {
-        let label = format!("{name}@{}", &handler.digest[..12]);
+        let label = format!("{}@{}", spec.name, &handler.digest[..12]);
+        let slots = match previous {
+            Some(prev) if prev.limits.max_concurrency == spec.limits.max_concurrency => {
+                prev.slots.clone()
+            }
+            _ => Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+        };
         Route {
-            name: name.into(),
-            methods,
-            slots: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
-            limits,
+            name: spec.name.as_str().into(),
+            limits: spec.limits,
             label: HeaderValue::from_str(&label).unwrap_or(HeaderValue::from_static("invalid")),
             handler,
+            version,
+            loaded_at: SystemTime::now(),
+            slots,
+            spec,
         }
     }
 
     /// Whether `method` is served here.
     pub fn allows(&self, method: &Method) -> bool {
-        self.methods.as_ref().is_none_or(|m| m.contains(method))
+        self.spec
+            .methods
+            .as_ref()
+            .is_none_or(|m| m.contains(method))
     }
 
     /// The `Allow` header for a 405.
     pub fn allow_header(&self) -> String {
-        match &self.methods {
+        match &self.spec.methods {
             Some(methods) => methods
                 .iter()
                 .map(Method::as_str)
@@ -74,29 +95,34 @@ impl Route {
     }
 }
 
-/// All routes, matched by path.
+/// All routes, matched by path. Immutable: changes build a new table.
 #[derive(Default)]
 pub struct RouteTable {
     paths: matchit::Router<usize>,
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
 }
 
 impl RouteTable {
-    /// Adds `route` at `path`.
-    pub fn insert(&mut self, path: &str, route: Route) -> Result<(), matchit::InsertError> {
-        self.paths.insert(path, self.routes.len())?;
+    /// Adds `route` at its path.
+    pub fn insert(&mut self, route: Arc<Route>) -> Result<(), matchit::InsertError> {
+        self.paths.insert(&route.spec.path, self.routes.len())?;
         self.routes.push(route);
         Ok(())
     }
 
     /// The route whose pattern matches `path`.
-    pub fn lookup(&self, path: &str) -> Option<&Route> {
+    pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
         let matched = self.paths.at(path).ok()?;
         self.routes.get(*matched.value)
     }
 
-    /// Every route, in manifest order.
-    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+    /// The route named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    /// Every route, in manifest order (routes added later come last).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.routes.iter()
     }
 }

@@ -12,6 +12,7 @@ async fn second_start_hits_the_precompiled_cache() {
         manifest: Some(manifest.clone()),
         cwd: None,
         cache_dir: Some(cache.path().to_owned()),
+        ..Launch::default()
     };
 
     let mut first = Trellis::launch(launch()).await;

@@ -143,3 +143,38 @@ pub(crate) async fn wstd_hello() {
     assert!(header(response.headers(), "x-trellis-component").starts_with("wstd@"));
     assert_eq!(response.text().await.unwrap(), "hello from wstd\n");
 }
+
+/// Serves `component` at `/v` and checks the body and the digest header.
+async fn serves_exactly(component: &str, body: &str) {
+    let trellis = Trellis::start(Manifest::new().route("v", "/v", component, &[])).await;
+    let response = trellis.get("/v").await;
+    assert_eq!(response.status(), 200);
+    let digest = sha256_hex(component);
+    assert_eq!(
+        header(response.headers(), "x-trellis-component"),
+        format!("v@{}", &digest[..12])
+    );
+    assert_eq!(response.text().await.unwrap(), body);
+}
+
+#[tokio::test]
+pub(crate) async fn version_a() {
+    serves_exactly(component::VERSION_A, "version a\n").await;
+}
+
+#[tokio::test]
+pub(crate) async fn version_b() {
+    serves_exactly(component::VERSION_B, "version b\n").await;
+    assert_ne!(
+        sha256_hex(component::VERSION_A),
+        sha256_hex(component::VERSION_B)
+    );
+}
+
+#[tokio::test]
+pub(crate) async fn big_blob() {
+    let size = std::fs::metadata(component::BIG_BLOB).unwrap().len();
+    assert!(size > 4 << 20, "big-blob is only {size} bytes");
+    // 4 MiB in 1024 blocks; every 7th block's last byte is 4095 % 251 + 1 = 80.
+    serves_exactly(component::BIG_BLOB, "big-blob 4194304 11760\n").await;
+}

@@ -76,6 +76,7 @@ async fn quickstart_without_a_manifest() {
         manifest: None,
         cwd: Some(empty.path().to_owned()),
         cache_dir: None,
+        ..Launch::default()
     };
     let trellis = Trellis::launch(launch).await;
     let response = trellis.get("/hello").await;
@@ -96,6 +97,7 @@ async fn serve_defaults_to_trellis_toml_in_working_dir() {
         manifest: None,
         cwd: Some(cwd.path().to_owned()),
         cache_dir: None,
+        ..Launch::default()
     };
     let trellis = Trellis::launch(launch).await;
     assert_eq!(trellis.get("/greet").await.status(), 200);

@@ -76,3 +76,72 @@ async fn sigterm_gives_up_after_shutdown_grace() {
     );
     assert!(tokio::net::TcpStream::connect(trellis.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn sigterm_under_load_answers_every_accepted_request() {
+    let manifest = Manifest::new().server(r#"shutdown_grace = "10s""#).route(
+        "slow",
+        "/slow",
+        component::SLOW,
+        &[r#"timeout = "30s""#],
+    );
+    let mut trellis = Trellis::start(manifest).await;
+    let url = trellis.url("/slow?ms=700");
+    let signalled: std::sync::Arc<std::sync::OnceLock<Instant>> = Default::default();
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (url, signalled) = (url.clone(), signalled.clone());
+        clients.push(tokio::spawn(async move {
+            let client = crate::util::client_builder().build().unwrap();
+            let (mut ok, mut bad, mut in_flight_lost) = (0u32, Vec::new(), 0u32);
+            loop {
+                let sent = Instant::now();
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let body = r.text().await;
+                        match body.as_deref() {
+                            Ok("slept 700\n") => ok += 1,
+                            other => bad.push(format!("body {other:?}")),
+                        }
+                    }
+                    Ok(r) => bad.push(format!("status {}", r.status())),
+                    // After the signal, new requests are turned away at the
+                    // socket. One sent well before it was in flight and
+                    // must have been answered.
+                    Err(_) => {
+                        let before = signalled
+                            .get()
+                            .is_some_and(|s| sent + Duration::from_millis(300) < *s);
+                        if before {
+                            in_flight_lost += 1;
+                        }
+                        break;
+                    }
+                }
+            }
+            (ok, bad, in_flight_lost)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signalled.set(Instant::now()).unwrap();
+    trellis.sigterm();
+    let status = trellis
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("trellis exits within its grace");
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.get().unwrap().elapsed() < Duration::from_secs(10));
+    let mut total = 0;
+    for client in clients {
+        let (ok, bad, lost) = tokio::time::timeout(Duration::from_secs(30), client)
+            .await
+            .expect("clients finish")
+            .unwrap();
+        assert!(bad.is_empty(), "wrong answers: {bad:?}");
+        assert_eq!(lost, 0, "requests in flight at SIGTERM were dropped");
+        total += ok;
+    }
+    // 16 clients × at least two 700 ms requests before the signal, plus the
+    // ones in flight at the signal.
+    assert!(total >= 32, "only {total} requests answered");
+}

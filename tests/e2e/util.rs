@@ -122,6 +122,7 @@ impl Manifest {
 }
 
 /// How to launch a host.
+#[derive(Default)]
 pub(crate) struct Launch {
     /// Written to `trellis.toml` in the host's temp dir and passed to `serve`.
     /// `None` runs `trellis serve` with no manifest argument.
@@ -130,14 +131,19 @@ pub(crate) struct Launch {
     pub(crate) cwd: Option<PathBuf>,
     /// The precompiled-component cache; a fresh dir when `None`.
     pub(crate) cache_dir: Option<PathBuf>,
+    /// `TRELLIS_ADMIN_TOKEN`; with it the admin API listens on
+    /// `127.0.0.1:0` (`--admin-listen`). Never inherited from the test's
+    /// environment.
+    pub(crate) admin_token: Option<String>,
+    /// Extra arguments to `serve`, e.g. `--watch`.
+    pub(crate) args: Vec<String>,
 }
 
 impl Launch {
     pub(crate) fn manifest(manifest: Manifest) -> Launch {
         Launch {
             manifest: Some(manifest),
-            cwd: None,
-            cache_dir: None,
+            ..Launch::default()
         }
     }
 }
@@ -146,6 +152,8 @@ impl Launch {
 pub(crate) struct Trellis {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// The admin API's address, when it was started.
+    pub(crate) admin: Option<SocketAddr>,
     logs: watch::Receiver<Vec<Value>>,
     stderr: Arc<Mutex<String>>,
     client: reqwest::Client,
@@ -177,6 +185,11 @@ impl Trellis {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        cmd.env_remove("TRELLIS_ADMIN_TOKEN").args(&launch.args);
+        if let Some(token) = &launch.admin_token {
+            cmd.env("TRELLIS_ADMIN_TOKEN", token)
+                .args(["--admin-listen", "127.0.0.1:0"]);
+        }
         let mut child = cmd.spawn().expect("spawning trellis");
 
         // Drain both pipes on threads for the life of the process, so a full
@@ -231,10 +244,17 @@ impl Trellis {
                 );
             }
         };
+        // The admin listener is bound, and logged, before `listening`.
+        let admin = logs
+            .borrow()
+            .iter()
+            .find(|l| l["message"] == "admin listening")
+            .and_then(|l| l["addr"].as_str()?.parse().ok());
         let client = client_builder().build().expect("building a client");
         Trellis {
             child,
             addr,
+            admin,
             logs,
             stderr,
             client,
@@ -244,6 +264,16 @@ impl Trellis {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The admin API's base URL (`http://127.0.0.1:PORT`).
+    pub(crate) fn admin_url(&self) -> String {
+        format!("http://{}", self.admin.expect("the admin API is on"))
+    }
+
+    /// The manifest the host was started with.
+    pub(crate) fn manifest_path(&self) -> PathBuf {
+        self._dir.path().join("trellis.toml")
     }
 
     /// A client with reqwest's defaults (transparent gzip/br), bounded waits.
@@ -485,6 +515,9 @@ pub(crate) mod component {
     pub(crate) const STREAM: &str = env!("STREAM_COMPONENT");
     pub(crate) const SLOW: &str = env!("SLOW_COMPONENT");
     pub(crate) const WSTD_HELLO: &str = env!("WSTD_HELLO_COMPONENT");
+    pub(crate) const VERSION_A: &str = env!("VERSION_A_COMPONENT");
+    pub(crate) const VERSION_B: &str = env!("VERSION_B_COMPONENT");
+    pub(crate) const BIG_BLOB: &str = env!("BIG_BLOB_COMPONENT");
 }
 
 /// Sends `GET path` until one is turned away with 503, which shows that

@@ -1,0 +1,315 @@
+//! Hot load: validate a component, then swap it into the route table
+//! atomically, keeping a short history per route for rollback.
+//!
+//! Validation (compile or fetch from the cache, link against the host's
+//! imports, pre-instantiate, one test instantiation, the readiness check)
+//! happens before anything changes, so a failed load leaves the table as
+//! it was. The swap itself replaces the whole [`RouteTable`] through an
+//! [`ArcSwap`]: requests that already matched keep their `Arc<Route>` and
+//! finish on the old version; the next lookup sees the new one.
+
+use crate::component::{CacheOutcome, Handler, LoadError, Loader};
+use crate::manifest::RouteSpec;
+use crate::routes::{Route, RouteTable};
+use crate::store::new_store;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Semaphore};
+
+/// Versions kept per route, current included: how far back rollback goes.
+pub const HISTORY: usize = 5;
+
+/// How long validation waits for a free instance slot for its test
+/// instantiation when the host is saturated.
+const SLOT_WAIT: Duration = Duration::from_secs(10);
+
+/// Applies changes to the live route table.
+pub struct Deployments {
+    /// The table requests read; shared with [`crate::app::App`].
+    routes: Arc<ArcSwap<RouteTable>>,
+    /// Compiles and links uploads; shared with blocking compile tasks.
+    loader: Arc<Loader>,
+    /// The process-wide instance budget, which the test instantiation
+    /// takes a slot of like any request.
+    instances: Arc<Semaphore>,
+    /// Every route's versions, oldest first, the current one last. The
+    /// lock also serializes changes: each builds the next table from the
+    /// current one, so two at once would lose one. It is never held while
+    /// compiling.
+    history: Mutex<HashMap<String, History>>,
+}
+
+#[derive(Default)]
+struct History {
+    versions: Vec<Arc<Route>>,
+    next_version: u32,
+}
+
+/// A component that passed validation, not yet serving.
+pub struct Prepared {
+    /// The compiled, linked, pre-instantiated component.
+    pub handler: Arc<Handler>,
+    /// Whether compilation was skipped thanks to the on-disk cache.
+    pub cache: CacheOutcome,
+    /// Time spent compiling (or loading) and validating.
+    pub load_ms: u64,
+}
+
+/// The outcome of a deploy.
+pub struct Deployed {
+    /// The version now serving.
+    pub route: Arc<Route>,
+    /// Whether the route is new.
+    pub created: bool,
+    /// Whether compilation was skipped thanks to the on-disk cache.
+    pub cache: CacheOutcome,
+    /// Time spent compiling (or loading) and validating.
+    pub load_ms: u64,
+}
+
+/// Why a change was refused; the table is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The component does not compile, link or export the handler.
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    /// The component linked but could not be instantiated under the
+    /// route's limits (e.g. its initial memory exceeds `memory`).
+    #[error("test instantiation: {0:#}")]
+    Instantiate(wasmtime::Error),
+    /// The plugin's readiness check failed.
+    #[error("readiness check: {0}")]
+    NotReady(String),
+    /// The route's path conflicts with another route's.
+    #[error("route table: path {path:?}: {source}")]
+    PathConflict {
+        /// The path that did not fit.
+        path: String,
+        /// matchit's explanation.
+        source: matchit::InsertError,
+    },
+    /// No route has this name.
+    #[error("no route named {0:?}")]
+    NoSuchRoute(String),
+    /// Rollback asked of a route with a single version.
+    #[error("route {0:?} has no earlier version to roll back to")]
+    NoEarlierVersion(String),
+    /// Every instance slot stayed busy; the load can be retried.
+    #[error("test instantiation: no instance slot freed up within {0:?}")]
+    Busy(Duration),
+    /// The compile task panicked or was cancelled (a host bug).
+    #[error("compile task: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+impl Deployments {
+    /// Manages `routes`, whose current routes become version 1 of their
+    /// history.
+    pub fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
+        loader: Arc<Loader>,
+        instances: Arc<Semaphore>,
+    ) -> Deployments {
+        let history = routes
+            .load()
+            .iter()
+            .map(|route| {
+                let h = History {
+                    versions: vec![route.clone()],
+                    next_version: route.version + 1,
+                };
+                (route.name.to_string(), h)
+            })
+            .collect();
+        Deployments {
+            routes,
+            loader,
+            instances,
+            history: Mutex::new(history),
+        }
+    }
+
+    /// Validates `bytes` for a route with `spec`'s limits, without
+    /// changing anything. Compilation runs on the blocking pool, so serving
+    /// continues meanwhile.
+    pub async fn prepare(&self, spec: &RouteSpec, bytes: Vec<u8>) -> Result<Prepared, DeployError> {
+        let started = Instant::now();
+        let loader = self.loader.clone();
+        let (handler, cache) = tokio::task::spawn_blocking(move || loader.load(&bytes))
+            .await
+            .map_err(DeployError::Task)??;
+        let handler = Arc::new(handler);
+        self.test_instantiate(spec, &handler).await?;
+        readiness(&handler)?;
+        Ok(Prepared {
+            handler,
+            cache,
+            load_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// One instantiation in a fresh store under the route's limits, then
+    /// dropped: catches what linking cannot, such as a component whose
+    /// initial memory exceeds `memory`, or a failing start function.
+    async fn test_instantiate(
+        &self,
+        spec: &RouteSpec,
+        handler: &Handler,
+    ) -> Result<(), DeployError> {
+        let _slot = tokio::time::timeout(SLOT_WAIT, self.instances.clone().acquire_owned())
+            .await
+            .map_err(|_| DeployError::Busy(SLOT_WAIT))?
+            .map_err(|_| DeployError::Busy(SLOT_WAIT))?;
+        let mut store = new_store(self.loader.engine(), &spec.limits);
+        // Start functions get the route's timeout, as a request would.
+        let deadline = Instant::now() + spec.limits.timeout.0;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Yield(1)
+            })
+        });
+        handler
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(DeployError::Instantiate)?;
+        Ok(())
+    }
+
+    /// Validates `bytes`, then serves them on the route `spec` (a new route
+    /// or the next version of an existing one).
+    pub async fn deploy(&self, spec: RouteSpec, bytes: Vec<u8>) -> Result<Deployed, DeployError> {
+        let prepared = self.prepare(&spec, bytes).await?;
+        self.install(spec, prepared).await
+    }
+
+    /// Swaps a validated component in as the next version of `spec.name`.
+    pub async fn install(
+        &self,
+        spec: RouteSpec,
+        prepared: Prepared,
+    ) -> Result<Deployed, DeployError> {
+        let mut history = self.history.lock().await;
+        let current = self.routes.load_full();
+        let previous = current.get(&spec.name);
+        let created = previous.is_none();
+        let version = history.get(&spec.name).map_or(1, |h| h.next_version.max(1));
+        let route = Arc::new(Route::new(
+            spec,
+            prepared.handler,
+            version,
+            previous.map(|p| &**p),
+        ));
+        self.swap(&current, &route.name, Some(route.clone()))?;
+        let entry = history.entry(route.name.to_string()).or_default();
+        entry.versions.push(route.clone());
+        if entry.versions.len() > HISTORY {
+            entry.versions.remove(0);
+        }
+        entry.next_version = version + 1;
+        tracing::info!(
+            route = %route.name,
+            version,
+            digest = %route.handler.digest,
+            cache = prepared.cache.as_str(),
+            load_ms = prepared.load_ms,
+            "route reloaded"
+        );
+        Ok(Deployed {
+            route,
+            created,
+            cache: prepared.cache,
+            load_ms: prepared.load_ms,
+        })
+    }
+
+    /// Serves the version before the current one of route `name` again
+    /// (with its settings); the current version leaves the history.
+    pub async fn rollback(&self, name: &str) -> Result<Arc<Route>, DeployError> {
+        let mut history = self.history.lock().await;
+        let current = self.routes.load_full();
+        if current.get(name).is_none() {
+            return Err(DeployError::NoSuchRoute(name.to_owned()));
+        }
+        let entry = history
+            .get_mut(name)
+            .filter(|h| h.versions.len() >= 2)
+            .ok_or_else(|| DeployError::NoEarlierVersion(name.to_owned()))?;
+        let target = entry.versions[entry.versions.len() - 2].clone();
+        self.swap(&current, name, Some(target.clone()))?;
+        entry.versions.pop();
+        tracing::info!(
+            route = %name,
+            version = target.version,
+            digest = %target.handler.digest,
+            "route rolled back"
+        );
+        Ok(target)
+    }
+
+    /// Stops serving route `name` and forgets its history.
+    pub async fn remove(&self, name: &str) -> Result<Arc<Route>, DeployError> {
+        let mut history = self.history.lock().await;
+        let current = self.routes.load_full();
+        let Some(route) = current.get(name).cloned() else {
+            return Err(DeployError::NoSuchRoute(name.to_owned()));
+        };
+        self.swap(&current, name, None)?;
+        history.remove(name);
+        tracing::info!(route = %name, version = route.version, "route removed");
+        Ok(route)
+    }
+
+    /// Every version kept for route `name`, oldest first.
+    pub async fn versions(&self, name: &str) -> Vec<Arc<Route>> {
+        let history = self.history.lock().await;
+        history
+            .get(name)
+            .map(|h| h.versions.clone())
+            .unwrap_or_default()
+    }
+
+    /// Publishes `current` with route `name` replaced by `with` (added at
+    /// the end if new, removed if `None`). Called with the history lock held.
+    fn swap(
+        &self,
+        current: &RouteTable,
+        name: &str,
+        with: Option<Arc<Route>>,
+    ) -> Result<(), DeployError> {
+        let mut replaced = false;
+        let mut routes: Vec<Arc<Route>> = Vec::new();
+        for route in current.iter() {
+            if &*route.name == name {
+                replaced = true;
+                routes.extend(with.clone());
+            } else {
+                routes.push(route.clone());
+            }
+        }
+        if !replaced {
+            routes.extend(with);
+        }
+        let mut table = RouteTable::default();
+        for route in routes {
+            let path = route.spec.path.clone();
+            table
+                .insert(route)
+                .map_err(|source| DeployError::PathConflict { path, source })?;
+        }
+        self.routes.store(Arc::new(table));
+        Ok(())
+    }
+}
+
+/// The plugin's readiness check. Components cannot declare one yet (it
+/// comes with the `health` capability); when they can, it runs here,
+/// after the test instantiation and before the swap.
+fn readiness(_handler: &Handler) -> Result<(), DeployError> {
+    Ok(())
+}
