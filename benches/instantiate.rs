@@ -14,6 +14,7 @@ use trellis::engine::{EpochTicker, new_engine};
 use trellis::invoke::{Context, invoke};
 use trellis::linker::new_linker;
 use trellis::manifest::Limits;
+use trellis::metrics::Metrics;
 use trellis::store::new_store;
 use trellis::units::{ByteSize, Duration as Timeout};
 
@@ -33,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let loader = Loader::new(engine.clone(), linker, cache.clone());
     let (handler, _) = loader.load(&std::fs::read(&wasm)?)?;
     let handler = Arc::new(handler);
+    let metrics = Arc::new(Metrics::new());
     let limits = Limits {
         timeout: Timeout(Duration::from_secs(5)),
         memory: ByteSize(16 << 20),
@@ -65,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
             .body(Empty::<bytes::Bytes>::new())
             .expect("request");
         let cx = Context {
+            metrics: metrics.clone(),
             route: "hello".into(),
             request_id: "bench".into(),
         };

@@ -84,7 +84,7 @@ pub fn router(app: Arc<App>, token: Token) -> Router {
             authorize,
         ))
         .with_state(state)
-        .layer(EdgeLayer)
+        .layer(EdgeLayer::default())
 }
 
 /// Binds the admin listener when the API is on: it needs both
@@ -235,6 +235,7 @@ async fn deploy(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
+        crate::body::discard(req.into_body()).await;
         return too_large();
     }
     let bytes = match axum::body::to_bytes(

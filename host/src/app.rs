@@ -6,6 +6,7 @@ use crate::deployments::Deployments;
 use crate::engine::{EpochTicker, new_engine};
 use crate::linker::new_linker;
 use crate::manifest::{Manifest, Server, line_of};
+use crate::metrics::Metrics;
 use crate::quickstart;
 use crate::routes::{Route, RouteTable};
 use anyhow::Context as _;
@@ -32,6 +33,8 @@ pub struct App {
     pub instances: Arc<Semaphore>,
     /// Set once shutdown begins; readiness then answers 503.
     pub draining: AtomicBool,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
     _ticker: EpochTicker,
 }
 
@@ -73,6 +76,7 @@ impl App {
             instances,
             server: manifest.server.clone(),
             draining: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
         })
     }
 }

@@ -70,3 +70,30 @@ impl http_body::Body for LimitedBody {
         self.inner.size_hint()
     }
 }
+
+/// How much of a refused body is read and thrown away before answering.
+pub const DISCARD_LIMIT: u64 = 16 << 20;
+
+/// How long reading a refused body may take before answering anyway.
+pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards what is left of `body` (up to [`DISCARD_LIMIT`]
+/// bytes, for at most [`DISCARD_TIME`]) before an early refusal such as a
+/// 413. A client still sending when the server closes gets a reset instead
+/// of the answer; reading the rest first, as nginx's lingering close does,
+/// lets it see the JSON error. The bounds keep a hostile client from
+/// holding the connection open with it.
+pub async fn discard(body: Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0u64;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}

@@ -6,6 +6,7 @@ use crate::body::LimitedBody;
 use crate::edge::{RequestId, Served};
 use crate::error::{ApiError, ErrorKind};
 use crate::invoke::{self, Failure, invoke};
+use crate::metrics::FailureKind;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +43,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
     }
     let max_body = route.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
+        crate::body::discard(req.into_body()).await;
         return fail(ErrorKind::PayloadTooLarge { limit: max_body });
     }
     let Some(route_slot) = route.admit().await else {
@@ -59,7 +61,9 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
     let (parts, body) = req.into_parts();
     let (body, exceeded) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
+    let in_flight = app.metrics.in_flight(&route.name);
     let cx = invoke::Context {
+        metrics: app.metrics.clone(),
         route: route.name.clone(),
         request_id: request_id.clone(),
     };
@@ -68,7 +72,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
         route.handler.clone(),
         &route.limits,
         req,
-        (route_slot, instance_slot),
+        (route_slot, instance_slot, in_flight),
         cx,
     )
     .await;
@@ -81,6 +85,8 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
             Err(Failure::Timeout(limit)) => fail(ErrorKind::HandlerTimeout(limit)),
             Err(failure) => {
                 if !matches!(failure, Failure::Trapped(_)) {
+                    app.metrics
+                        .guest_failed(&route.name, FailureKind::NoResponse);
                     // Traps were logged where they happened, with the cause.
                     tracing::warn!(route = %route.name, request_id = %request_id, cause = %failure, "handler failed");
                 }

@@ -2,6 +2,7 @@
 //! the one structured log line per request.
 
 use crate::access_log;
+use crate::metrics::Metrics;
 use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method, Uri};
@@ -52,21 +53,38 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
 /// Assigns the request id, adds security headers and logs each request.
 /// A plain tower layer rather than `from_fn`: this runs on every request,
 /// and boxing its future showed up in profiles.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct EdgeLayer;
+/// With metrics, every request is also counted in `http_requests_total`
+/// and `http_request_duration_seconds`.
+#[derive(Clone, Default)]
+pub struct EdgeLayer {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl EdgeLayer {
+    /// An edge that also records request metrics.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> EdgeLayer {
+        EdgeLayer {
+            metrics: Some(metrics),
+        }
+    }
+}
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge { inner }
+        Edge {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 /// The service [`EdgeLayer`] wraps around the router.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Edge<S> {
     inner: S,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -92,6 +110,7 @@ where
         let uri = req.uri().clone();
         EdgeFuture {
             inner: self.inner.call(req),
+            metrics: self.metrics.clone(),
             started,
             id,
             method,
@@ -105,6 +124,7 @@ pin_project_lite::pin_project! {
     pub struct EdgeFuture<F> {
         #[pin]
         inner: F,
+        metrics: Option<Arc<Metrics>>,
         started: Instant,
         id: Arc<str>,
         method: Method,
@@ -131,6 +151,16 @@ where
             }
         }
         let served = response.extensions().get::<Served>();
+        let duration = this.started.elapsed();
+        if let Some(metrics) = this.metrics {
+            let route = served.map_or("", |s| &*s.route);
+            metrics.request(
+                route,
+                this.method.as_str(),
+                response.status().as_u16(),
+                duration,
+            );
+        }
         access_log::record(&access_log::Entry {
             request_id: this.id,
             method: this.method,
@@ -139,7 +169,7 @@ where
             component: served.map(|s| &*s.component),
             version: served.map(|s| s.version),
             status: response.status().as_u16(),
-            duration: this.started.elapsed(),
+            duration,
         });
         Poll::Ready(Ok(response))
     }

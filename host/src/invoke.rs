@@ -4,6 +4,7 @@
 
 use crate::component::Handler;
 use crate::manifest::Limits;
+use crate::metrics::{FailureKind, Metrics};
 use crate::store::new_store;
 use bytes::Bytes;
 use http_body::Body;
@@ -35,9 +36,12 @@ pub enum Failure {
     Setup(wasmtime::Error),
 }
 
-/// Who is asking, for log lines written after the response has left.
+/// Who is asking, for log lines and metrics written after the response
+/// has left.
 #[derive(Clone)]
 pub struct Context {
+    /// Where instantiation time, guest time and failures are recorded.
+    pub metrics: Arc<Metrics>,
     /// Route name.
     pub route: Arc<str>,
     /// The request's id.
@@ -85,8 +89,10 @@ where
 
     let guest = async move {
         let _guard = guard;
+        let started = Instant::now();
         let run = async {
             let proxy = handler.pre.instantiate_async(&mut store).await?;
+            cx.metrics.instantiated(&cx.route, started.elapsed());
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
@@ -100,7 +106,14 @@ where
             Ok(Err(err)) => Err(Failure::Trapped(err)),
             Err(_elapsed) => Err(Failure::Timeout(timeout)),
         };
+        cx.metrics
+            .guest_finished(&cx.route, started.elapsed(), store.data().memory_peak());
         if let Err(failure) = &result {
+            let kind = match failure {
+                Failure::Timeout(_) => FailureKind::Timeout,
+                _ => FailureKind::Trap,
+            };
+            cx.metrics.guest_failed(&cx.route, kind);
             // If the response head already left, this is the only trace
             // of the failure: the client sees a truncated body.
             tracing::warn!(route = %cx.route, request_id = %cx.request_id, cause = %failure, "handler failed");

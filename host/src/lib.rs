@@ -22,6 +22,7 @@ pub mod error;
 pub mod invoke;
 pub mod linker;
 pub mod manifest;
+pub mod metrics;
 pub mod quickstart;
 pub mod routes;
 pub mod server;

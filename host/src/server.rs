@@ -21,6 +21,7 @@ use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove
 /// The router: host endpoints, then every other path to its component.
 pub fn router(app: Arc<App>) -> Router {
     let min = u16::try_from(app.server.compression_min_size.0).unwrap_or(u16::MAX);
+    let metrics = app.metrics.clone();
     let compress_when = SizeAbove::new(min)
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)
@@ -34,10 +35,23 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health", get(ready))
+        .route("/metrics", get(metrics_text))
         .fallback(dispatch)
         .with_state(app)
         .layer(compression)
-        .layer(edge::EdgeLayer)
+        .layer(edge::EdgeLayer::with_metrics(metrics))
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    let body = app.metrics.render();
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn live() -> Response {

@@ -3,7 +3,7 @@
 
 use crate::manifest::Limits;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
@@ -15,7 +15,7 @@ pub struct StoreData {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    limits: StoreLimits,
+    limits: MemoryLimiter,
     hooks: NoOutboundHttp,
 }
 
@@ -59,10 +59,10 @@ impl StoreData {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryLimiter {
+                limit: memory,
+                peak: 0,
+            },
             hooks: NoOutboundHttp,
         }
     }
@@ -84,6 +84,49 @@ impl WasiHttpView for StoreData {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
+    }
+}
+
+impl StoreData {
+    /// The largest linear memory this instance has reached, in bytes.
+    pub fn memory_peak(&self) -> usize {
+        self.limits.peak
+    }
+}
+
+/// Caps linear memory at the route's `memory` (growing past it traps, so
+/// the request fails as `HANDLER_FAILED`) and remembers the peak for the
+/// `trellis_guest_memory_peak_bytes` metric.
+struct MemoryLimiter {
+    limit: usize,
+    peak: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded: the guest asked for {desired}",
+                self.limit
+            );
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Table sizes are capped by the pooling allocator's slots.
+        Ok(true)
     }
 }
 

@@ -12,6 +12,7 @@ mod faults;
 mod hotload;
 mod http_edge;
 mod limits;
+mod metrics;
 mod plugins;
 mod routing;
 mod shutdown;
