@@ -4,6 +4,7 @@
 use crate::component::{Handler, Loader};
 use crate::deployments::Deployments;
 use crate::engine::{EpochTicker, new_engine};
+use crate::health::Readiness;
 use crate::linker::new_linker;
 use crate::manifest::{Manifest, Server, line_of};
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// What `GET /metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// What `GET /health/ready` reports, cached briefly.
+    pub readiness: Readiness,
     _ticker: EpochTicker,
 }
 
@@ -77,6 +80,7 @@ impl App {
             server: manifest.server.clone(),
             draining: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
+            readiness: Readiness::default(),
         })
     }
 }

@@ -9,9 +9,9 @@
 //! finish on the old version; the next lookup sees the new one.
 
 use crate::component::{CacheOutcome, Handler, LoadError, Loader};
+use crate::invoke::instantiate_once;
 use crate::manifest::RouteSpec;
 use crate::routes::{Route, RouteTable};
-use crate::store::new_store;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -162,20 +162,7 @@ impl Deployments {
             .await
             .map_err(|_| DeployError::Busy(SLOT_WAIT))?
             .map_err(|_| DeployError::Busy(SLOT_WAIT))?;
-        let mut store = new_store(self.loader.engine(), &spec.limits);
-        // Start functions get the route's timeout, as a request would.
-        let deadline = Instant::now() + spec.limits.timeout.0;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                wasmtime::UpdateDeadline::Interrupt
-            } else {
-                wasmtime::UpdateDeadline::Yield(1)
-            })
-        });
-        handler
-            .pre
-            .instantiate_async(&mut store)
+        instantiate_once(self.loader.engine(), handler, &spec.limits)
             .await
             .map_err(DeployError::Instantiate)?;
         Ok(())

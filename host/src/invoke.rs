@@ -5,12 +5,12 @@
 use crate::component::Handler;
 use crate::manifest::Limits;
 use crate::metrics::{FailureKind, Metrics};
-use crate::store::new_store;
+use crate::store::{new_store, set_deadline};
 use bytes::Bytes;
 use http_body::Body;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Trap, UpdateDeadline};
+use wasmtime::{Engine, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -68,17 +68,7 @@ where
     let timeout = limits.timeout.0;
     let deadline = Instant::now() + timeout;
     let mut store = new_store(engine, limits);
-    // Every epoch tick, a running guest either yields to the scheduler (so
-    // a busy loop cannot starve other requests) or, past its deadline, is
-    // interrupted with a trap.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Yield(1)
-        })
-    });
+    set_deadline(&mut store, deadline);
 
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let mut http = store.data_mut().http();
@@ -153,4 +143,18 @@ where
             Ok(()) => Err(Failure::NoResponse),
         },
     }
+}
+
+/// Instantiates `handler` once in a fresh store under `limits` and drops
+/// it, without calling the guest's handler: catches what linking cannot,
+/// such as initial memory above `memory` or a failing start function.
+pub async fn instantiate_once(
+    engine: &Engine,
+    handler: &Handler,
+    limits: &Limits,
+) -> wasmtime::Result<()> {
+    let mut store = new_store(engine, limits);
+    set_deadline(&mut store, Instant::now() + limits.timeout.0);
+    handler.pre.instantiate_async(&mut store).await?;
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod edge;
 pub mod engine;
 pub mod error;
+pub mod health;
 pub mod invoke;
 pub mod linker;
 pub mod manifest;

@@ -63,7 +63,13 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         let body = serde_json::json!({"status": "draining", "checks": {}});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
-    axum::Json(serde_json::json!({"status": "ok", "checks": {}})).into_response()
+    let report = app.readiness.report(&app).await;
+    let status = if report.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(&*report)).into_response()
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops

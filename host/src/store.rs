@@ -2,8 +2,9 @@
 //! for every request and dropped with it.
 
 use crate::manifest::Limits;
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
@@ -128,6 +129,20 @@ impl ResourceLimiter for MemoryLimiter {
         // Table sizes are capped by the pooling allocator's slots.
         Ok(true)
     }
+}
+
+/// Arms the epoch deadline: at every tick a running guest yields to the
+/// scheduler (so a busy loop cannot starve other requests) or, past
+/// `deadline`, is interrupted with a trap.
+pub fn set_deadline(store: &mut Store<StoreData>, deadline: Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
 }
 
 /// Builds the store for one request under the route's `limits`.

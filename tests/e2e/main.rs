@@ -9,6 +9,7 @@
 mod cache;
 mod cli;
 mod faults;
+mod health;
 mod hotload;
 mod http_edge;
 mod limits;

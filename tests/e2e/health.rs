@@ -1,0 +1,82 @@
+//! Liveness and readiness: readiness checks every loaded component and
+//! says `degraded` (503) when one cannot start, instead of answering 200
+//! while that route fails every request.
+
+use serde_json::Value;
+
+use crate::util::{Manifest, Trellis, assert_security_headers, component};
+
+async fn json(trellis: &Trellis, path: &str) -> (u16, Value) {
+    let response = trellis.get(path).await;
+    let status = response.status().as_u16();
+    assert_security_headers(response.headers());
+    let body = response.bytes().await.unwrap();
+    (status, serde_json::from_slice(&body).expect("JSON body"))
+}
+
+#[tokio::test]
+async fn ready_when_every_component_instantiates() {
+    let trellis = Trellis::start(
+        Manifest::new()
+            .route("hello", "/hello", component::HELLO, &[])
+            .route("echo", "/echo", component::ECHO, &[]),
+    )
+    .await;
+    for path in ["/health/ready", "/health"] {
+        let (status, body) = json(&trellis, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["status"], "ok");
+        for name in ["component:hello", "component:echo"] {
+            assert_eq!(body["checks"][name]["status"], "ok", "{body}");
+            assert!(
+                body["checks"][name]["latency_ms"].as_f64().unwrap() >= 0.0,
+                "{body}"
+            );
+        }
+    }
+    let (status, body) = json(&trellis, "/health/live").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test]
+async fn a_component_that_cannot_start_makes_the_host_degraded() {
+    // big-blob's data segment alone is 4 MiB: under a 2 MiB cap it links
+    // and loads, but no instance of it can be created.
+    let trellis = Trellis::start(
+        Manifest::new()
+            .route("hello", "/hello", component::HELLO, &[])
+            .route(
+                "blob",
+                "/blob",
+                component::BIG_BLOB,
+                &[r#"memory = "2MiB""#],
+            ),
+    )
+    .await;
+    let (status, body) = json(&trellis, "/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(
+        body["checks"]["component:blob"]["status"], "failed",
+        "{body}"
+    );
+    assert_eq!(body["checks"]["component:hello"]["status"], "ok", "{body}");
+    assert!(
+        !body.to_string().contains("memory limit"),
+        "causes go to the log, not the public body: {body}"
+    );
+    trellis
+        .wait_log("the failed check's cause", |l| {
+            l["message"] == "readiness check failed"
+                && l["route"] == "blob"
+                && l["cause"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("memory limit"))
+        })
+        .await;
+
+    // The route indeed fails its requests, and liveness is unaffected.
+    assert_eq!(trellis.get("/blob").await.status(), 500);
+    assert_eq!(trellis.get("/hello").await.status(), 200);
+    assert_eq!(trellis.get("/health/live").await.status(), 200);
+}
