@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trellis::component::Loader;
 use trellis::engine::{EpochTicker, new_engine};
-use trellis::invoke::{Context, invoke};
+use trellis::invoke::{Context, instantiate_once, invoke};
 use trellis::linker::new_linker;
 use trellis::manifest::Limits;
 use trellis::metrics::Metrics;
-use trellis::store::new_store;
 use trellis::units::{ByteSize, Duration as Timeout};
 
 #[tokio::main(flavor = "current_thread")]
@@ -44,11 +43,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let instantiate = measure(iterations, || async {
-        let mut store = new_store(&engine, &limits);
-        store.set_epoch_deadline(u64::MAX / 2);
-        handler
-            .pre
-            .instantiate_async(&mut store)
+        instantiate_once(&engine, &handler, &limits)
             .await
             .expect("instantiate");
     })

@@ -41,7 +41,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
             allow: route.allow_header(),
         });
     }
-    let max_body = route.limits.max_body.0;
+    let max_body = route.spec.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
         crate::body::discard(req.into_body()).await;
         return fail(ErrorKind::PayloadTooLarge { limit: max_body });
@@ -70,7 +70,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
     let result = invoke(
         &app.engine,
         route.handler.clone(),
-        &route.limits,
+        &route.spec.limits,
         req,
         (route_slot, instance_slot, in_flight),
         cx,

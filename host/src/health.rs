@@ -81,9 +81,9 @@ async fn run_checks(app: &App) -> Report {
         let outcome = tokio::time::timeout(CHECK_TIMEOUT, async {
             // Like a request, a check needs an instance slot.
             let _slot = app.instances.clone().acquire_owned().await?;
-            instantiate_once(&app.engine, &route.handler, &route.limits)
+            instantiate_once(&app.engine, &route.handler, &route.spec.limits)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .map_err(anyhow::Error::from)
         })
         .await;
         let failure = match outcome {

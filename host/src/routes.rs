@@ -6,7 +6,7 @@
 //! it matched, so it finishes on the version it started with.
 
 use crate::component::Handler;
-use crate::manifest::{Limits, RouteSpec};
+use crate::manifest::RouteSpec;
 use http::{HeaderValue, Method};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,8 +18,6 @@ pub struct Route {
     pub name: Arc<str>,
     /// Settings this version was deployed with.
     pub spec: RouteSpec,
-    /// Limits applied to each request (the same as `spec.limits`).
-    pub limits: Limits,
     /// The component serving this route.
     pub handler: Arc<Handler>,
     /// Version number within the route's history, from 1.
@@ -45,14 +43,13 @@ impl Route {
     ) -> Route {
         let label = format!("{}@{}", spec.name, &handler.digest[..12]);
         let slots = match previous {
-            Some(prev) if prev.limits.max_concurrency == spec.limits.max_concurrency => {
+            Some(prev) if prev.spec.limits.max_concurrency == spec.limits.max_concurrency => {
                 prev.slots.clone()
             }
             _ => Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         };
         Route {
             name: spec.name.as_str().into(),
-            limits: spec.limits,
             label: HeaderValue::from_str(&label).unwrap_or(HeaderValue::from_static("invalid")),
             handler,
             version,
@@ -87,7 +84,7 @@ impl Route {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Some(permit);
         }
-        let wait: Duration = self.limits.queue_timeout.0;
+        let wait: Duration = self.spec.limits.queue_timeout.0;
         tokio::time::timeout(wait, self.slots.clone().acquire_owned())
             .await
             .ok()?
