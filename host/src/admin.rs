@@ -13,6 +13,7 @@ use crate::manifest::{Limits, RouteSpec, check_grants, check_limits, check_path,
 use crate::routes::Route;
 use crate::units::{ByteSize, Duration};
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::Next;
@@ -152,10 +153,18 @@ async fn authorize(State(state): State<AdminState>, req: Request, next: Next) ->
     if state.token.matches(given) {
         return next.run(req).await;
     }
-    let (mut parts, _) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let Ok(rid) = Rid::from_request_parts(&mut parts, &()).await;
     tracing::warn!(path = %parts.uri.path(), "admin request refused: missing or wrong token");
-    rid.fail(ErrorKind::Unauthorized)
+    refuse(body, &rid, ErrorKind::Unauthorized).await
+}
+
+/// Answers `kind` to a request whose body was not read: reads and drops
+/// the body first (bounded, see [`crate::body::discard`]), or a client
+/// still uploading a component sees a reset instead of the answer.
+async fn refuse(body: Body, rid: &Rid, kind: ErrorKind) -> Response {
+    crate::body::discard(body).await;
+    rid.fail(kind)
 }
 
 async fn not_found(rid: Rid) -> Response {
@@ -204,45 +213,40 @@ async fn deploy(
     rid: Rid,
     req: Request,
 ) -> Response {
+    // Every refusal before `to_bytes` below goes through `refuse`, which
+    // reads the unread upload first.
+    let (parts, body) = req.into_parts();
     let query = match query {
         Ok(Query(query)) => query,
         Err(rejection) => {
-            return rid.fail(ErrorKind::ValidationFailed(format!(
-                "query parameters: {}",
-                rejection.body_text()
-            )));
+            let message = format!("query parameters: {}", rejection.body_text());
+            return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await;
         }
     };
     let current = state.app.routes.load().get(&name).cloned();
     let spec = match settings(&name, current.as_deref(), query) {
         Ok(spec) => spec,
-        Err(message) => return rid.fail(ErrorKind::ValidationFailed(message)),
+        Err(message) => return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await,
     };
-    if let Some(kind) = req
-        .headers()
+    if let Some(kind) = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .filter(|ct| !matches!(*ct, "application/wasm" | "application/octet-stream"))
     {
-        return rid.fail(ErrorKind::ValidationFailed(format!(
-            "content-type {kind:?}: send the component as application/wasm"
-        )));
+        let message = format!("content-type {kind:?}: send the component as application/wasm");
+        return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await;
     }
     let limit = state.app.server.max_component_size.0;
     let too_large = || rid.fail(ErrorKind::PayloadTooLarge { limit });
-    let declared = req
-        .headers()
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
-        crate::body::discard(req.into_body()).await;
-        return too_large();
+        return refuse(body, &rid, ErrorKind::PayloadTooLarge { limit }).await;
     }
-    let bytes = match axum::body::to_bytes(
-        req.into_body(),
-        usize::try_from(limit).unwrap_or(usize::MAX),
-    )
-    .await
+    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
     {
         Ok(bytes) => bytes,
         Err(err) => {

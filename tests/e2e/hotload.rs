@@ -681,3 +681,42 @@ async fn cli_deploy_and_rollback_against_a_live_host() {
     let (_, _, body) = body_of(&trellis, "/v").await;
     assert_eq!(body, "version a\n");
 }
+
+#[tokio::test]
+async fn refusals_before_the_upload_is_read_still_reach_the_client() {
+    // 12 MiB is more than loopback buffers take in at once: unless the
+    // host reads the upload before refusing it, the client is still
+    // sending when the connection closes and sees a reset, not the answer.
+    let trellis = start_admin(one_route(component::VERSION_A)).await;
+    let big = || vec![0u8; 12 << 20];
+    let response = put(&trellis, "v", "?timeout=2x", big()).await;
+    assert_error(response, 422, "VALIDATION_FAILED").await;
+    let response = put(&trellis, "v", "?no_such_setting=1", big()).await;
+    assert_error(response, 422, "VALIDATION_FAILED").await;
+    let response = trellis
+        .client()
+        .put(format!("{}/admin/routes/v", trellis.admin_url()))
+        .bearer_auth("wrong-token-wrong-token-wrong-token")
+        .header("content-type", "application/wasm")
+        .body(big())
+        .send()
+        .await
+        .expect("the refusal reaches the client");
+    assert_error(response, 401, "UNAUTHORIZED").await;
+    let response = trellis
+        .client()
+        .put(format!("{}/admin/routes/v", trellis.admin_url()))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(big())
+        .send()
+        .await
+        .expect("the refusal reaches the client");
+    assert_error(response, 422, "VALIDATION_FAILED").await;
+    let (status, _, body) = body_of(&trellis, "/v").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "version a\n"),
+        "nothing changed"
+    );
+}
