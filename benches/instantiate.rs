@@ -80,10 +80,6 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     println!(
-        "instantiate (store + pooled instance, then drop): {:>7.2} µs",
-        micros(instantiate)
-    );
-    println!(
         "invoke (instantiate + handle + body):             {:>7.2} µs",
         micros(full)
     );
