@@ -9,11 +9,12 @@
 use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use trellis::capabilities::{GuestContext, Services};
 use trellis::component::Loader;
 use trellis::engine::{EpochTicker, new_engine};
 use trellis::invoke::{Context, instantiate_once, invoke};
 use trellis::linker::new_linker;
-use trellis::manifest::Limits;
+use trellis::manifest::{Limits, Manifest};
 use trellis::metrics::Metrics;
 use trellis::units::{ByteSize, Duration as Timeout};
 
@@ -31,7 +32,15 @@ async fn main() -> anyhow::Result<()> {
     let linker = new_linker(&engine).map_err(anyhow::Error::from)?;
     let cache = std::env::temp_dir().join(format!("trellis-bench-{}", std::process::id()));
     let loader = Loader::new(engine.clone(), linker, cache.clone());
-    let (handler, _) = loader.load(&std::fs::read(&wasm)?)?;
+    let (handler, _) = loader.load(&std::fs::read(&wasm)?, &[])?;
+    let manifest = Manifest::parse("", std::path::Path::new("bench.toml"), cache.clone())?;
+    let guest = GuestContext {
+        services: Arc::new(Services::new(&manifest)),
+        route: "hello".into(),
+        component: handler.digest.clone(),
+        request_id: "bench".into(),
+        config: Default::default(),
+    };
     let handler = Arc::new(handler);
     let metrics = Arc::new(Metrics::new());
     let limits = Limits {
@@ -43,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let instantiate = measure(iterations, || async {
-        instantiate_once(&engine, &handler, &limits)
+        instantiate_once(&engine, &handler, &limits, guest.clone())
             .await
             .expect("instantiate");
     })
@@ -63,8 +72,7 @@ async fn main() -> anyhow::Result<()> {
             .expect("request");
         let cx = Context {
             metrics: metrics.clone(),
-            route: "hello".into(),
-            request_id: "bench".into(),
+            guest: guest.clone(),
         };
         let response = invoke(&engine, handler.clone(), &limits, req, (), cx)
             .await

@@ -306,7 +306,8 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
         DeployError::Load(_)
         | DeployError::Instantiate(_)
         | DeployError::NotReady(_)
-        | DeployError::PathConflict { .. } => ErrorKind::ValidationFailed(err.to_string()),
+        | DeployError::PathConflict { .. }
+        | DeployError::Database(_) => ErrorKind::ValidationFailed(err.to_string()),
         DeployError::NoSuchRoute(name) => ErrorKind::NoSuchRoute(name.clone()),
         DeployError::NoEarlierVersion(_) => ErrorKind::Conflict(err.to_string()),
         DeployError::Busy(_) => ErrorKind::Overloaded,
@@ -336,6 +337,10 @@ fn settings(
             methods: None,
             grants: Vec::new(),
             limits: Limits::default(),
+            // Variables and secrets come from the manifest only: they may
+            // name the host's environment, which the admin API must not
+            // reach into.
+            config: Default::default(),
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");

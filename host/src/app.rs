@@ -1,6 +1,7 @@
 //! Application state shared by every request: the engine, the loaded
 //! routes and the process-wide limits.
 
+use crate::capabilities::Services;
 use crate::component::{Handler, Loader};
 use crate::deployments::Deployments;
 use crate::engine::{EpochTicker, new_engine};
@@ -36,6 +37,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// What `GET /metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// The services behind the capabilities (database, ...).
+    pub services: Arc<Services>,
     /// What `GET /health/ready` reports, cached briefly.
     pub readiness: Readiness,
     _ticker: EpochTicker,
@@ -44,7 +47,11 @@ pub struct App {
 impl App {
     /// Compiles, links and pre-instantiates every route's component. Any
     /// failure names the route and the manifest line.
-    pub fn load(manifest: &Manifest, source: &ManifestSource) -> anyhow::Result<App> {
+    pub fn load(
+        manifest: &Manifest,
+        source: &ManifestSource,
+        services: Arc<Services>,
+    ) -> anyhow::Result<App> {
         let engine = new_engine(manifest.server.max_instances)
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
@@ -74,7 +81,13 @@ impl App {
         Ok(App {
             _ticker: EpochTicker::start(&engine),
             engine,
-            deployments: Deployments::new(routes.clone(), loader, instances.clone()),
+            deployments: Deployments::new(
+                routes.clone(),
+                loader,
+                instances.clone(),
+                services.clone(),
+            ),
+            services,
             routes,
             instances,
             server: manifest.server.clone(),
@@ -95,7 +108,7 @@ fn load_route(
     let bytes = read_component(&path, source)?;
     let started = Instant::now();
     let (handler, cache) = loader
-        .load(&bytes)
+        .load(&bytes, &route.spec().grants)
         .with_context(|| format!("component {}", path.display()))?;
     tracing::info!(
         route = %route.name(),

@@ -6,6 +6,7 @@ use crate::store::StoreData;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
@@ -19,7 +20,7 @@ pub struct Handler {
     /// is a pool allocation plus data-segment copy.
     pub pre: ProxyPre<StoreData>,
     /// Hex SHA-256 of the component bytes: what operators see in logs.
-    pub digest: String,
+    pub digest: Arc<str>,
 }
 
 /// Whether the compiled artifact came from the on-disk cache.
@@ -50,6 +51,9 @@ pub enum LoadError {
     /// An import the host does not provide, or a missing export.
     #[error("linking component: {0:#}")]
     Link(wasmtime::Error),
+    /// The component imports a capability its route does not grant.
+    #[error(transparent)]
+    Grant(#[from] crate::grants::MissingGrant),
     /// The component does not export `wasi:http/incoming-handler`.
     #[error("component does not export wasi:http/incoming-handler@0.2.x: {0:#}")]
     NotAHandler(wasmtime::Error),
@@ -84,16 +88,28 @@ impl Loader {
         &self.engine
     }
 
-    /// Compiles (or loads from cache), links and pre-instantiates `bytes`.
-    pub fn load(&self, bytes: &[u8]) -> Result<(Handler, CacheOutcome), LoadError> {
+    /// Compiles (or loads from cache), checks against `grants`, links and
+    /// pre-instantiates `bytes`.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        grants: &[String],
+    ) -> Result<(Handler, CacheOutcome), LoadError> {
         let digest = hex(&Sha256::digest(bytes));
         let (component, outcome) = self.compile(bytes, &digest)?;
+        crate::grants::check(&self.engine, &component, grants)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(LoadError::Link)?;
         let pre = ProxyPre::new(instance_pre).map_err(LoadError::NotAHandler)?;
-        Ok((Handler { pre, digest }, outcome))
+        Ok((
+            Handler {
+                pre,
+                digest: digest.into(),
+            },
+            outcome,
+        ))
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, CacheOutcome), LoadError> {

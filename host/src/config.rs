@@ -98,7 +98,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 /// What the command line asks for.
 pub enum Invocation {
     /// Serve or check a manifest.
-    Host(Config),
+    Host(Box<Config>),
     /// Call a running host's admin API.
     Admin(AdminCall),
 }
@@ -187,7 +187,7 @@ impl Config {
         if let Some(addr) = admin_listen {
             manifest.server.admin_listen = Some(addr);
         }
-        Ok(Invocation::Host(Config {
+        Ok(Invocation::Host(Box::new(Config {
             mode,
             manifest,
             source,
@@ -197,6 +197,6 @@ impl Config {
                 .ok()
                 .as_deref()
                 .and_then(Token::new),
-        }))
+        })))
     }
 }

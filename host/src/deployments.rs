@@ -8,6 +8,7 @@
 //! [`ArcSwap`]: requests that already matched keep their `Arc<Route>` and
 //! finish on the old version; the next lookup sees the new one.
 
+use crate::capabilities::{GuestContext, Services};
 use crate::component::{CacheOutcome, Handler, LoadError, Loader};
 use crate::invoke::instantiate_once;
 use crate::manifest::RouteSpec;
@@ -34,6 +35,8 @@ pub struct Deployments {
     /// The process-wide instance budget, which the test instantiation
     /// takes a slot of like any request.
     instances: Arc<Semaphore>,
+    /// What the test instantiation's capabilities reach.
+    services: Arc<Services>,
     /// Every route's versions, oldest first, the current one last. The
     /// lock also serializes changes: each builds the next table from the
     /// current one, so two at once would lose one. It is never held while
@@ -99,6 +102,9 @@ pub enum DeployError {
     /// Every instance slot stayed busy; the load can be retried.
     #[error("test instantiation: no instance slot freed up within {0:?}")]
     Busy(Duration),
+    /// The route grants `sql` and the database cannot be opened.
+    #[error("opening the database: {0:#}")]
+    Database(anyhow::Error),
     /// The compile task panicked or was cancelled (a host bug).
     #[error("compile task: {0}")]
     Task(tokio::task::JoinError),
@@ -111,6 +117,7 @@ impl Deployments {
         routes: Arc<ArcSwap<RouteTable>>,
         loader: Arc<Loader>,
         instances: Arc<Semaphore>,
+        services: Arc<Services>,
     ) -> Deployments {
         let history = routes
             .load()
@@ -127,6 +134,7 @@ impl Deployments {
             routes,
             loader,
             instances,
+            services,
             history: Mutex::new(history),
         }
     }
@@ -137,9 +145,19 @@ impl Deployments {
     pub async fn prepare(&self, spec: &RouteSpec, bytes: Vec<u8>) -> Result<Prepared, DeployError> {
         let started = Instant::now();
         let loader = self.loader.clone();
-        let (handler, cache) = tokio::task::spawn_blocking(move || loader.load(&bytes))
+        let grants = spec.grants.clone();
+        let (handler, cache) = tokio::task::spawn_blocking(move || loader.load(&bytes, &grants))
             .await
             .map_err(DeployError::Task)??;
+        if spec.grants.iter().any(|g| g == "sql") {
+            // The first route to use SQL opens the pool: fail the deploy,
+            // not its first request, when the database is unreachable.
+            self.services
+                .database
+                .pool()
+                .await
+                .map_err(DeployError::Database)?;
+        }
         let handler = Arc::new(handler);
         self.test_instantiate(spec, &handler).await?;
         readiness(&handler)?;
@@ -162,7 +180,14 @@ impl Deployments {
             .await
             .map_err(|_| DeployError::Busy(SLOT_WAIT))?
             .map_err(|_| DeployError::Busy(SLOT_WAIT))?;
-        instantiate_once(self.loader.engine(), handler, &spec.limits)
+        let guest = GuestContext {
+            services: self.services.clone(),
+            route: spec.name.as_str().into(),
+            component: handler.digest.clone(),
+            request_id: Arc::from(""),
+            config: spec.config.clone(),
+        };
+        instantiate_once(self.loader.engine(), handler, &spec.limits, guest)
             .await
             .map_err(DeployError::Instantiate)?;
         Ok(())

@@ -64,8 +64,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
     let in_flight = app.metrics.in_flight(&route.name);
     let cx = invoke::Context {
         metrics: app.metrics.clone(),
-        route: route.name.clone(),
-        request_id: request_id.clone(),
+        guest: route.guest_context(&app.services, request_id.clone()),
     };
     let result = invoke(
         &app.engine,
@@ -99,7 +98,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
         .insert(X_TRELLIS_COMPONENT.clone(), route.label.clone());
     response.extensions_mut().insert(Served {
         route: route.name.clone(),
-        component: route.handler.digest.as_str().into(),
+        component: route.handler.digest.clone(),
         version: route.version,
     });
     response

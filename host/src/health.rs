@@ -81,9 +81,14 @@ async fn run_checks(app: &App) -> Report {
         let outcome = tokio::time::timeout(CHECK_TIMEOUT, async {
             // Like a request, a check needs an instance slot.
             let _slot = app.instances.clone().acquire_owned().await?;
-            instantiate_once(&app.engine, &route.handler, &route.spec.limits)
-                .await
-                .map_err(anyhow::Error::from)
+            instantiate_once(
+                &app.engine,
+                &route.handler,
+                &route.spec.limits,
+                route.guest_context(&app.services, Arc::from("")),
+            )
+            .await
+            .map_err(anyhow::Error::from)
         })
         .await;
         let failure = match outcome {

@@ -2,6 +2,7 @@
 //! call `wasi:http/incoming-handler.handle`, and hand the guest's response
 //! back while the guest keeps streaming its body on its own task.
 
+use crate::capabilities::GuestContext;
 use crate::component::Handler;
 use crate::manifest::Limits;
 use crate::metrics::{FailureKind, Metrics};
@@ -42,10 +43,8 @@ pub enum Failure {
 pub struct Context {
     /// Where instantiation time, guest time and failures are recorded.
     pub metrics: Arc<Metrics>,
-    /// Route name.
-    pub route: Arc<str>,
-    /// The request's id.
-    pub request_id: Arc<str>,
+    /// The route, component and request, for capability calls.
+    pub guest: GuestContext,
 }
 
 /// Runs `req` through a fresh instance of `handler` under `limits`.
@@ -67,7 +66,9 @@ where
 {
     let timeout = limits.timeout.0;
     let deadline = Instant::now() + timeout;
-    let mut store = new_store(engine, limits);
+    let route = cx.guest.route.clone();
+    let request_id = cx.guest.request_id.clone();
+    let mut store = new_store(engine, limits, cx.guest);
     set_deadline(&mut store, deadline);
 
     let (tx, mut rx) = tokio::sync::oneshot::channel();
@@ -82,7 +83,7 @@ where
         let started = Instant::now();
         let run = async {
             let proxy = handler.pre.instantiate_async(&mut store).await?;
-            cx.metrics.instantiated(&cx.route, started.elapsed());
+            cx.metrics.instantiated(&route, started.elapsed());
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
@@ -97,16 +98,16 @@ where
             Err(_elapsed) => Err(Failure::Timeout(timeout)),
         };
         cx.metrics
-            .guest_finished(&cx.route, started.elapsed(), store.data().memory_peak());
+            .guest_finished(&route, started.elapsed(), store.data().memory_peak());
         if let Err(failure) = &result {
             let kind = match failure {
                 Failure::Timeout(_) => FailureKind::Timeout,
                 _ => FailureKind::Trap,
             };
-            cx.metrics.guest_failed(&cx.route, kind);
+            cx.metrics.guest_failed(&route, kind);
             // If the response head already left, this is the only trace
             // of the failure: the client sees a truncated body.
-            tracing::warn!(route = %cx.route, request_id = %cx.request_id, cause = %failure, "handler failed");
+            tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
         }
         result
     };
@@ -152,8 +153,9 @@ pub async fn instantiate_once(
     engine: &Engine,
     handler: &Handler,
     limits: &Limits,
+    guest: GuestContext,
 ) -> wasmtime::Result<()> {
-    let mut store = new_store(engine, limits);
+    let mut store = new_store(engine, limits, guest);
     set_deadline(&mut store, Instant::now() + limits.timeout.0);
     handler.pre.instantiate_async(&mut store).await?;
     Ok(())

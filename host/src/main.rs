@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use std::sync::Arc;
 use trellis::app::App;
+use trellis::capabilities::Services;
 use trellis::config::{Config, Invocation, Mode};
 
 #[tokio::main]
@@ -14,7 +15,8 @@ async fn main() -> anyhow::Result<()> {
         Invocation::Admin(call) => return Ok(trellis::deploy::run(call).await?),
         Invocation::Host(config) => config,
     };
-    let app = App::load(&config.manifest, &config.source)
+    let services = Arc::new(Services::new(&config.manifest));
+    let app = App::load(&config.manifest, &config.source, services.clone())
         .with_context(|| format!("loading {}", config.origin))?;
     let app = Arc::new(app);
 
@@ -32,6 +34,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    services
+        .database
+        .open_if_wanted()
+        .await
+        .context("opening the database")?;
     let addr = app.server.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -49,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, manifest = %config.origin, "listening");
     trellis::run(app, listener, trellis::shutdown_signal()).await?;
+    services.database.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,11 +3,14 @@
 //! Every error names the file, the line and the field, because operators
 //! meet these errors at deploy time, usually in a CI log.
 
+use crate::capabilities::config::{ConfigValue, RouteConfig};
 use crate::units::{ByteSize, Duration};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time;
 use toml::Spanned;
 
@@ -33,6 +36,10 @@ pub struct Manifest {
     /// Listener and process-wide settings.
     #[serde(default)]
     pub server: Server,
+    /// The database behind the `sql` capability; `None` means the
+    /// embedded default (SQLite `trellis.db` beside the manifest).
+    #[serde(default)]
+    pub database: Option<Database>,
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
@@ -76,6 +83,58 @@ impl Default for Server {
     }
 }
 
+/// The `[database]` table: the pool behind the `sql` capability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `sqlite://path` (relative to the manifest) or `postgres://...`;
+    /// env `TRELLIS_DATABASE_URL` wins.
+    pub url: Option<Spanned<String>>,
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// Connections the pool keeps open when idle.
+    pub min_connections: u32,
+    /// How long a statement waits for a free connection before failing
+    /// with `pool-timeout`.
+    pub acquire_timeout: Duration,
+    /// How long an idle connection above `min_connections` stays open.
+    pub idle_timeout: Duration,
+    /// How long one statement may run before failing with `timeout`.
+    pub statement_timeout: Duration,
+    /// SQL files applied once each, in order, at start.
+    pub migrations: Vec<Spanned<Migration>>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: None,
+            max_connections: 20,
+            min_connections: 0,
+            acquire_timeout: Duration(time::Duration::from_secs(5)),
+            idle_timeout: Duration(time::Duration::from_secs(600)),
+            statement_timeout: Duration(time::Duration::from_secs(30)),
+            migrations: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `[database].migrations`: a file for both databases, or one
+/// file per database where their SQL differs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Migration {
+    /// The same SQL on SQLite and PostgreSQL.
+    Both(String),
+    /// Dialect-specific SQL.
+    PerDialect {
+        /// The file applied on SQLite.
+        sqlite: String,
+        /// The file applied on PostgreSQL.
+        postgres: String,
+    },
+}
+
 /// One `[[route]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +165,14 @@ pub struct Route {
     /// How long a request waits for a free slot before a 503.
     #[serde(default = "Limits::default_queue_timeout")]
     pub queue_timeout: Duration,
+    /// Variables the `config` capability hands the guest.
+    pub config: Option<Spanned<BTreeMap<String, ConfigValue>>>,
+    /// Like `config`, but never written to a log.
+    pub secrets: Option<Spanned<BTreeMap<String, ConfigValue>>>,
+    /// `config` and `secrets` with environment references resolved, at
+    /// validation.
+    #[serde(skip)]
+    resolved_config: Arc<RouteConfig>,
 }
 
 /// Per-route limits, as the dispatcher applies them.
@@ -167,6 +234,8 @@ pub struct RouteSpec {
     pub grants: Vec<String>,
     /// Limits applied to each request.
     pub limits: Limits,
+    /// Variables and secrets for the `config` capability.
+    pub config: Arc<RouteConfig>,
 }
 
 /// Checks a route path: absolute, and not under a path the host serves.
@@ -275,7 +344,7 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn validate(&self, text: &str, path: &Path) -> Result<(), ManifestError> {
+    fn validate(&mut self, text: &str, path: &Path) -> Result<(), ManifestError> {
         let invalid = |span: Range<usize>, field: String, message: String| ManifestError::Invalid {
             path: path.to_owned(),
             line: line_of(text, span.start),
@@ -284,7 +353,7 @@ impl Manifest {
         };
         let mut names = std::collections::HashSet::new();
         let mut paths = matchit::Router::new();
-        for (i, route) in self.routes.iter().enumerate() {
+        for (i, route) in self.routes.iter_mut().enumerate() {
             let field = |name: &str| format!("route[{i}].{name}");
             let p = route.path.get_ref();
             if let Err(message) = check_path(p) {
@@ -314,6 +383,51 @@ impl Manifest {
             }
             if let Err((name, message)) = check_limits(&route.limits()) {
                 return Err(invalid(route.path.span(), field(name), message));
+            }
+            let config = RouteConfig::resolve(
+                route.config.as_ref().map(Spanned::get_ref),
+                route.secrets.as_ref().map(Spanned::get_ref),
+            );
+            match config {
+                Ok(config) => route.resolved_config = Arc::new(config),
+                Err(err) => {
+                    let table = if err.secret { "secrets" } else { "config" };
+                    let spanned = if err.secret {
+                        &route.secrets
+                    } else {
+                        &route.config
+                    };
+                    let span = spanned.as_ref().map_or(route.path.span(), Spanned::span);
+                    return Err(invalid(
+                        span,
+                        field(&format!("{table}.{}", err.key)),
+                        err.message,
+                    ));
+                }
+            }
+        }
+        if let Some(database) = &self.database {
+            let field = |name: &str| format!("database.{name}");
+            let span = |s: Option<Range<usize>>| s.unwrap_or(0..0);
+            let url_span = span(database.url.as_ref().map(Spanned::span));
+            if let Some(url) = &database.url
+                && let Err(message) = check_database_url(url.get_ref())
+            {
+                return Err(invalid(url_span, field("url"), message));
+            }
+            if database.max_connections == 0 {
+                return Err(invalid(
+                    url_span,
+                    field("max_connections"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if database.min_connections > database.max_connections {
+                return Err(invalid(
+                    url_span,
+                    field("min_connections"),
+                    "must not exceed max_connections".into(),
+                ));
             }
         }
         Ok(())
@@ -390,12 +504,25 @@ impl Route {
                 .map(|g| g.get_ref().clone())
                 .unwrap_or_default(),
             limits: self.limits(),
+            config: self.resolved_config.clone(),
         }
     }
 
     /// The component's file path, resolved against the manifest directory.
     pub fn component_path(&self, base_dir: &Path) -> PathBuf {
         base_dir.join(self.component.get_ref())
+    }
+}
+
+/// Checks that a database URL names a database the host supports.
+pub fn check_database_url(url: &str) -> Result<(), String> {
+    if url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
+        Ok(())
+    } else {
+        Err("must start with sqlite: or postgres://".into())
     }
 }
 

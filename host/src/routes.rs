@@ -5,6 +5,7 @@
 //! in whole (see [`crate::deployments`]); a request holds the `Arc<Route>`
 //! it matched, so it finishes on the version it started with.
 
+use crate::capabilities::{GuestContext, Services};
 use crate::component::Handler;
 use crate::manifest::RouteSpec;
 use http::{HeaderValue, Method};
@@ -56,6 +57,17 @@ impl Route {
             loaded_at: SystemTime::now(),
             slots,
             spec,
+        }
+    }
+
+    /// The capability context for one request (or probe) on this route.
+    pub fn guest_context(&self, services: &Arc<Services>, request_id: Arc<str>) -> GuestContext {
+        GuestContext {
+            services: services.clone(),
+            route: self.name.clone(),
+            component: self.handler.digest.clone(),
+            request_id,
+            config: self.spec.config.clone(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Per-request store data: one `StoreData` per guest instance, built fresh
 //! for every request and dropped with it.
 
+use crate::capabilities::GuestContext;
 use crate::manifest::Limits;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -18,6 +19,7 @@ pub struct StoreData {
     http: WasiHttpCtx,
     limits: MemoryLimiter,
     hooks: NoOutboundHttp,
+    guest: GuestContext,
 }
 
 /// `wasi:http` hooks that refuse outgoing requests: no grant offers
@@ -46,7 +48,7 @@ impl WasiHttpHooks for NoOutboundHttp {
 }
 
 impl StoreData {
-    fn new(limits: &Limits) -> StoreData {
+    fn new(limits: &Limits, guest: GuestContext) -> StoreData {
         // The WASI context is deliberately empty: no environment, no
         // arguments, no preopened directories and no sockets. Guests reach
         // the outside world only through capabilities their route grants.
@@ -65,6 +67,7 @@ impl StoreData {
                 peak: 0,
             },
             hooks: NoOutboundHttp,
+            guest,
         }
     }
 }
@@ -89,6 +92,17 @@ impl WasiHttpView for StoreData {
 }
 
 impl StoreData {
+    /// Who this instance serves, for capability calls.
+    pub fn guest(&self) -> &GuestContext {
+        &self.guest
+    }
+
+    /// The table holding this instance's resources (capability handles
+    /// included).
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// The largest linear memory this instance has reached, in bytes.
     pub fn memory_peak(&self) -> usize {
         self.limits.peak
@@ -146,8 +160,8 @@ pub fn set_deadline(store: &mut Store<StoreData>, deadline: Instant) {
 }
 
 /// Builds the store for one request under the route's `limits`.
-pub fn new_store(engine: &Engine, limits: &Limits) -> Store<StoreData> {
-    let mut store = Store::new(engine, StoreData::new(limits));
+pub fn new_store(engine: &Engine, limits: &Limits, guest: GuestContext) -> Store<StoreData> {
+    let mut store = Store::new(engine, StoreData::new(limits, guest));
     store.limiter(|data| &mut data.limits);
     store
 }

@@ -1,0 +1,437 @@
+//! The `sql` capability (`wit/sql.wit`): parameterized statements on the
+//! host's pool. Parameters are always bound, never spliced into the text;
+//! failures come back to the guest as the WIT `error`, never as a trap.
+
+mod value;
+
+use crate::bindings::trellis::api::sql::{
+    DatabaseError, Dialect, Error, Host, HostRowStream, HostTransaction, Row, Rows, Value,
+};
+use crate::database::{Database, Kind, Pool};
+use crate::store::StoreData;
+use futures::TryStreamExt as _;
+use sqlx::{Executor, IntoArguments};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use value::Backend;
+use wasmtime::component::Resource;
+
+/// Rows a stream reads ahead of the guest: enough to hide a round trip,
+/// few enough that a million-row export stays small.
+const READ_AHEAD: usize = 256;
+
+/// A transaction on one pooled connection. Dropping it (the guest drops
+/// the handle, or the store goes away after a trap) rolls it back.
+pub enum Transaction {
+    /// On SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// On PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// Committed or rolled back.
+    Closed,
+}
+
+/// A query read in batches. A task owns the connection and the cursor and
+/// feeds rows through a bounded channel, so the database is read only as
+/// fast as the guest consumes; dropping the stream ends the task.
+pub struct RowStream {
+    columns: Vec<String>,
+    rows: mpsc::Receiver<Message>,
+    /// An error that arrived after some rows, reported by the next call.
+    failed: Option<Error>,
+}
+
+enum Message {
+    Columns(Vec<String>),
+    Row(Row),
+    Failed(Error),
+}
+
+/// Calls `$call` with the concrete pool, whichever database it is.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $call:expr) => {
+        match $pool {
+            Pool::Sqlite($p) => $call,
+            Pool::Postgres($p) => $call,
+        }
+    };
+}
+
+impl StoreData {
+    /// The database; a clone, so no borrow of the store lives across an
+    /// `.await` (the store is not `Sync`).
+    fn database(&self) -> Arc<Database> {
+        self.guest().services.database.clone()
+    }
+}
+
+/// The pool and statement timeout, or the error a guest sees when the
+/// pool cannot be opened.
+async fn open(database: Arc<Database>) -> Result<(Pool, Duration), Error> {
+    match database.pool().await {
+        Ok(pool) => Ok((pool.clone(), database.statement_timeout())),
+        Err(err) => {
+            tracing::warn!(cause = format!("{err:#}"), "database unavailable");
+            Err(Error::Unavailable("the database is unavailable".into()))
+        }
+    }
+}
+
+impl Host for StoreData {
+    async fn current_dialect(&mut self) -> wasmtime::Result<Dialect> {
+        Ok(match self.guest().services.database.kind() {
+            Kind::Sqlite => Dialect::Sqlite,
+            Kind::Postgres => Dialect::Postgres,
+        })
+    }
+
+    async fn query(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, Error>> {
+        let (pool, timeout) = match open(self.database()).await {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(on_pool!(&pool, p => within(timeout, pooled::fetch_all(p, &statement, params)).await))
+    }
+
+    async fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let (pool, timeout) = match open(self.database()).await {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(on_pool!(&pool, p => within(timeout, pooled::execute(p, &statement, params)).await))
+    }
+
+    async fn query_stream(
+        &mut self,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Resource<RowStream>, Error>> {
+        let (pool, _) = match open(self.database()).await {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+        match pool {
+            Pool::Sqlite(p) => tokio::spawn(feed(p, statement, params, tx)),
+            Pool::Postgres(p) => tokio::spawn(feed(p, statement, params, tx)),
+        };
+        // Wait for the first message, so a bad statement fails here rather
+        // than at the first `next`.
+        let columns = match rx.recv().await {
+            Some(Message::Columns(columns)) => columns,
+            Some(Message::Failed(err)) => return Ok(Err(err)),
+            Some(Message::Row(_)) | None => Vec::new(),
+        };
+        let stream = RowStream {
+            columns,
+            rows: rx,
+            failed: None,
+        };
+        Ok(Ok(self.table().push(stream)?))
+    }
+
+    async fn begin(&mut self) -> wasmtime::Result<Result<Resource<Transaction>, Error>> {
+        let (pool, timeout) = match open(self.database()).await {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let begun = match &pool {
+            Pool::Sqlite(p) => within(timeout, async { p.begin().await.map_err(to_error) })
+                .await
+                .map(Transaction::Sqlite),
+            Pool::Postgres(p) => within(timeout, async { p.begin().await.map_err(to_error) })
+                .await
+                .map(Transaction::Postgres),
+        };
+        Ok(match begun {
+            Ok(tx) => Ok(self.table().push(tx)?),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl HostTransaction for StoreData {
+    async fn query(
+        &mut self,
+        tx: Resource<Transaction>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, Error>> {
+        let timeout = self.guest().services.database.statement_timeout();
+        Ok(match self.table().get_mut(&tx)? {
+            Transaction::Sqlite(t) => {
+                within(timeout, fetch_all::<sqlx::Sqlite>(t, &statement, params)).await
+            }
+            Transaction::Postgres(t) => {
+                within(timeout, fetch_all::<sqlx::Postgres>(t, &statement, params)).await
+            }
+            Transaction::Closed => Err(Error::Closed),
+        })
+    }
+
+    async fn execute(
+        &mut self,
+        tx: Resource<Transaction>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let timeout = self.guest().services.database.statement_timeout();
+        Ok(match self.table().get_mut(&tx)? {
+            Transaction::Sqlite(t) => {
+                within(timeout, execute::<sqlx::Sqlite>(t, &statement, params)).await
+            }
+            Transaction::Postgres(t) => {
+                within(timeout, execute::<sqlx::Postgres>(t, &statement, params)).await
+            }
+            Transaction::Closed => Err(Error::Closed),
+        })
+    }
+
+    async fn commit(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
+        let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
+        Ok(match tx {
+            Transaction::Sqlite(t) => t.commit().await.map_err(to_error),
+            Transaction::Postgres(t) => t.commit().await.map_err(to_error),
+            Transaction::Closed => Err(Error::Closed),
+        })
+    }
+
+    async fn rollback(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
+        let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
+        Ok(match tx {
+            Transaction::Sqlite(t) => t.rollback().await.map_err(to_error),
+            Transaction::Postgres(t) => t.rollback().await.map_err(to_error),
+            Transaction::Closed => Err(Error::Closed),
+        })
+    }
+
+    async fn drop(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<()> {
+        // sqlx rolls an unfinished transaction back when it is dropped.
+        self.table().delete(tx)?;
+        Ok(())
+    }
+}
+
+impl HostRowStream for StoreData {
+    async fn columns(&mut self, stream: Resource<RowStream>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table().get(&stream)?.columns.clone())
+    }
+
+    async fn next(
+        &mut self,
+        stream: Resource<RowStream>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Vec<Row>, Error>> {
+        let stream = self.table().get_mut(&stream)?;
+        if let Some(err) = stream.failed.take() {
+            stream.failed = Some(Error::Closed);
+            return Ok(Err(err));
+        }
+        let max = (max as usize).clamp(1, 4096);
+        let mut rows = Vec::new();
+        let mut message = stream.rows.recv().await;
+        while let Some(m) = message {
+            match m {
+                Message::Row(row) => rows.push(row),
+                Message::Columns(columns) => stream.columns = columns,
+                Message::Failed(err) => {
+                    if rows.is_empty() {
+                        stream.failed = Some(Error::Closed);
+                        return Ok(Err(err));
+                    }
+                    stream.failed = Some(err);
+                    break;
+                }
+            }
+            if rows.len() >= max {
+                break;
+            }
+            message = stream.rows.try_recv().ok();
+        }
+        Ok(Ok(rows))
+    }
+
+    async fn drop(&mut self, stream: Resource<RowStream>) -> wasmtime::Result<()> {
+        self.table().delete(stream)?;
+        Ok(())
+    }
+}
+
+/// Runs `statement` with `params` on `conn` and collects every row.
+///
+/// Generic over the database through its connection type: the
+/// higher-ranked bound is what lets rustc see the future is `Send` (a
+/// generic `Executor` does not, rust-lang/rust#100013).
+async fn fetch_all<DB>(
+    conn: &mut DB::Connection,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<Rows, Error>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    let rows = DB::bind_all(sqlx::query(statement), params)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(to_error)?;
+    let columns = rows.first().map(DB::column_names).unwrap_or_default();
+    let rows = rows.iter().map(DB::decode).collect::<Result<_, _>>()?;
+    Ok(Rows { columns, rows })
+}
+
+/// Runs `statement` with `params` on `conn`; returns the rows affected.
+async fn execute<DB>(
+    conn: &mut DB::Connection,
+    statement: &str,
+    params: Vec<Value>,
+) -> Result<u64, Error>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    let done = DB::bind_all(sqlx::query(statement), params)
+        .execute(&mut *conn)
+        .await
+        .map_err(to_error)?;
+    Ok(DB::rows_affected(&done))
+}
+
+/// [`fetch_all`] and [`execute`] on a connection taken from the pool for
+/// the one statement.
+mod pooled {
+    use super::*;
+
+    pub(super) async fn fetch_all<DB>(
+        pool: &sqlx::Pool<DB>,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Rows, Error>
+    where
+        DB: Backend,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    {
+        let mut conn = pool.acquire().await.map_err(to_error)?;
+        super::fetch_all::<DB>(&mut conn, statement, params).await
+    }
+
+    pub(super) async fn execute<DB>(
+        pool: &sqlx::Pool<DB>,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<u64, Error>
+    where
+        DB: Backend,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    {
+        let mut conn = pool.acquire().await.map_err(to_error)?;
+        super::execute::<DB>(&mut conn, statement, params).await
+    }
+}
+
+/// The row-stream task: runs the query on its own pooled connection and
+/// sends its rows until the cursor ends, an error, or the guest drops the
+/// stream (the send fails).
+async fn feed<DB>(
+    pool: sqlx::Pool<DB>,
+    statement: String,
+    params: Vec<Value>,
+    tx: mpsc::Sender<Message>,
+) where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(err) => {
+            let _ = tx.send(Message::Failed(to_error(err))).await;
+            return;
+        }
+    };
+    let mut rows = DB::bind_all(sqlx::query(&statement), params).fetch(&mut *conn);
+    let mut first = true;
+    loop {
+        let message = match rows.try_next().await {
+            Ok(Some(row)) => {
+                if first {
+                    first = false;
+                    if tx
+                        .send(Message::Columns(DB::column_names(&row)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                match DB::decode(&row) {
+                    Ok(values) => Message::Row(values),
+                    Err(err) => Message::Failed(err),
+                }
+            }
+            Ok(None) => return,
+            Err(err) => Message::Failed(to_error(err)),
+        };
+        let stop = matches!(message, Message::Failed(_));
+        if tx.send(message).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// `call`, failing with `timeout` past the statement timeout.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(Error::Timeout))
+}
+
+/// The guest's view of a sqlx error. Connection-level detail stays in the
+/// host's log.
+fn to_error(err: sqlx::Error) -> Error {
+    match err {
+        sqlx::Error::Database(db) => {
+            let detail = DatabaseError {
+                code: db.code().map(|c| c.into_owned()),
+                message: db.message().to_owned(),
+            };
+            if db.is_unique_violation() {
+                Error::Conflict(detail)
+            } else if detail.code.as_deref() == Some("57014") {
+                // PostgreSQL's query_canceled: the statement timeout.
+                Error::Timeout
+            } else {
+                Error::Database(detail)
+            }
+        }
+        sqlx::Error::PoolTimedOut => Error::PoolTimeout,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(cause = %err, "database connection failed");
+            Error::Unavailable("the database connection failed".into())
+        }
+        other => Error::Database(DatabaseError {
+            code: None,
+            message: other.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,181 @@
+//! WIT `value`s to and from each database's types: binding parameters and
+//! decoding columns, the only part of `sql` that differs by database.
+
+use crate::bindings::trellis::api::sql::{DatabaseError, Error, Row, Value};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgRow, PgTypeInfo};
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Column as _, Postgres, Row as _, Sqlite, TypeInfo as _, ValueRef as _};
+
+/// What `sql` needs from a database beyond what sqlx offers generically.
+pub(super) trait Backend: sqlx::Database {
+    /// Binds `params` to `query` as `$1`, `$2`, ...
+    fn bind_all<'q>(
+        query: Query<'q, Self, Self::Arguments<'q>>,
+        params: Vec<Value>,
+    ) -> Query<'q, Self, Self::Arguments<'q>>;
+
+    /// One row's values, in column order.
+    fn decode(row: &Self::Row) -> Result<Row, Error>;
+
+    /// Rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Column names, in order.
+    fn column_names(row: &Self::Row) -> Vec<String> {
+        row.columns().iter().map(|c| c.name().to_owned()).collect()
+    }
+}
+
+impl Backend for Sqlite {
+    fn bind_all<'q>(
+        mut query: Query<'q, Self, Self::Arguments<'q>>,
+        params: Vec<Value>,
+    ) -> Query<'q, Self, Self::Arguments<'q>> {
+        for param in params {
+            query = match param {
+                Value::Null => query.bind(None::<i64>),
+                Value::Int(v) => query.bind(v),
+                Value::Float(v) => query.bind(v),
+                Value::Text(v) => query.bind(v),
+                Value::Blob(v) => query.bind(v),
+                Value::Boolean(v) => query.bind(v),
+            };
+        }
+        query
+    }
+
+    fn decode(row: &SqliteRow) -> Result<Row, Error> {
+        let mut values = Vec::with_capacity(row.len());
+        for (i, column) in row.columns().iter().enumerate() {
+            let raw = row.try_get_raw(i).map_err(decode_error)?;
+            if raw.is_null() {
+                values.push(Value::Null);
+                continue;
+            }
+            // SQLite is dynamically typed: the value's storage class
+            // decides, except that a column declared BOOLEAN reads as one.
+            let storage = raw.type_info().name().to_owned();
+            let value = match storage.as_str() {
+                "INTEGER" if column.type_info().name() == "BOOLEAN" => {
+                    Value::Boolean(row.try_get_unchecked::<i64, _>(i).map_err(decode_error)? != 0)
+                }
+                "INTEGER" => Value::Int(row.try_get_unchecked(i).map_err(decode_error)?),
+                "REAL" => Value::Float(row.try_get_unchecked(i).map_err(decode_error)?),
+                "TEXT" => Value::Text(row.try_get_unchecked(i).map_err(decode_error)?),
+                "BLOB" => Value::Blob(row.try_get_unchecked(i).map_err(decode_error)?),
+                other => return Err(unsupported(column.name(), other)),
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// A NULL parameter of no declared type, so PostgreSQL infers it from
+/// context: a typed NULL (say, text) would fail against an integer column.
+struct UntypedNull;
+
+impl sqlx::Type<Postgres> for UntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(0))
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for UntypedNull {
+    fn encode_by_ref(&self, _buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        Ok(IsNull::Yes)
+    }
+}
+
+impl Backend for Postgres {
+    fn bind_all<'q>(
+        mut query: Query<'q, Self, Self::Arguments<'q>>,
+        params: Vec<Value>,
+    ) -> Query<'q, Self, Self::Arguments<'q>> {
+        for param in params {
+            query = match param {
+                Value::Null => query.bind(UntypedNull),
+                Value::Int(v) => query.bind(v),
+                Value::Float(v) => query.bind(v),
+                Value::Text(v) => query.bind(v),
+                Value::Blob(v) => query.bind(v),
+                Value::Boolean(v) => query.bind(v),
+            };
+        }
+        query
+    }
+
+    fn decode(row: &PgRow) -> Result<Row, Error> {
+        use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+        let mut values = Vec::with_capacity(row.len());
+        for (i, column) in row.columns().iter().enumerate() {
+            if row.try_get_raw(i).map_err(decode_error)?.is_null() {
+                values.push(Value::Null);
+                continue;
+            }
+            let get_err = decode_error;
+            let value = match column.type_info().name() {
+                "INT2" => Value::Int(row.try_get_unchecked::<i16, _>(i).map_err(get_err)?.into()),
+                "INT4" => Value::Int(row.try_get_unchecked::<i32, _>(i).map_err(get_err)?.into()),
+                "INT8" => Value::Int(row.try_get_unchecked(i).map_err(get_err)?),
+                "FLOAT4" => {
+                    Value::Float(row.try_get_unchecked::<f32, _>(i).map_err(get_err)?.into())
+                }
+                "FLOAT8" => Value::Float(row.try_get_unchecked(i).map_err(get_err)?),
+                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" => {
+                    Value::Text(row.try_get_unchecked(i).map_err(get_err)?)
+                }
+                "BOOL" => Value::Boolean(row.try_get_unchecked(i).map_err(get_err)?),
+                "BYTEA" => Value::Blob(row.try_get_unchecked(i).map_err(get_err)?),
+                "TIMESTAMPTZ" => {
+                    let t: DateTime<Utc> = row.try_get_unchecked(i).map_err(get_err)?;
+                    Value::Text(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                }
+                "TIMESTAMP" => {
+                    let t: NaiveDateTime = row.try_get_unchecked(i).map_err(get_err)?;
+                    Value::Text(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+                }
+                "DATE" => {
+                    let d: NaiveDate = row.try_get_unchecked(i).map_err(get_err)?;
+                    Value::Text(d.format("%Y-%m-%d").to_string())
+                }
+                "TIME" => {
+                    let t: NaiveTime = row.try_get_unchecked(i).map_err(get_err)?;
+                    Value::Text(t.format("%H:%M:%S%.f").to_string())
+                }
+                "JSON" | "JSONB" => {
+                    let j: serde_json::Value = row.try_get_unchecked(i).map_err(get_err)?;
+                    Value::Text(j.to_string())
+                }
+                other => return Err(unsupported(column.name(), other)),
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+fn unsupported(column: &str, ty: &str) -> Error {
+    Error::UnsupportedType(format!(
+        "column {column:?} has type {ty}, which has no sql value; cast it in the query, e.g. {column}::text"
+    ))
+}
+
+fn decode_error(err: sqlx::Error) -> Error {
+    Error::Database(DatabaseError {
+        code: None,
+        message: format!("reading a column: {err}"),
+    })
+}

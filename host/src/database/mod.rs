@@ -1,0 +1,277 @@
+//! The database behind the `sql` capability: one sqlx pool owned by the
+//! host, embedded SQLite by default, PostgreSQL when the operator says so.
+//!
+//! The pool opens on first need (at start when the manifest has a
+//! `[database]` table or a route grants `sql`, else on the first hot load
+//! of such a route), so a host with no SQL routes never creates a file.
+
+mod migrate;
+
+use crate::manifest::{self, Manifest, Migration};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Environment variable whose URL wins over `[database].url`.
+pub const URL_ENV: &str = "TRELLIS_DATABASE_URL";
+
+/// A connection pool of either database.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    /// Embedded SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Which database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The host's database: settings now, the pool once opened.
+pub struct Database {
+    url: String,
+    kind: Kind,
+    settings: manifest::Database,
+    /// Migrations for this database's dialect: (name, file).
+    migrations: Vec<(String, PathBuf)>,
+    /// Whether the manifest asks for the database: open it at start.
+    wanted: bool,
+    pool: OnceCell<Pool>,
+}
+
+impl Database {
+    /// The database `manifest` describes (or the embedded default), with
+    /// `TRELLIS_DATABASE_URL` taking precedence over `[database].url`.
+    pub fn new(manifest: &Manifest) -> Database {
+        let settings = manifest.database.clone().unwrap_or_default();
+        let url = match std::env::var(URL_ENV) {
+            Ok(url) if !url.is_empty() => url,
+            _ => match &settings.url {
+                Some(url) => sqlite_relative_to(url.get_ref(), &manifest.base_dir),
+                None => sqlite_relative_to("sqlite://trellis.db", &manifest.base_dir),
+            },
+        };
+        let kind = if url.starts_with("sqlite:") {
+            Kind::Sqlite
+        } else {
+            Kind::Postgres
+        };
+        let migrations = settings
+            .migrations
+            .iter()
+            .map(|m| {
+                let file = match (m.get_ref(), kind) {
+                    (Migration::Both(f), _) => f,
+                    (Migration::PerDialect { sqlite, .. }, Kind::Sqlite) => sqlite,
+                    (Migration::PerDialect { postgres, .. }, Kind::Postgres) => postgres,
+                };
+                (file.clone(), manifest.base_dir.join(file))
+            })
+            .collect();
+        let wanted = manifest.database.is_some()
+            || manifest
+                .routes
+                .iter()
+                .any(|r| r.spec().grants.iter().any(|g| g == "sql"));
+        Database {
+            url,
+            kind,
+            settings,
+            migrations,
+            wanted,
+            pool: OnceCell::new(),
+        }
+    }
+
+    /// Which database this is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The URL without its password, for logs.
+    pub fn display_url(&self) -> String {
+        redact_password(&self.url)
+    }
+
+    /// How long one statement may run.
+    pub fn statement_timeout(&self) -> Duration {
+        self.settings.statement_timeout.0
+    }
+
+    /// Opens the pool and applies migrations, when the manifest asks for a
+    /// database: a host that cannot reach its database should not start.
+    pub async fn open_if_wanted(&self) -> anyhow::Result<()> {
+        if self.wanted {
+            self.pool().await?;
+        }
+        Ok(())
+    }
+
+    /// The pool, opened (and migrated) on first call. A failed open is
+    /// retried by the next call.
+    pub async fn pool(&self) -> anyhow::Result<&Pool> {
+        self.pool
+            .get_or_try_init(|| async {
+                let pool = self.connect().await?;
+                migrate::apply(&pool, &self.migrations).await?;
+                tracing::info!(url = %self.display_url(), max_connections = self.settings.max_connections, "database ready");
+                Ok(pool)
+            })
+            .await
+    }
+
+    /// The pool if it is open; health checks skip a database nothing used.
+    pub fn opened(&self) -> Option<&Pool> {
+        self.pool.get()
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match self.pool.get() {
+            Some(Pool::Sqlite(pool)) => pool.close().await,
+            Some(Pool::Postgres(pool)) => pool.close().await,
+            None => {}
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<Pool> {
+        use anyhow::Context as _;
+        let s = &self.settings;
+        let what = || format!("connecting to {}", self.display_url());
+        Ok(match self.kind {
+            Kind::Sqlite => {
+                let options = SqliteConnectOptions::from_str(&self.url)
+                    .with_context(what)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(s.acquire_timeout.0);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(s.max_connections)
+                    .min_connections(s.min_connections)
+                    .acquire_timeout(s.acquire_timeout.0)
+                    .idle_timeout(s.idle_timeout.0)
+                    .connect_with(options)
+                    .await
+                    .with_context(what)?;
+                Pool::Sqlite(pool)
+            }
+            Kind::Postgres => {
+                let timeout_ms = s.statement_timeout.0.as_millis();
+                let options = PgConnectOptions::from_str(&self.url)
+                    .with_context(what)?
+                    .application_name("trellis")
+                    .options([("statement_timeout", format!("{timeout_ms}ms"))]);
+                // No ping before each acquire: it would double the round
+                // trips of a one-query request. A connection the server
+                // dropped fails its statement with `unavailable`, and the
+                // pool discards it.
+                let pool = PgPoolOptions::new()
+                    .max_connections(s.max_connections)
+                    .min_connections(s.min_connections)
+                    .acquire_timeout(s.acquire_timeout.0)
+                    .idle_timeout(s.idle_timeout.0)
+                    .test_before_acquire(false)
+                    .connect_with(options)
+                    .await
+                    .with_context(what)?;
+                Pool::Postgres(pool)
+            }
+        })
+    }
+}
+
+/// A `sqlite:` URL with a relative path made relative to `base` (the
+/// manifest's directory), so the database does not depend on the working
+/// directory. Other URLs come back unchanged.
+fn sqlite_relative_to(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_owned();
+    };
+    let (path, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(p, q)| (p, Some(q)));
+    if path.is_empty() || path.starts_with(':') || Path::new(path).is_absolute() {
+        return url.to_owned();
+    }
+    let joined = base.join(path);
+    match query {
+        Some(q) => format!("sqlite://{}?{q}", joined.display()),
+        None => format!("sqlite://{}", joined.display()),
+    }
+}
+
+/// `url` with the password (if any) replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => {
+                format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths_are_relative_to_the_manifest() {
+        let base = Path::new("/srv/app");
+        assert_eq!(
+            sqlite_relative_to("sqlite://data/app.db", base),
+            "sqlite:///srv/app/data/app.db"
+        );
+        assert_eq!(
+            sqlite_relative_to("sqlite:app.db?mode=rwc", base),
+            "sqlite:///srv/app/app.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_relative_to("sqlite:///abs.db", base),
+            "sqlite:///abs.db"
+        );
+        assert_eq!(
+            sqlite_relative_to("sqlite::memory:", base),
+            "sqlite::memory:"
+        );
+        assert_eq!(
+            sqlite_relative_to("postgres://h/db", base),
+            "postgres://h/db"
+        );
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact_password("postgres://app:hunter2@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(
+            redact_password("postgres://app@db/x"),
+            "postgres://app@db/x"
+        );
+        assert_eq!(redact_password("sqlite:///a.db"), "sqlite:///a.db");
+    }
+}
