@@ -341,6 +341,9 @@ fn settings(
             // name the host's environment, which the admin API must not
             // reach into.
             config: Default::default(),
+            rate_limit: None,
+            cache: None,
+            cache_namespace: name.to_owned(),
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");

@@ -4,8 +4,8 @@
 //! under its route's limits (without calling its handler), so a component
 //! that can no longer start (its initial memory exceeds the route's cap,
 //! its start function traps) turns the host `degraded` instead of failing
-//! every request while readiness says 200. Dependency checks (database,
-//! Redis) join here as those capabilities arrive.
+//! every request while readiness says 200. The database, once opened, is
+//! pinged too.
 //!
 //! Results are cached for a second, and concurrent callers share one run,
 //! so a storm of health probes costs one round of checks per second.
@@ -76,9 +76,14 @@ impl Readiness {
 async fn run_checks(app: &App) -> Report {
     let routes = app.routes.load_full();
     let mut checks = BTreeMap::new();
+    if app.services.database.opened().is_some() {
+        let database = &app.services.database;
+        let check = timed("database", async { database.ping().await }).await;
+        checks.insert("database".to_owned(), check);
+    }
     for route in routes.iter() {
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let name = format!("component:{}", route.name);
+        let check = timed(&name, async {
             // Like a request, a check needs an instance slot.
             let _slot = app.instances.clone().acquire_owned().await?;
             instantiate_once(
@@ -91,23 +96,28 @@ async fn run_checks(app: &App) -> Report {
             .map_err(anyhow::Error::from)
         })
         .await;
-        let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(format!("{err:#}")),
-            Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
-        };
-        if let Some(cause) = &failure {
-            tracing::warn!(route = %route.name, cause = %cause, "readiness check failed");
-        }
-        let check = Check {
-            status: if failure.is_none() { "ok" } else { "failed" },
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        };
-        checks.insert(format!("component:{}", route.name), check);
+        checks.insert(name, check);
     }
     let ok = checks.values().all(|c| c.status == "ok");
     Report {
         status: if ok { "ok" } else { "degraded" },
         checks,
+    }
+}
+
+/// Runs one check under [`CHECK_TIMEOUT`], logging why it failed.
+async fn timed(name: &str, check: impl Future<Output = anyhow::Result<()>>) -> Check {
+    let started = Instant::now();
+    let failure = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(format!("{err:#}")),
+        Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
+    };
+    if let Some(cause) = &failure {
+        tracing::warn!(check = %name, cause = %cause, "readiness check failed");
+    }
+    Check {
+        status: if failure.is_none() { "ok" } else { "failed" },
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     }
 }

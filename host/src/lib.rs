@@ -29,6 +29,7 @@ pub mod linker;
 pub mod manifest;
 pub mod metrics;
 pub mod quickstart;
+pub mod redis;
 pub mod routes;
 pub mod server;
 pub mod store;

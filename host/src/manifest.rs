@@ -40,6 +40,17 @@ pub struct Manifest {
     /// embedded default (SQLite `trellis.db` beside the manifest).
     #[serde(default)]
     pub database: Option<Database>,
+    /// The shared Redis; without it cache L2, cross-host invalidation and
+    /// shared rate limits are off and each host keeps its own.
+    #[serde(default)]
+    pub redis: Option<Redis>,
+    /// The in-process cache tier.
+    #[serde(default)]
+    pub cache: CacheSettings,
+    /// Named rate-limit policies, attached to routes by `rate_limit` and
+    /// usable by guests through the `rate-limit` capability.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitPolicy>,
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
@@ -119,6 +130,109 @@ impl Default for Database {
     }
 }
 
+/// The `[redis]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://host:port/db`; env `TRELLIS_REDIS_URL` wins.
+    pub url: Spanned<String>,
+    /// The longest one Redis call may take before the host carries on
+    /// without Redis.
+    #[serde(default = "Redis::default_timeout")]
+    pub timeout: Duration,
+}
+
+impl Redis {
+    fn default_timeout() -> Duration {
+        Duration(time::Duration::from_millis(250))
+    }
+}
+
+/// The `[cache]` table: the in-process tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Most bytes of keys and values held in process.
+    pub memory: ByteSize,
+    /// Largest value the cache accepts.
+    pub max_value: ByteSize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            memory: ByteSize(64 << 20),
+            max_value: ByteSize(1 << 20),
+        }
+    }
+}
+
+/// A `[rate_limits.NAME]` policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// Requests allowed per window (also the largest burst).
+    pub requests: u32,
+    /// The window.
+    pub window: Duration,
+    /// What a request is counted by: `ip`, `header:NAME` or `route`.
+    #[serde(default = "RateLimitPolicy::default_key")]
+    pub key: Spanned<String>,
+}
+
+impl RateLimitPolicy {
+    fn default_key() -> Spanned<String> {
+        Spanned::new(0..0, "ip".to_owned())
+    }
+
+    /// The parsed `key`.
+    pub fn key_source(&self) -> Result<KeySource, String> {
+        KeySource::parse(self.key.get_ref())
+    }
+}
+
+/// What a host-side rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The client's IP address (the TCP peer).
+    Ip,
+    /// The value of a request header, e.g. an API key or
+    /// `x-forwarded-for` behind a proxy. Requests without it share one
+    /// bucket.
+    Header(http::HeaderName),
+    /// Nothing: one bucket for the whole route.
+    Route,
+}
+
+impl KeySource {
+    /// Parses `ip`, `header:NAME` or `route`.
+    pub fn parse(key: &str) -> Result<KeySource, String> {
+        match key {
+            "ip" => Ok(KeySource::Ip),
+            "route" => Ok(KeySource::Route),
+            _ => match key.strip_prefix("header:") {
+                Some(name) => http::HeaderName::from_bytes(name.as_bytes())
+                    .map(KeySource::Header)
+                    .map_err(|_| format!("{name:?} is not a header name")),
+                None => Err(format!(
+                    "{key:?} is not a key; use \"ip\", \"header:NAME\" or \"route\""
+                )),
+            },
+        }
+    }
+}
+
+/// A route's `cache = { ... }`: the host-side response cache for GET.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCache {
+    /// How long a response is served from cache.
+    pub ttl: Duration,
+    /// Request headers whose values are part of the cache key.
+    #[serde(default)]
+    pub vary: Vec<String>,
+}
+
 /// One entry of `[database].migrations`: a file for both databases, or one
 /// file per database where their SQL differs.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -169,6 +283,13 @@ pub struct Route {
     pub config: Option<Spanned<BTreeMap<String, ConfigValue>>>,
     /// Like `config`, but never written to a log.
     pub secrets: Option<Spanned<BTreeMap<String, ConfigValue>>>,
+    /// The `[rate_limits]` policy applied before the component runs.
+    pub rate_limit: Option<Spanned<String>>,
+    /// The host-side response cache for GET.
+    pub cache: Option<Spanned<ResponseCache>>,
+    /// The `cache` capability's key namespace; the route's name when
+    /// absent. Routes naming the same namespace share keys.
+    pub cache_namespace: Option<Spanned<String>>,
     /// `config` and `secrets` with environment references resolved, at
     /// validation.
     #[serde(skip)]
@@ -236,6 +357,12 @@ pub struct RouteSpec {
     pub limits: Limits,
     /// Variables and secrets for the `config` capability.
     pub config: Arc<RouteConfig>,
+    /// The rate-limit policy applied before the component runs.
+    pub rate_limit: Option<String>,
+    /// The host-side response cache.
+    pub cache: Option<ResponseCache>,
+    /// The `cache` capability's key namespace.
+    pub cache_namespace: String,
 }
 
 /// Checks a route path: absolute, and not under a path the host serves.
@@ -384,6 +511,36 @@ impl Manifest {
             if let Err((name, message)) = check_limits(&route.limits()) {
                 return Err(invalid(route.path.span(), field(name), message));
             }
+            if let Some(policy) = &route.rate_limit
+                && !self.rate_limits.contains_key(policy.get_ref())
+            {
+                return Err(invalid(
+                    policy.span(),
+                    field("rate_limit"),
+                    format!("no policy {:?} in [rate_limits]", policy.get_ref()),
+                ));
+            }
+            if let Some(cache) = &route.cache {
+                let c = cache.get_ref();
+                if c.ttl.0.is_zero() {
+                    return Err(invalid(
+                        cache.span(),
+                        field("cache.ttl"),
+                        "must be more than 0".into(),
+                    ));
+                }
+                if let Some(bad) = c
+                    .vary
+                    .iter()
+                    .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+                {
+                    return Err(invalid(
+                        cache.span(),
+                        field("cache.vary"),
+                        format!("{bad:?} is not a header name"),
+                    ));
+                }
+            }
             let config = RouteConfig::resolve(
                 route.config.as_ref().map(Spanned::get_ref),
                 route.secrets.as_ref().map(Spanned::get_ref),
@@ -404,6 +561,23 @@ impl Manifest {
                         err.message,
                     ));
                 }
+            }
+        }
+        for (name, policy) in &self.rate_limits {
+            let span = policy.key.span();
+            let field = |f: &str| format!("rate_limits.{name}.{f}");
+            if let Err(message) = policy.key_source() {
+                return Err(invalid(span, field("key"), message));
+            }
+            if policy.requests == 0 {
+                return Err(invalid(
+                    span,
+                    field("requests"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if policy.window.0.is_zero() {
+                return Err(invalid(span, field("window"), "must be more than 0".into()));
             }
         }
         if let Some(database) = &self.database {
@@ -505,6 +679,12 @@ impl Route {
                 .unwrap_or_default(),
             limits: self.limits(),
             config: self.resolved_config.clone(),
+            rate_limit: self.rate_limit.as_ref().map(|r| r.get_ref().clone()),
+            cache: self.cache.as_ref().map(|c| c.get_ref().clone()),
+            cache_namespace: self
+                .cache_namespace
+                .as_ref()
+                .map_or_else(|| self.name(), |n| n.get_ref().clone()),
         }
     }
 

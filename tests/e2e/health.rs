@@ -68,7 +68,7 @@ async fn a_component_that_cannot_start_makes_the_host_degraded() {
     trellis
         .wait_log("the failed check's cause", |l| {
             l["message"] == "readiness check failed"
-                && l["route"] == "blob"
+                && l["check"] == "component:blob"
                 && l["cause"]
                     .as_str()
                     .is_some_and(|c| c.contains("memory limit"))
