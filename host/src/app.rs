@@ -78,6 +78,7 @@ impl App {
         }
         let routes = Arc::new(ArcSwap::from_pointee(routes));
         let instances = Arc::new(Semaphore::new(manifest.server.max_instances as usize));
+        let metrics = services.metrics.clone();
         Ok(App {
             _ticker: EpochTicker::start(&engine),
             engine,
@@ -92,7 +93,7 @@ impl App {
             instances,
             server: manifest.server.clone(),
             draining: AtomicBool::new(false),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             readiness: Readiness::default(),
         })
     }

@@ -12,5 +12,6 @@ wasmtime::component::bindgen!({
     with: {
         "trellis:api/sql.transaction": crate::capabilities::sql::Transaction,
         "trellis:api/sql.row-stream": crate::capabilities::sql::RowStream,
+        "trellis:api/cache.fill": crate::capabilities::cache::FillHandle,
     },
 });

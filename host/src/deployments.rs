@@ -186,6 +186,7 @@ impl Deployments {
             component: handler.digest.clone(),
             request_id: Arc::from(""),
             config: spec.config.clone(),
+            cache_namespace: spec.cache_namespace.as_str().into(),
         };
         instantiate_once(self.loader.engine(), handler, &spec.limits, guest)
             .await

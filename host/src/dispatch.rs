@@ -7,6 +7,8 @@ use crate::edge::{RequestId, Served};
 use crate::error::{ApiError, ErrorKind};
 use crate::invoke::{self, Failure, invoke};
 use crate::metrics::FailureKind;
+use crate::response_cache;
+use crate::routes::Route;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +19,7 @@ use std::sync::atomic::Ordering;
 static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-component");
 
 /// The fallback handler: everything that is not a host endpoint.
-pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response {
+pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let request_id = match req.extensions().get::<RequestId>() {
         Some(id) => id.0.clone(),
         None => Arc::from(""),
@@ -41,6 +43,48 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
             allow: route.allow_header(),
         });
     }
+
+    let mut response = match response_cache::Plan::new(&route, &req) {
+        Some(plan) => match plan.lookup(&app.services.cache).await {
+            Some(hit) => hit,
+            None => {
+                let response = run_component(&app, &route, req, &request_id).await;
+                plan.store(
+                    &app.services.cache,
+                    response,
+                    app.services.cache.max_value(),
+                )
+                .await
+            }
+        },
+        None => run_component(&app, &route, req, &request_id).await,
+    };
+    response
+        .headers_mut()
+        .insert(X_TRELLIS_COMPONENT.clone(), route.label.clone());
+    response.extensions_mut().insert(Served {
+        route: route.name.clone(),
+        component: route.handler.digest.clone(),
+        version: route.version,
+    });
+    response
+}
+
+/// Runs `req` through a fresh instance of the route's component, under
+/// the route's body, concurrency and time limits.
+async fn run_component(
+    app: &App,
+    route: &Route,
+    mut req: Request,
+    request_id: &Arc<str>,
+) -> Response {
+    let fail = |kind| {
+        ApiError {
+            kind,
+            request_id: request_id.clone(),
+        }
+        .into_response()
+    };
     let max_body = route.spec.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
         crate::body::discard(req.into_body()).await;
@@ -76,32 +120,22 @@ pub async fn dispatch(State(app): State<Arc<App>>, mut req: Request) -> Response
     )
     .await;
 
-    let mut response = if exceeded.load(Ordering::Acquire) {
-        fail(ErrorKind::PayloadTooLarge { limit: max_body })
-    } else {
-        match result {
-            Ok(response) => response.map(Body::new),
-            Err(Failure::Timeout(limit)) => fail(ErrorKind::HandlerTimeout(limit)),
-            Err(failure) => {
-                if !matches!(failure, Failure::Trapped(_)) {
-                    app.metrics
-                        .guest_failed(&route.name, FailureKind::NoResponse);
-                    // Traps were logged where they happened, with the cause.
-                    tracing::warn!(route = %route.name, request_id = %request_id, cause = %failure, "handler failed");
-                }
-                fail(ErrorKind::HandlerFailed)
+    if exceeded.load(Ordering::Acquire) {
+        return fail(ErrorKind::PayloadTooLarge { limit: max_body });
+    }
+    match result {
+        Ok(response) => response.map(Body::new),
+        Err(Failure::Timeout(limit)) => fail(ErrorKind::HandlerTimeout(limit)),
+        Err(failure) => {
+            if !matches!(failure, Failure::Trapped(_)) {
+                app.metrics
+                    .guest_failed(&route.name, FailureKind::NoResponse);
+                // Traps were logged where they happened, with the cause.
+                tracing::warn!(route = %route.name, request_id = %request_id, cause = %failure, "handler failed");
             }
+            fail(ErrorKind::HandlerFailed)
         }
-    };
-    response
-        .headers_mut()
-        .insert(X_TRELLIS_COMPONENT.clone(), route.label.clone());
-    response.extensions_mut().insert(Served {
-        route: route.name.clone(),
-        component: route.handler.digest.clone(),
-        version: route.version,
-    });
-    response
+    }
 }
 
 fn content_length(req: &Request) -> Option<u64> {

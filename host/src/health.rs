@@ -4,8 +4,8 @@
 //! under its route's limits (without calling its handler), so a component
 //! that can no longer start (its initial memory exceeds the route's cap,
 //! its start function traps) turns the host `degraded` instead of failing
-//! every request while readiness says 200. The database, once opened, is
-//! pinged too.
+//! every request while readiness says 200. The database (once opened) and
+//! Redis (when configured) are pinged too.
 //!
 //! Results are cached for a second, and concurrent callers share one run,
 //! so a storm of health probes costs one round of checks per second.
@@ -80,6 +80,12 @@ async fn run_checks(app: &App) -> Report {
         let database = &app.services.database;
         let check = timed("database", async { database.ping().await }).await;
         checks.insert("database".to_owned(), check);
+    }
+    if let Some(redis) = &app.services.redis {
+        // Requests survive a Redis outage (the cache falls back to its
+        // in-process tier), but an operator must see it.
+        let check = timed("redis", async { redis.ping().await }).await;
+        checks.insert("redis".to_owned(), check);
     }
     for route in routes.iter() {
         let name = format!("component:{}", route.name);

@@ -204,7 +204,16 @@ impl Metrics {
         InFlight(gauge)
     }
 
-    /// Everything, in the Prometheus text format.
+    /// Registers a metric owned by another module (the cache, the rate
+    /// limiter), so each keeps its figures next to the code that moves them.
+    pub fn register<C: prometheus::core::Collector + Clone + 'static>(&self, metric: &C) -> C {
+        self.registry
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric.clone()
+    }
+
+    /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(8 << 10);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

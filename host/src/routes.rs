@@ -25,6 +25,8 @@ pub struct Route {
     pub version: u32,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
+    /// The `cache` capability's namespace, shared with each request.
+    pub cache_namespace: Arc<str>,
     /// `x-trellis-component` value: `route@digest-prefix`.
     pub label: HeaderValue,
     /// Caps requests in flight at `limits.max_concurrency`. Shared by all
@@ -54,6 +56,7 @@ impl Route {
             label: HeaderValue::from_str(&label).unwrap_or(HeaderValue::from_static("invalid")),
             handler,
             version,
+            cache_namespace: spec.cache_namespace.as_str().into(),
             loaded_at: SystemTime::now(),
             slots,
             spec,
@@ -68,6 +71,7 @@ impl Route {
             component: self.handler.digest.clone(),
             request_id,
             config: self.spec.config.clone(),
+            cache_namespace: self.cache_namespace.clone(),
         }
     }
 

@@ -3,12 +3,15 @@
 //! interface, and it may import only what its route grants
 //! ([`crate::grants`]).
 
+pub mod cache;
 pub mod config;
 pub mod log;
 pub mod sql;
 
+use crate::cache::Cache;
 use crate::database::Database;
 use crate::manifest::Manifest;
+use crate::metrics::Metrics;
 use crate::redis::Redis;
 use config::RouteConfig;
 use std::sync::Arc;
@@ -20,6 +23,10 @@ pub struct Services {
     pub database: Arc<Database>,
     /// The shared Redis, when configured.
     pub redis: Option<Arc<Redis>>,
+    /// The tiered cache behind `cache` and the response cache.
+    pub cache: Arc<Cache>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Services {
@@ -36,9 +43,18 @@ impl Services {
             (_, Some(settings)) => Some(Redis::start(settings.url.get_ref(), settings.timeout.0)?),
             (_, None) => None,
         };
+        let metrics = Arc::new(Metrics::new());
+        let cache = Cache::new(
+            manifest.cache.memory.0,
+            usize::try_from(manifest.cache.max_value.0).unwrap_or(usize::MAX),
+            redis.clone(),
+            &metrics,
+        );
         Ok(Services {
             database: Arc::new(Database::new(manifest)),
             redis,
+            cache,
+            metrics,
         })
     }
 }
@@ -57,4 +73,6 @@ pub struct GuestContext {
     pub request_id: Arc<str>,
     /// The route's variables and secrets.
     pub config: Arc<RouteConfig>,
+    /// The namespace of the route's `cache` keys.
+    pub cache_namespace: Arc<str>,
 }
