@@ -32,6 +32,8 @@ pub fn install(writer: NonBlocking, json: bool) {
 pub struct Entry<'a> {
     /// The request id.
     pub request_id: &'a str,
+    /// The trace the request belongs to.
+    pub trace_id: &'a str,
     /// The request method.
     pub method: &'a Method,
     /// The request path (no query: it may carry secrets).
@@ -73,8 +75,8 @@ fn format_text(out: &mut String, e: &Entry<'_>) {
     timestamp(out, SystemTime::now());
     let _ = write!(
         out,
-        "  INFO trellis::request: request request_id={} method={} path={}",
-        e.request_id, e.method, e.path
+        "  INFO trellis::request: request request_id={} trace_id={} method={} path={}",
+        e.request_id, e.trace_id, e.method, e.path
     );
     if let Some(route) = e.route {
         let _ = write!(out, " route={route:?}");
@@ -98,6 +100,8 @@ fn format_json(out: &mut String, e: &Entry<'_>) {
     timestamp(out, SystemTime::now());
     out.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":");
     json_str(out, e.request_id);
+    out.push_str(",\"trace_id\":");
+    json_str(out, e.trace_id);
     out.push_str(",\"method\":");
     json_str(out, e.method.as_str());
     out.push_str(",\"path\":");
@@ -194,6 +198,7 @@ mod tests {
         let mut s = String::new();
         let entry = Entry {
             request_id: "a\"b\\c",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             method: &Method::GET,
             path: "/x",
             route: Some("r"),
@@ -206,6 +211,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["request_id"], "a\"b\\c");
         assert_eq!(v["status"], 404);
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["route"], "r");
         assert!(v.get("component").is_none());

@@ -305,7 +305,6 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
     let kind = match &err {
         DeployError::Load(_)
         | DeployError::Instantiate(_)
-        | DeployError::NotReady(_)
         | DeployError::PathConflict { .. }
         | DeployError::Database(_) => ErrorKind::ValidationFailed(err.to_string()),
         DeployError::NoSuchRoute(name) => ErrorKind::NoSuchRoute(name.clone()),

@@ -13,6 +13,7 @@ use crate::component::{CacheOutcome, Handler, LoadError, Loader};
 use crate::invoke::instantiate_once;
 use crate::manifest::RouteSpec;
 use crate::routes::{Route, RouteTable};
+use crate::trace::TraceContext;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,12 +80,10 @@ pub enum DeployError {
     #[error("{0}")]
     Load(#[from] LoadError),
     /// The component linked but could not be instantiated under the
-    /// route's limits (e.g. its initial memory exceeds `memory`).
+    /// route's limits (e.g. its initial memory exceeds `memory`), or its
+    /// own readiness check (`trellis:api/health`) failed.
     #[error("test instantiation: {0:#}")]
     Instantiate(wasmtime::Error),
-    /// The plugin's readiness check failed.
-    #[error("readiness check: {0}")]
-    NotReady(String),
     /// The route's path conflicts with another route's.
     #[error("route table: path {path:?}: {source}")]
     PathConflict {
@@ -160,7 +159,6 @@ impl Deployments {
         }
         let handler = Arc::new(handler);
         self.test_instantiate(spec, &handler).await?;
-        readiness(&handler)?;
         Ok(Prepared {
             handler,
             cache,
@@ -168,9 +166,11 @@ impl Deployments {
         })
     }
 
-    /// One instantiation in a fresh store under the route's limits, then
-    /// dropped: catches what linking cannot, such as a component whose
-    /// initial memory exceeds `memory`, or a failing start function.
+    /// One instantiation in a fresh store under the route's limits, with
+    /// the plugin's readiness check when it exports one, then dropped:
+    /// catches what linking cannot, such as a component whose initial
+    /// memory exceeds `memory`, a failing start function, or a plugin that
+    /// says it cannot serve.
     async fn test_instantiate(
         &self,
         spec: &RouteSpec,
@@ -187,6 +187,7 @@ impl Deployments {
             request_id: Arc::from(""),
             config: spec.config.clone(),
             cache_namespace: spec.cache_namespace.as_str().into(),
+            trace: Arc::new(TraceContext::from_request(None)),
         };
         instantiate_once(self.loader.engine(), handler, &spec.limits, guest)
             .await
@@ -318,11 +319,4 @@ impl Deployments {
         self.routes.store(Arc::new(table));
         Ok(())
     }
-}
-
-/// The plugin's readiness check. Components cannot declare one yet (it
-/// comes with the `health` capability); when they can, it runs here,
-/// after the test instantiation and before the swap.
-fn readiness(_handler: &Handler) -> Result<(), DeployError> {
-    Ok(())
 }

@@ -9,6 +9,7 @@ use crate::invoke::{self, Failure, invoke};
 use crate::metrics::FailureKind;
 use crate::response_cache;
 use crate::routes::Route;
+use crate::trace::TraceContext;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +44,14 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
             allow: route.allow_header(),
         });
     }
+    // Before the cache and any instantiation: a refusal costs one check.
+    let limit = app.services.rate_limiter.check_route(&route, &req).await;
+    if let Some(refused) = limit.filter(|d| !d.allowed) {
+        crate::body::discard(req.into_body()).await;
+        let mut response = fail(ErrorKind::RateLimited(refused));
+        response.extensions_mut().insert(served(&route));
+        return response;
+    }
 
     let mut response = match response_cache::Plan::new(&route, &req) {
         Some(plan) => match plan.lookup(&app.services.cache).await {
@@ -62,12 +71,20 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     response
         .headers_mut()
         .insert(X_TRELLIS_COMPONENT.clone(), route.label.clone());
-    response.extensions_mut().insert(Served {
+    if let Some(limit) = &limit {
+        limit.write_headers(response.headers_mut());
+    }
+    response.extensions_mut().insert(served(&route));
+    response
+}
+
+/// What the request log and metrics name a response by.
+fn served(route: &Route) -> Served {
+    Served {
         route: route.name.clone(),
         component: route.handler.digest.clone(),
         version: route.version,
-    });
-    response
+    }
 }
 
 /// Runs `req` through a fresh instance of the route's component, under
@@ -102,13 +119,18 @@ async fn run_component(
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
+    let trace = req
+        .extensions()
+        .get::<Arc<TraceContext>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(TraceContext::from_request(None)));
     let (parts, body) = req.into_parts();
     let (body, exceeded) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
     let in_flight = app.metrics.in_flight(&route.name);
     let cx = invoke::Context {
         metrics: app.metrics.clone(),
-        guest: route.guest_context(&app.services, request_id.clone()),
+        guest: route.guest_context(&app.services, request_id.clone(), trace),
     };
     let result = invoke(
         &app.engine,

@@ -3,6 +3,7 @@
 
 use crate::access_log;
 use crate::metrics::Metrics;
+use crate::trace::{TRACEPARENT, TraceContext};
 use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method, Uri};
@@ -106,6 +107,8 @@ where
             None => new_request_id().into(),
         };
         req.extensions_mut().insert(RequestId(id.clone()));
+        let trace = Arc::new(TraceContext::from_request(req.headers().get(&TRACEPARENT)));
+        req.extensions_mut().insert(trace.clone());
         let method = req.method().clone();
         let uri = req.uri().clone();
         EdgeFuture {
@@ -113,6 +116,7 @@ where
             metrics: self.metrics.clone(),
             started,
             id,
+            trace,
             method,
             uri,
         }
@@ -127,6 +131,7 @@ pin_project_lite::pin_project! {
         metrics: Option<Arc<Metrics>>,
         started: Instant,
         id: Arc<str>,
+        trace: Arc<TraceContext>,
         method: Method,
         uri: Uri,
     }
@@ -145,6 +150,7 @@ where
         if let Ok(value) = HeaderValue::from_str(this.id) {
             headers.insert(X_REQUEST_ID.clone(), value);
         }
+        headers.insert(TRACEPARENT.clone(), this.trace.traceparent());
         for (name, value) in &SECURITY_HEADERS {
             if !headers.contains_key(name) {
                 headers.insert(name.clone(), value.clone());
@@ -161,8 +167,25 @@ where
                 duration,
             );
         }
+        let status = response.status().as_u16();
+        this.trace.record_request(
+            format!("{} {}", this.method, served.map_or("", |s| &*s.route)),
+            duration,
+            vec![
+                ("http.request.method", this.method.to_string()),
+                (
+                    "http.route",
+                    served.map_or(String::new(), |s| s.route.to_string()),
+                ),
+                ("url.path", this.uri.path().to_owned()),
+                ("http.response.status_code", status.to_string()),
+                ("trellis.request_id", this.id.to_string()),
+            ],
+            status >= 500,
+        );
         access_log::record(&access_log::Entry {
             request_id: this.id,
+            trace_id: &this.trace.trace_id,
             method: this.method,
             path: this.uri.path(),
             route: served.map(|s| &*s.route),

@@ -39,6 +39,8 @@ pub enum ErrorKind {
     HandlerFailed,
     /// The route (or the host) is at its concurrency limit.
     Overloaded,
+    /// The route's rate limit refused the request.
+    RateLimited(crate::rate_limit::Decision),
     /// Admin API: the bearer token is missing or wrong.
     Unauthorized,
     /// Admin API: no route has this name.
@@ -84,6 +86,15 @@ impl ErrorKind {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "OVERLOADED",
                 "too many requests in flight; retry shortly".into(),
+            ),
+            ErrorKind::RateLimited(decision) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!(
+                    "rate limit of {} requests exceeded; retry in {}ms",
+                    decision.limit,
+                    decision.retry_after.as_millis().max(1)
+                ),
             ),
             ErrorKind::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -138,6 +149,7 @@ impl IntoResponse for ApiError {
             ErrorKind::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ErrorKind::RateLimited(decision) => decision.write_headers(headers),
             ErrorKind::Unauthorized => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,

@@ -12,6 +12,7 @@
 
 use crate::app::App;
 use crate::invoke::instantiate_once;
+use crate::trace::TraceContext;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,7 +97,11 @@ async fn run_checks(app: &App) -> Report {
                 &app.engine,
                 &route.handler,
                 &route.spec.limits,
-                route.guest_context(&app.services, Arc::from("")),
+                route.guest_context(
+                    &app.services,
+                    Arc::from(""),
+                    Arc::new(TraceContext::from_request(None)),
+                ),
             )
             .await
             .map_err(anyhow::Error::from)

@@ -146,9 +146,14 @@ where
     }
 }
 
-/// Instantiates `handler` once in a fresh store under `limits` and drops
-/// it, without calling the guest's handler: catches what linking cannot,
-/// such as initial memory above `memory` or a failing start function.
+/// The readiness export a plugin may have (`wit/health.wit`).
+const HEALTH: &str = "trellis:api/health@0.1.0";
+
+/// Instantiates `handler` once in a fresh store under `limits` and, if the
+/// component exports `trellis:api/health`, calls its `ready`; the request
+/// handler itself is not called. Catches what linking cannot, such as
+/// initial memory above `memory`, a failing start function, or a plugin
+/// that says it cannot serve.
 pub async fn instantiate_once(
     engine: &Engine,
     handler: &Handler,
@@ -157,6 +162,18 @@ pub async fn instantiate_once(
 ) -> wasmtime::Result<()> {
     let mut store = new_store(engine, limits, guest);
     set_deadline(&mut store, Instant::now() + limits.timeout.0);
-    handler.pre.instantiate_async(&mut store).await?;
-    Ok(())
+    let instance = handler
+        .pre
+        .instance_pre()
+        .instantiate_async(&mut store)
+        .await?;
+    let Some(health) = instance.get_export_index(&mut store, None, HEALTH) else {
+        return Ok(());
+    };
+    let ready = instance
+        .get_export_index(&mut store, Some(&health), "ready")
+        .ok_or_else(|| wasmtime::format_err!("{HEALTH} has no `ready` function"))?;
+    let ready = instance.get_typed_func::<(), (Result<(), String>,)>(&mut store, &ready)?;
+    let (outcome,) = ready.call_async(&mut store, ()).await?;
+    outcome.map_err(|why| wasmtime::format_err!("the plugin reports it is not ready: {why}"))
 }

@@ -30,12 +30,14 @@ pub mod linker;
 pub mod manifest;
 pub mod metrics;
 pub mod quickstart;
+pub mod rate_limit;
 pub mod redis;
 pub mod response_cache;
 pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub mod units;
 pub mod watch;
 

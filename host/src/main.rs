@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
         Invocation::Admin(call) => return Ok(trellis::deploy::run(call).await?),
         Invocation::Host(config) => config,
     };
+    trellis::trace::start_exporter().context("starting the trace exporter")?;
     let services = Arc::new(Services::new(&config.manifest).context("starting services")?);
     let app = App::load(&config.manifest, &config.source, services.clone())
         .with_context(|| format!("loading {}", config.origin))?;

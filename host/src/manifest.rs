@@ -566,6 +566,15 @@ impl Manifest {
         for (name, policy) in &self.rate_limits {
             let span = policy.key.span();
             let field = |f: &str| format!("rate_limits.{name}.{f}");
+            // Names are part of bucket keys (`{policy}:...`), so no ':'.
+            let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
+                return Err(invalid(
+                    span,
+                    format!("rate_limits.{name:?}"),
+                    "a policy name is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into(),
+                ));
+            }
             if let Err(message) = policy.key_source() {
                 return Err(invalid(span, field("key"), message));
             }
@@ -776,5 +785,14 @@ mod tests {
             err.contains(":4: route[0].grants") && err.contains("filesystem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rate_limit_policy_names_cannot_split_bucket_keys() {
+        let err = parse("[rate_limits.\"a:b\"]\nrequests = 1\nwindow = \"1s\"\nkey = \"ip\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":4: rate_limits.\"a:b\""), "{err}");
+        parse("[rate_limits.per-ip_v2]\nrequests = 1\nwindow = \"1s\"\n").unwrap();
     }
 }

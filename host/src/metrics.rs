@@ -213,6 +213,15 @@ impl Metrics {
         metric.clone()
     }
 
+    /// Registers a metric whose name comes from outside (a guest): a clash
+    /// with an existing one is an error, not a panic.
+    pub fn try_register<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: &C,
+    ) -> prometheus::Result<()> {
+        self.registry.register(Box::new(metric.clone()))
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(8 << 10);

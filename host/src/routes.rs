@@ -8,6 +8,7 @@
 use crate::capabilities::{GuestContext, Services};
 use crate::component::Handler;
 use crate::manifest::RouteSpec;
+use crate::trace::TraceContext;
 use http::{HeaderValue, Method};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -64,7 +65,12 @@ impl Route {
     }
 
     /// The capability context for one request (or probe) on this route.
-    pub fn guest_context(&self, services: &Arc<Services>, request_id: Arc<str>) -> GuestContext {
+    pub fn guest_context(
+        &self,
+        services: &Arc<Services>,
+        request_id: Arc<str>,
+        trace: Arc<TraceContext>,
+    ) -> GuestContext {
         GuestContext {
             services: services.clone(),
             route: self.name.clone(),
@@ -72,6 +78,7 @@ impl Route {
             request_id,
             config: self.spec.config.clone(),
             cache_namespace: self.cache_namespace.clone(),
+            trace,
         }
     }
 

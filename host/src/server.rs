@@ -43,6 +43,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    app.services.database.update_gauges();
     let body = app.metrics.render();
     (
         [(

@@ -89,6 +89,8 @@ pub async fn watch(app: Arc<App>, path: PathBuf, manifest: Manifest) {
                         server = server_settings(&new);
                         tracing::warn!("[server] settings changed; they apply at the next restart");
                     }
+                    // Policies first, so reloaded routes find theirs.
+                    app.services.rate_limiter.set_policies(&new);
                     let next = watched(&new);
                     apply_manifest(&app, &routes, &next, &mut files).await;
                     routes = next;

@@ -80,3 +80,72 @@ async fn a_component_that_cannot_start_makes_the_host_degraded() {
     assert_eq!(trellis.get("/hello").await.status(), 200);
     assert_eq!(trellis.get("/health/live").await.status(), 200);
 }
+
+/// Readiness follows the database: 503 `degraded` while PostgreSQL is
+/// down, 200 again once it is back, without restarting the host.
+#[tokio::test]
+async fn readiness_follows_postgres_down_and_back() {
+    let postgres = crate::util::PostgresServer::start().await;
+    let manifest = Manifest::new()
+        .database(&format!("url = {:?}", postgres.url()))
+        .database("acquire_timeout = \"500ms\"")
+        .route("hello", "/hello", component::HELLO, &[]);
+    let trellis = Trellis::start(manifest).await;
+    let ready = |expect: u16| {
+        let trellis = &trellis;
+        async move {
+            let deadline = tokio::time::Instant::now() + crate::util::WAIT;
+            loop {
+                let response = trellis.get("/health/ready").await;
+                if response.status() == expect {
+                    let body = response.bytes().await.unwrap();
+                    return serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+                }
+                assert!(tokio::time::Instant::now() < deadline, "readiness never became {expect}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let body = ready(200).await;
+    assert_eq!(body["checks"]["database"]["status"], "ok", "{body}");
+
+    postgres.down();
+    let body = ready(503).await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["database"]["status"], "failed", "{body}");
+    assert_eq!(body["checks"]["component:hello"]["status"], "ok", "{body}");
+    assert_eq!(trellis.get("/hello").await.status(), 200, "requests not using SQL still succeed");
+
+    postgres.up().await;
+    let body = ready(200).await;
+    assert_eq!(body["checks"]["database"]["status"], "ok", "{body}");
+}
+
+/// A plugin exporting `trellis:api/health` is asked at every readiness
+/// check; its "not ready" makes the host degraded, with the reason only in
+/// the log.
+#[tokio::test]
+async fn readiness_asks_plugins_that_export_a_check() {
+    let manifest = Manifest::new()
+        .route("hello", "/hello", component::HELLO, &[])
+        .route(
+            "probe",
+            "/probe",
+            component::READY_PROBE,
+            &["grants = [\"config\", \"log\"]", "config = { ready = \"no\" }"],
+        );
+    let trellis = Trellis::start(manifest).await;
+    let response = trellis.get("/health/ready").await;
+    assert_eq!(response.status(), 503);
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["component:probe"]["status"], "failed", "{body}");
+    assert_eq!(body["checks"]["component:hello"]["status"], "ok", "{body}");
+    assert!(!body.to_string().contains("config ready"), "the reason stays in the log: {body}");
+    trellis
+        .wait_log("the plugin's reason", |l| {
+            l["message"] == "readiness check failed"
+                && l["cause"].as_str().is_some_and(|c| c.contains("not ready: config ready is Some(\"no\")"))
+        })
+        .await;
+}

@@ -720,3 +720,18 @@ async fn refusals_before_the_upload_is_read_still_reach_the_client() {
         "nothing changed"
     );
 }
+
+/// A plugin whose own readiness check fails is refused at hot load, and
+/// the route keeps serving the version it had.
+#[tokio::test]
+async fn a_plugin_that_is_not_ready_is_refused() {
+    let trellis = start_admin(one_route(component::VERSION_A)).await;
+    // Routes deployed through the admin API get no config, so the probe's
+    // `ready` finds no `ready = "yes"` and says no.
+    let bytes = std::fs::read(component::READY_PROBE).unwrap();
+    let response = put(&trellis, "v", "?grants=config,log", bytes).await;
+    let body = assert_error(response, 422, "VALIDATION_FAILED").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not ready: config ready is None"), "{message}");
+    assert_eq!(trellis.get("/v").await.text().await.unwrap(), "version a\n");
+}

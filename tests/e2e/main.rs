@@ -8,16 +8,28 @@
 
 mod cache;
 mod cli;
+mod config_and_log;
+mod database;
 mod faults;
+mod grants;
 mod health;
 mod hotload;
 mod http_edge;
 mod limits;
 mod metrics;
+mod migrations;
 mod plugins;
+mod probe;
+mod rate_limit;
 mod routing;
 mod shutdown;
+mod sql;
+mod sql_streams;
+mod sql_transactions;
 mod streaming;
+mod tiered_cache;
+mod traces;
+mod users;
 mod util;
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));

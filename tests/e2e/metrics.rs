@@ -168,3 +168,53 @@ async fn metrics_move_with_traffic() {
         "nothing is in flight once every answer is in"
     );
 }
+
+#[tokio::test]
+async fn pool_and_cache_figures_move_with_capability_calls() {
+    let dir = crate::util::TempDir::new();
+    let db = dir.path().join("m.db");
+    let trellis = Trellis::start(
+        Manifest::new()
+            .database(&format!("url = \"sqlite://{}\"", db.display()))
+            .database("max_connections = 3")
+            .route(
+                "users",
+                "/users/{*rest}",
+                component::USERS,
+                &["grants = [\"sql\", \"config\", \"log\"]"],
+            )
+            .route(
+                "probe",
+                "/cache/{op}",
+                component::CACHE_PROBE,
+                &["grants = [\"cache\", \"log\"]"],
+            ),
+    )
+    .await;
+    // The users table does not exist here: each GET is one failed query,
+    // which still waits for a connection once.
+    let before = scrape(&trellis).await;
+    for _ in 0..4 {
+        trellis.get("/users/1").await;
+    }
+    let after = scrape(&trellis).await;
+    let (waits_before, _) = histogram(&before, "trellis_db_acquire_seconds", &[]);
+    let (waits_after, _) = histogram(&after, "trellis_db_acquire_seconds", &[]);
+    assert_eq!(waits_after - waits_before, 4.0, "one acquisition per query");
+    assert_eq!(value(&after, "trellis_db_pool_connections", &[("state", "max")]), 3.0);
+    assert_eq!(value(&after, "trellis_db_pool_connections", &[("state", "in_use")]), 0.0);
+    assert!(value(&after, "trellis_db_pool_connections", &[("state", "idle")]) >= 1.0);
+
+    // Cache: one miss, then in-process hits.
+    let l1 = |s: &[Sample], outcome| value(s, "trellis_cache_requests_total", &[("tier", "l1"), ("outcome", outcome)]);
+    let before = scrape(&trellis).await;
+    trellis.get("/cache/get?key=m").await;
+    let set = trellis.client().post(trellis.url("/cache/set?key=m")).body("v").send().await.unwrap();
+    assert_eq!(set.status(), 200);
+    for _ in 0..3 {
+        trellis.get("/cache/get?key=m").await;
+    }
+    let after = scrape(&trellis).await;
+    assert_eq!(l1(&after, "miss") - l1(&before, "miss"), 1.0);
+    assert_eq!(l1(&after, "hit") - l1(&before, "hit"), 3.0);
+}

@@ -178,3 +178,202 @@ pub(crate) async fn big_blob() {
     // 4 MiB in 1024 blocks; every 7th block's last byte is 4095 % 251 + 1 = 80.
     serves_exactly(component::BIG_BLOB, "big-blob 4194304 11760\n").await;
 }
+
+#[tokio::test]
+pub(crate) async fn users() {
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/users/migrations");
+    let grants = r#"grants = ["sql", "config", "log"]"#;
+    // No `url`: the default SQLite file beside the manifest.
+    let trellis = Trellis::start(
+        Manifest::new()
+            .database(&format!(
+                r#"migrations = [{{ sqlite = "{migrations}/001_users.sqlite.sql", postgres = "{migrations}/001_users.postgres.sql" }}]"#
+            ))
+            .route("users", "/users", component::USERS, &[grants])
+            .route("users-item", "/users/{id}", component::USERS, &[grants]),
+    )
+    .await;
+    let created = trellis
+        .client()
+        .post(trellis.url("/users"))
+        .body(r#"{"name":"Ada","email":"ada@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = serde_json::from_str(&created.text().await.unwrap()).unwrap();
+    let id = created["id"].as_i64().expect("an id");
+    let fetched = trellis.get(&format!("/users/{id}")).await;
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&fetched.text().await.unwrap()).unwrap(),
+        created
+    );
+    assert!(
+        trellis
+            .manifest_path()
+            .with_file_name("trellis.db")
+            .is_file()
+    );
+
+    // The plugin's own router answers a method it has no route for, in the
+    // contract's error shape, echoing the request id it was given.
+    let refused = trellis
+        .client()
+        .post(trellis.url(&format!("/users/{id}")))
+        .header("x-request-id", "users-plugin-test")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let allow = header(refused.headers(), "allow");
+    let body = assert_error(refused, 405, "METHOD_NOT_ALLOWED").await;
+    assert_eq!(body["error"]["request_id"], "users-plugin-test");
+    assert_eq!(allow, "GET, PUT, DELETE");
+}
+
+#[tokio::test]
+pub(crate) async fn sql_probe() {
+    let trellis = Trellis::start(Manifest::new().route(
+        "probe",
+        "/probe",
+        component::SQL_PROBE,
+        &[r#"grants = ["sql", "config", "log"]"#],
+    ))
+    .await;
+    let response = trellis
+        .client()
+        .post(trellis.url("/probe"))
+        .body(r#"{"steps":[{"op":"dialect"},{"op":"query","sql":"SELECT $1 AS v","params":[{"text":"é"}]}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "results": [
+            { "ok": "sqlite" },
+            { "ok": { "columns": ["v"], "rows": [[{ "text": "é" }]] } },
+        ] })
+    );
+}
+
+#[tokio::test]
+pub(crate) async fn cache_probe() {
+    let manifest = Manifest::new().route(
+        "probe",
+        "/cache/{op}",
+        component::CACHE_PROBE,
+        &["grants = [\"cache\", \"log\"]"],
+    );
+    let trellis = Trellis::start(manifest).await;
+    let set = trellis
+        .client()
+        .post(trellis.url("/cache/set?key=a"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let got: serde_json::Value =
+        serde_json::from_slice(&trellis.get("/cache/get?key=a").await.bytes().await.unwrap()).unwrap();
+    assert_eq!(got, serde_json::json!({"value": "1"}));
+    let missing = trellis.get("/cache/get").await;
+    assert_eq!(missing.status(), 422);
+    let body: serde_json::Value = serde_json::from_slice(&missing.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
+}
+
+#[tokio::test]
+pub(crate) async fn limit_probe() {
+    let policy = crate::util::unique("probe");
+    let trellis = Trellis::start(
+        Manifest::new()
+            .section(&format!(
+                "[rate_limits.{policy}]\nrequests = 2\nwindow = \"1h\"\nkey = \"route\""
+            ))
+            .route(
+                "probe",
+                "/probe",
+                component::LIMIT_PROBE,
+                &[r#"grants = ["rate-limit"]"#],
+            ),
+    )
+    .await;
+    let check = async |policy: &str, key: &str| {
+        let response = trellis
+            .get(&format!("/probe?policy={policy}&key={key}"))
+            .await;
+        assert_eq!(response.status(), 200);
+        serde_json::from_slice::<serde_json::Value>(&response.bytes().await.unwrap()).unwrap()
+    };
+    let first = check(&policy, "user-1").await;
+    assert_eq!(first["decision"]["allowed"], true, "{first}");
+    assert_eq!(first["decision"]["limit"], 2);
+    assert_eq!(first["decision"]["remaining"], 1);
+    assert_eq!(first["decision"]["retry_after_ms"], 0);
+    let reset = first["decision"]["reset_ms"].as_u64().unwrap();
+    assert!((1_799_000..=1_800_000).contains(&reset), "{first}");
+    assert_eq!(check(&policy, "user-1").await["decision"]["remaining"], 0);
+    let refused = check(&policy, "user-1").await;
+    assert_eq!(refused["decision"]["allowed"], false, "{refused}");
+    let retry = refused["decision"]["retry_after_ms"].as_u64().unwrap();
+    assert!((1_798_000..=1_800_000).contains(&retry), "{refused}");
+    // The guest chooses the key: another is another bucket.
+    assert_eq!(check(&policy, "user-2").await["decision"]["allowed"], true);
+
+    let unknown = check("no-such-policy", "k").await;
+    assert!(
+        unknown["error"]["unknown-policy"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-policy"),
+        "{unknown}"
+    );
+    assert!(check(&policy, "").await["error"]["invalid-key"].is_string());
+    let longest = "k".repeat(512);
+    assert_eq!(check(&policy, &longest).await["decision"]["allowed"], true);
+    let too_long = "k".repeat(513);
+    assert!(check(&policy, &too_long).await["error"]["invalid-key"].is_string());
+}
+
+#[tokio::test]
+pub(crate) async fn metrics_probe() {
+    let manifest = Manifest::new().route(
+        "orders",
+        "/{op}",
+        component::METRICS_PROBE,
+        &["grants = [\"metrics\", \"log\"]"],
+    );
+    let trellis = Trellis::start(manifest).await;
+    let ok = |path: &'static str| {
+        let trellis = &trellis;
+        async move {
+            let body = trellis.get(path).await.bytes().await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    assert_eq!(ok("/count?name=orders_total&value=2&label=kind:new").await, serde_json::json!({"ok": true}));
+    assert_eq!(ok("/count?name=orders_total&value=3&label=kind:new").await, serde_json::json!({"ok": true}));
+    assert_eq!(ok("/observe?name=checkout_seconds&value=0.02").await, serde_json::json!({"ok": true}));
+    let wrong = ok("/count?name=orders_total&label=other:x").await;
+    assert!(wrong["err"].as_str().unwrap().contains("InvalidLabels"), "{wrong}");
+    let text = trellis.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("guest_orders_total{kind=\"new\",route=\"orders\"} 5"), "{text}");
+    assert!(text.contains("guest_checkout_seconds_count{route=\"orders\"} 1"), "{text}");
+}
+
+#[tokio::test]
+pub(crate) async fn ready_probe() {
+    let manifest = Manifest::new().route(
+        "ready",
+        "/",
+        component::READY_PROBE,
+        &["grants = [\"config\", \"log\"]", "config = { ready = \"yes\" }"],
+    );
+    let trellis = Trellis::start(manifest).await;
+    assert_eq!(trellis.get("/").await.text().await.unwrap(), "up\n");
+    let ready = trellis.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+}

@@ -69,7 +69,11 @@ impl Drop for TempDir {
 pub(crate) struct Manifest {
     listen: String,
     server: String,
+    database: String,
+    sections: String,
     routes: String,
+    /// A whole manifest given as text, rendered as it is.
+    raw: Option<String>,
 }
 
 impl Manifest {
@@ -77,8 +81,31 @@ impl Manifest {
         Manifest {
             listen: "127.0.0.1:0".to_owned(),
             server: String::new(),
+            database: String::new(),
+            sections: String::new(),
             routes: String::new(),
+            raw: None,
         }
+    }
+
+    /// A manifest that is exactly `text` (e.g. an example's, adapted).
+    pub(crate) fn raw(text: &str) -> Manifest {
+        Manifest {
+            raw: Some(text.to_owned()),
+            ..Manifest::new()
+        }
+    }
+
+    /// Adds raw TOML (e.g. a `[redis]` table) before the routes.
+    pub(crate) fn section(mut self, text: &str) -> Manifest {
+        writeln!(self.sections, "\n{text}").expect("writing to a String");
+        self
+    }
+
+    /// Adds a raw line (e.g. `max_connections = 1`) to `[database]`.
+    pub(crate) fn database(mut self, line: &str) -> Manifest {
+        writeln!(self.database, "{line}").expect("writing to a String");
+        self
     }
 
     /// Sets `[server].listen` (which `--listen`, always passed by `Trellis`, overrides).
@@ -114,9 +141,17 @@ impl Manifest {
     }
 
     pub(crate) fn render(&self) -> String {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
+        let database = if self.database.is_empty() {
+            String::new()
+        } else {
+            format!("\n[database]\n{}", self.database)
+        };
         format!(
-            "[server]\nlisten = {:?}\n{}{}",
-            self.listen, self.server, self.routes
+            "[server]\nlisten = {:?}\n{}{database}{}{}",
+            self.listen, self.server, self.sections, self.routes
         )
     }
 }
@@ -137,6 +172,9 @@ pub(crate) struct Launch {
     pub(crate) admin_token: Option<String>,
     /// Extra arguments to `serve`, e.g. `--watch`.
     pub(crate) args: Vec<String>,
+    /// Extra environment variables. `TRELLIS_DATABASE_URL` is never
+    /// inherited from the test's environment, only set from here.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -185,7 +223,12 @@ impl Trellis {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        cmd.env_remove("TRELLIS_ADMIN_TOKEN").args(&launch.args);
+        cmd.env_remove("TRELLIS_ADMIN_TOKEN")
+            .env_remove("TRELLIS_DATABASE_URL")
+            .env_remove("TRELLIS_REDIS_URL")
+            .env_remove("TRELLIS_OTLP_ENDPOINT")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .args(&launch.args);
         if let Some(token) = &launch.admin_token {
             cmd.env("TRELLIS_ADMIN_TOKEN", token)
                 .args(["--admin-listen", "127.0.0.1:0"]);
@@ -432,6 +475,7 @@ pub(crate) async fn run_cli(args: &[&str], cwd: &Path) -> Output {
         .args(args)
         .current_dir(cwd)
         .env("TRELLIS_CACHE_DIR", cwd.join("cache"))
+        .env_remove("TRELLIS_DATABASE_URL")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -518,6 +562,12 @@ pub(crate) mod component {
     pub(crate) const VERSION_A: &str = env!("VERSION_A_COMPONENT");
     pub(crate) const VERSION_B: &str = env!("VERSION_B_COMPONENT");
     pub(crate) const BIG_BLOB: &str = env!("BIG_BLOB_COMPONENT");
+    pub(crate) const USERS: &str = env!("USERS_COMPONENT");
+    pub(crate) const SQL_PROBE: &str = env!("SQL_PROBE_COMPONENT");
+    pub(crate) const CACHE_PROBE: &str = env!("CACHE_PROBE_COMPONENT");
+    pub(crate) const METRICS_PROBE: &str = env!("METRICS_PROBE_COMPONENT");
+    pub(crate) const READY_PROBE: &str = env!("READY_PROBE_COMPONENT");
+    pub(crate) const LIMIT_PROBE: &str = env!("LIMIT_PROBE_COMPONENT");
 }
 
 /// Sends `GET path` until one is turned away with 503, which shows that
@@ -533,5 +583,163 @@ pub(crate) async fn wait_until_busy(trellis: &Trellis, path: &str) -> reqwest::R
             200 => assert!(Instant::now() < deadline, "{path} never reported busy"),
             other => panic!("{path} answered {other} while probing for busy"),
         }
+    }
+}
+
+/// A precompiled-component cache shared across runs by the tests that are
+/// not about the cache: compiling the same components afresh in every
+/// SQL test would dominate their run time. Entries are keyed by digest and
+/// written atomically, so concurrent hosts can share it.
+pub(crate) fn shared_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-component-cache")
+}
+
+/// The shared Redis the tests use: `TRELLIS_TEST_REDIS_URL`, else the
+/// machine's at 127.0.0.1:6379. Tests that share it use keys and names of
+/// their own ([`unique`]) and never flush it.
+pub(crate) fn redis_url() -> String {
+    std::env::var("TRELLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A name no other test (or earlier run) uses: `prefix` plus the process
+/// id, a counter and the time.
+pub(crate) fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}x{}x{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A `redis-server` of the test's own on a free port, which the test may
+/// stop and start again (the shared one must stay up for the others).
+pub(crate) struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub(crate) async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = RedisServer { port, child: None };
+        server.restart().await;
+        server
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port and waits until it accepts.
+    pub(crate) async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning redis-server (apt install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it, as an outage would.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temp dir, on a free
+/// port), which the test may stop and start again: the shared server must
+/// stay up for the other tests.
+pub(crate) struct PostgresServer {
+    dir: TempDir,
+    port: u16,
+}
+
+impl PostgresServer {
+    pub(crate) async fn start() -> PostgresServer {
+        let dir = TempDir::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        // PostgreSQL refuses to run as root; CI runs as root.
+        let _ = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status();
+        let server = PostgresServer { dir, port };
+        let data = server.data_dir();
+        let out = server.pg(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        server.up().await;
+        server
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs a PostgreSQL tool, as `postgres` when the test runs as root.
+    fn pg(&self, args: &[&str]) -> Output {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|mut versions| versions.next())
+            .and_then(Result::ok)
+            .map(|v| v.path().join("bin"))
+            .expect("PostgreSQL under /usr/lib/postgresql");
+        let tool = bin.join(args[0]).display().to_string();
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &tool]);
+            c
+        } else {
+            Command::new(&tool)
+        };
+        cmd.args(&args[1..]).current_dir(self.dir.path()).output().expect("running a PostgreSQL tool")
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub(crate) async fn up(&self) {
+        let data = self.data_dir();
+        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
+        let log = self.dir.path().join("log").display().to_string();
+        let out = self.pg(&["pg_ctl", "start", "-D", &data, "-l", &log, "-w", "-o", &options]);
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops it at once, as a crash would.
+    pub(crate) fn down(&self) {
+        let _ = self.pg(&["pg_ctl", "stop", "-D", &self.data_dir(), "-m", "immediate", "-w"]);
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.down();
     }
 }

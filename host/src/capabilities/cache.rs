@@ -41,6 +41,7 @@ fn too_large(err: cache::TooLarge) -> Error {
 
 impl Host for StoreData {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        let _span = self.guest().trace.child("cache.get");
         let (cache, key) = match self.cache_key(&key) {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
@@ -57,6 +58,7 @@ impl Host for StoreData {
         value: Vec<u8>,
         ttl_ms: u64,
     ) -> wasmtime::Result<Result<(), Error>> {
+        let _span = self.guest().trace.child("cache.set");
         let (cache, key) = match self.cache_key(&key) {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
@@ -66,6 +68,7 @@ impl Host for StoreData {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
+        let _span = self.guest().trace.child("cache.delete");
         let (cache, key) = match self.cache_key(&key) {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
@@ -82,6 +85,7 @@ impl Host for StoreData {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
+        let _span = self.guest().trace.child("cache.get_or_fill");
         let wait = Duration::from_millis(wait_ms.into()).min(MAX_WAIT);
         Ok(Ok(match cache.get_or_fill(&key, wait).await {
             cache::Lookup::Hit(entry) => Lookup::Hit(entry.value.to_vec()),

@@ -50,6 +50,7 @@ impl Host for StoreData {
                     route = %guest.route,
                     component = %guest.component,
                     request_id = %guest.request_id,
+                    trace_id = %guest.trace.trace_id,
                     fields = %fields,
                     "{message}"
                 )

@@ -6,14 +6,19 @@
 pub mod cache;
 pub mod config;
 pub mod log;
+pub mod metrics;
+pub mod rate_limit;
 pub mod sql;
 
 use crate::cache::Cache;
 use crate::database::Database;
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::redis::Redis;
+use crate::trace::TraceContext;
 use config::RouteConfig;
+use metrics::GuestMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +32,11 @@ pub struct Services {
     pub cache: Arc<Cache>,
     /// What `GET /metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// The `[rate_limits]` policies and their buckets, behind both the
+    /// per-route limits and `rate-limit`.
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Guests' own counters and histograms.
+    pub guest_metrics: GuestMetrics,
 }
 
 impl Services {
@@ -44,17 +54,21 @@ impl Services {
             (_, None) => None,
         };
         let metrics = Arc::new(Metrics::new());
+        let database = Arc::new(Database::new(manifest, &metrics));
         let cache = Cache::new(
             manifest.cache.memory.0,
             usize::try_from(manifest.cache.max_value.0).unwrap_or(usize::MAX),
             redis.clone(),
             &metrics,
         );
+        let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
         Ok(Services {
-            database: Arc::new(Database::new(manifest)),
+            database,
             redis,
             cache,
+            guest_metrics: GuestMetrics::new(metrics.clone()),
             metrics,
+            rate_limiter,
         })
     }
 }
@@ -75,4 +89,6 @@ pub struct GuestContext {
     pub config: Arc<RouteConfig>,
     /// The namespace of the route's `cache` keys.
     pub cache_namespace: Arc<str>,
+    /// The request's trace: capability calls are its child spans.
+    pub trace: Arc<TraceContext>,
 }

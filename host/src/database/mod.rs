@@ -8,6 +8,7 @@
 mod migrate;
 
 use crate::manifest::{self, Manifest, Migration};
+use crate::metrics::Metrics;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -48,12 +49,16 @@ pub struct Database {
     /// Whether the manifest asks for the database: open it at start.
     wanted: bool,
     pool: OnceCell<Pool>,
+    /// `trellis_db_pool_connections{state}`, refreshed at each scrape.
+    connections: prometheus::IntGaugeVec,
+    /// `trellis_db_acquire_seconds`: waiting for a pooled connection.
+    acquire: prometheus::Histogram,
 }
 
 impl Database {
     /// The database `manifest` describes (or the embedded default), with
     /// `TRELLIS_DATABASE_URL` taking precedence over `[database].url`.
-    pub fn new(manifest: &Manifest) -> Database {
+    pub fn new(manifest: &Manifest, metrics: &Metrics) -> Database {
         let settings = manifest.database.clone().unwrap_or_default();
         let url = match std::env::var(URL_ENV) {
             Ok(url) if !url.is_empty() => url,
@@ -84,6 +89,28 @@ impl Database {
                 .routes
                 .iter()
                 .any(|r| r.spec().grants.iter().any(|g| g == "sql"));
+        let connections = metrics.register(
+            &prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "trellis_db_pool_connections",
+                    "SQL pool connections by state (idle, in_use) and the pool's max.",
+                ),
+                &["state"],
+            )
+            .expect("valid metric"),
+        );
+        let acquire = metrics.register(
+            &prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "trellis_db_acquire_seconds",
+                    "Time a SQL call waited for a pooled connection.",
+                )
+                .buckets(vec![
+                    0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                ]),
+            )
+            .expect("valid metric"),
+        );
         Database {
             url,
             kind,
@@ -91,6 +118,8 @@ impl Database {
             migrations,
             wanted,
             pool: OnceCell::new(),
+            connections,
+            acquire,
         }
     }
 
@@ -136,6 +165,24 @@ impl Database {
         self.pool.get()
     }
 
+    /// Where SQL calls record how long they waited for a connection.
+    pub fn acquire_histogram(&self) -> &prometheus::Histogram {
+        &self.acquire
+    }
+
+    /// Refreshes the pool gauges (called when `/metrics` is scraped).
+    pub fn update_gauges(&self) {
+        let (size, idle) = match self.pool.get() {
+            Some(Pool::Sqlite(p)) => (p.size(), p.num_idle() as u32),
+            Some(Pool::Postgres(p)) => (p.size(), p.num_idle() as u32),
+            None => (0, 0),
+        };
+        let set = |state: &str, n: u32| self.connections.with_label_values(&[state]).set(n.into());
+        set("idle", idle);
+        set("in_use", size.saturating_sub(idle));
+        set("max", self.settings.max_connections);
+    }
+
     /// One round trip on a pooled connection.
     pub async fn ping(&self) -> anyhow::Result<()> {
         use sqlx::Connection as _;
@@ -169,6 +216,15 @@ impl Database {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(s.acquire_timeout.0);
                 let pool = SqlitePoolOptions::new()
+                    // A statement that timed out leaves its progress
+                    // handler (see `capabilities::sql::value`) behind;
+                    // clear it before the connection's next use.
+                    .before_acquire(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.lock_handle().await?.remove_progress_handler();
+                            Ok(true)
+                        })
+                    })
                     .max_connections(s.max_connections)
                     .min_connections(s.min_connections)
                     .acquire_timeout(s.acquire_timeout.0)

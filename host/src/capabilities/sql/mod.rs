@@ -9,7 +9,9 @@ use crate::bindings::trellis::api::sql::{
 };
 use crate::database::{Database, Kind, Pool};
 use crate::store::StoreData;
+use crate::trace::SpanGuard;
 use futures::TryStreamExt as _;
+use prometheus::Histogram;
 use sqlx::{Executor, IntoArguments};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,13 +66,27 @@ impl StoreData {
     fn database(&self) -> Arc<Database> {
         self.guest().services.database.clone()
     }
+
+    /// A child span of the request for one SQL call, naming the statement
+    /// (its text only: parameters may be personal data).
+    fn sql_span(&self, name: &'static str, statement: Option<&str>) -> SpanGuard {
+        let mut span = self.guest().trace.child(name);
+        if let Some(statement) = statement {
+            span.attribute("db.statement", || statement.to_owned());
+        }
+        span
+    }
 }
 
 /// The pool and statement timeout, or the error a guest sees when the
 /// pool cannot be opened.
-async fn open(database: Arc<Database>) -> Result<(Pool, Duration), Error> {
+async fn open(database: Arc<Database>) -> Result<(Pool, Duration, Histogram), Error> {
     match database.pool().await {
-        Ok(pool) => Ok((pool.clone(), database.statement_timeout())),
+        Ok(pool) => Ok((
+            pool.clone(),
+            database.statement_timeout(),
+            database.acquire_histogram().clone(),
+        )),
         Err(err) => {
             tracing::warn!(cause = format!("{err:#}"), "database unavailable");
             Err(Error::Unavailable("the database is unavailable".into()))
@@ -91,11 +107,12 @@ impl Host for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, Error>> {
-        let (pool, timeout) = match open(self.database()).await {
+        let span = self.sql_span("sql.query", Some(&statement));
+        let (pool, timeout, waited) = match open(self.database()).await {
             Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(span.finish(Err(e))),
         };
-        Ok(on_pool!(&pool, p => within(timeout, pooled::fetch_all(p, &statement, params)).await))
+        Ok(span.finish(on_pool!(&pool, p => within(timeout, pooled::fetch_all(p, &waited, timeout, &statement, params)).await)))
     }
 
     async fn execute(
@@ -103,11 +120,12 @@ impl Host for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let (pool, timeout) = match open(self.database()).await {
+        let span = self.sql_span("sql.execute", Some(&statement));
+        let (pool, timeout, waited) = match open(self.database()).await {
             Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(span.finish(Err(e))),
         };
-        Ok(on_pool!(&pool, p => within(timeout, pooled::execute(p, &statement, params)).await))
+        Ok(span.finish(on_pool!(&pool, p => within(timeout, pooled::execute(p, &waited, timeout, &statement, params)).await)))
     }
 
     async fn query_stream(
@@ -115,14 +133,17 @@ impl Host for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Resource<RowStream>, Error>> {
-        let (pool, _) = match open(self.database()).await {
+        // Spans the query's start, up to its first row; reading the rest
+        // belongs to the guest's own time.
+        let _span = self.sql_span("sql.query_stream", Some(&statement));
+        let (pool, _, waited) = match open(self.database()).await {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
         let (tx, mut rx) = mpsc::channel(READ_AHEAD);
         match pool {
-            Pool::Sqlite(p) => tokio::spawn(feed(p, statement, params, tx)),
-            Pool::Postgres(p) => tokio::spawn(feed(p, statement, params, tx)),
+            Pool::Sqlite(p) => tokio::spawn(feed(p, waited, statement, params, tx)),
+            Pool::Postgres(p) => tokio::spawn(feed(p, waited, statement, params, tx)),
         };
         // Wait for the first message, so a bad statement fails here rather
         // than at the first `next`.
@@ -140,10 +161,12 @@ impl Host for StoreData {
     }
 
     async fn begin(&mut self) -> wasmtime::Result<Result<Resource<Transaction>, Error>> {
-        let (pool, timeout) = match open(self.database()).await {
+        let _span = self.sql_span("sql.begin", None);
+        let (pool, timeout, waited) = match open(self.database()).await {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
+        let started = std::time::Instant::now();
         let begun = match &pool {
             Pool::Sqlite(p) => within(timeout, async { p.begin().await.map_err(to_error) })
                 .await
@@ -152,6 +175,8 @@ impl Host for StoreData {
                 .await
                 .map(Transaction::Postgres),
         };
+        // Beginning is mostly waiting for a connection.
+        waited.observe(started.elapsed().as_secs_f64());
         Ok(match begun {
             Ok(tx) => Ok(self.table().push(tx)?),
             Err(e) => Err(e),
@@ -166,16 +191,17 @@ impl HostTransaction for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, Error>> {
+        let span = self.sql_span("sql.query", Some(&statement));
         let timeout = self.guest().services.database.statement_timeout();
-        Ok(match self.table().get_mut(&tx)? {
+        Ok(span.finish(match self.table().get_mut(&tx)? {
             Transaction::Sqlite(t) => {
-                within(timeout, fetch_all::<sqlx::Sqlite>(t, &statement, params)).await
+                within(timeout, fetch_all::<sqlx::Sqlite>(t, timeout, &statement, params)).await
             }
             Transaction::Postgres(t) => {
-                within(timeout, fetch_all::<sqlx::Postgres>(t, &statement, params)).await
+                within(timeout, fetch_all::<sqlx::Postgres>(t, timeout, &statement, params)).await
             }
             Transaction::Closed => Err(Error::Closed),
-        })
+        }))
     }
 
     async fn execute(
@@ -184,19 +210,21 @@ impl HostTransaction for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
+        let span = self.sql_span("sql.execute", Some(&statement));
         let timeout = self.guest().services.database.statement_timeout();
-        Ok(match self.table().get_mut(&tx)? {
+        Ok(span.finish(match self.table().get_mut(&tx)? {
             Transaction::Sqlite(t) => {
-                within(timeout, execute::<sqlx::Sqlite>(t, &statement, params)).await
+                within(timeout, execute::<sqlx::Sqlite>(t, timeout, &statement, params)).await
             }
             Transaction::Postgres(t) => {
-                within(timeout, execute::<sqlx::Postgres>(t, &statement, params)).await
+                within(timeout, execute::<sqlx::Postgres>(t, timeout, &statement, params)).await
             }
             Transaction::Closed => Err(Error::Closed),
-        })
+        }))
     }
 
     async fn commit(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
+        let _span = self.sql_span("sql.commit", None);
         let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
         Ok(match tx {
             Transaction::Sqlite(t) => t.commit().await.map_err(to_error),
@@ -206,6 +234,7 @@ impl HostTransaction for StoreData {
     }
 
     async fn rollback(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
+        let _span = self.sql_span("sql.rollback", None);
         let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
         Ok(match tx {
             Transaction::Sqlite(t) => t.rollback().await.map_err(to_error),
@@ -273,6 +302,7 @@ impl HostRowStream for StoreData {
 /// generic `Executor` does not, rust-lang/rust#100013).
 async fn fetch_all<DB>(
     conn: &mut DB::Connection,
+    timeout: Duration,
     statement: &str,
     params: Vec<Value>,
 ) -> Result<Rows, Error>
@@ -281,6 +311,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
+    DB::arm_timeout(conn, timeout).await?;
     let rows = DB::bind_all(sqlx::query(statement), params)
         .fetch_all(&mut *conn)
         .await
@@ -293,6 +324,7 @@ where
 /// Runs `statement` with `params` on `conn`; returns the rows affected.
 async fn execute<DB>(
     conn: &mut DB::Connection,
+    timeout: Duration,
     statement: &str,
     params: Vec<Value>,
 ) -> Result<u64, Error>
@@ -301,6 +333,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
+    DB::arm_timeout(conn, timeout).await?;
     let done = DB::bind_all(sqlx::query(statement), params)
         .execute(&mut *conn)
         .await
@@ -315,6 +348,8 @@ mod pooled {
 
     pub(super) async fn fetch_all<DB>(
         pool: &sqlx::Pool<DB>,
+        waited: &Histogram,
+        timeout: Duration,
         statement: &str,
         params: Vec<Value>,
     ) -> Result<Rows, Error>
@@ -323,12 +358,14 @@ mod pooled {
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     {
-        let mut conn = pool.acquire().await.map_err(to_error)?;
-        super::fetch_all::<DB>(&mut conn, statement, params).await
+        let mut conn = acquire(pool, waited).await?;
+        super::fetch_all::<DB>(&mut conn, timeout, statement, params).await
     }
 
     pub(super) async fn execute<DB>(
         pool: &sqlx::Pool<DB>,
+        waited: &Histogram,
+        timeout: Duration,
         statement: &str,
         params: Vec<Value>,
     ) -> Result<u64, Error>
@@ -337,9 +374,20 @@ mod pooled {
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
         for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     {
-        let mut conn = pool.acquire().await.map_err(to_error)?;
-        super::execute::<DB>(&mut conn, statement, params).await
+        let mut conn = acquire(pool, waited).await?;
+        super::execute::<DB>(&mut conn, timeout, statement, params).await
     }
+}
+
+/// A pooled connection, recording the wait in `waited`.
+async fn acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    waited: &Histogram,
+) -> Result<sqlx::pool::PoolConnection<DB>, Error> {
+    let started = std::time::Instant::now();
+    let conn = pool.acquire().await.map_err(to_error);
+    waited.observe(started.elapsed().as_secs_f64());
+    conn
 }
 
 /// The row-stream task: runs the query on its own pooled connection and
@@ -347,6 +395,7 @@ mod pooled {
 /// stream (the send fails).
 async fn feed<DB>(
     pool: sqlx::Pool<DB>,
+    waited: Histogram,
     statement: String,
     params: Vec<Value>,
     tx: mpsc::Sender<Message>,
@@ -355,10 +404,10 @@ async fn feed<DB>(
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
-    let mut conn = match pool.acquire().await {
+    let mut conn = match acquire(&pool, &waited).await {
         Ok(conn) => conn,
         Err(err) => {
-            let _ = tx.send(Message::Failed(to_error(err))).await;
+            let _ = tx.send(Message::Failed(err)).await;
             return;
         }
     };
@@ -413,8 +462,9 @@ fn to_error(err: sqlx::Error) -> Error {
             };
             if db.is_unique_violation() {
                 Error::Conflict(detail)
-            } else if detail.code.as_deref() == Some("57014") {
-                // PostgreSQL's query_canceled: the statement timeout.
+            } else if matches!(detail.code.as_deref(), Some("57014" | "9")) {
+                // PostgreSQL's query_canceled (its statement_timeout) or
+                // SQLite's SQLITE_INTERRUPT (our progress handler).
                 Error::Timeout
             } else {
                 Error::Database(detail)

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgRow, PgTypeInfo};
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Column as _, Postgres, Row as _, Sqlite, TypeInfo as _, ValueRef as _};
+use std::time::{Duration, Instant};
 
 /// What `sql` needs from a database beyond what sqlx offers generically.
 pub(super) trait Backend: sqlx::Database {
@@ -23,6 +24,14 @@ pub(super) trait Backend: sqlx::Database {
 
     /// Rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Makes the database itself stop the next statement on `conn` after
+    /// `timeout`, so a timed-out statement frees its connection rather
+    /// than running on after the host gave up on it.
+    fn arm_timeout(
+        conn: &mut Self::Connection,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Column names, in order.
     fn column_names(row: &Self::Row) -> Vec<String> {
@@ -76,6 +85,16 @@ impl Backend for Sqlite {
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    /// SQLite has no statement timeout: a progress handler, called every
+    /// few thousand virtual-machine steps, interrupts the statement once
+    /// the deadline has passed.
+    async fn arm_timeout(conn: &mut sqlx::SqliteConnection, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let mut handle = conn.lock_handle().await.map_err(decode_error)?;
+        handle.set_progress_handler(4096, move || Instant::now() < deadline);
+        Ok(())
     }
 }
 
@@ -151,6 +170,10 @@ impl Backend for Postgres {
                     let t: NaiveTime = row.try_get_unchecked(i).map_err(get_err)?;
                     Value::Text(t.format("%H:%M:%S%.f").to_string())
                 }
+                "UUID" => {
+                    let raw = row.try_get_raw(i).map_err(decode_error)?;
+                    Value::Text(uuid_text(raw.as_bytes().map_err(|e| decode_error(sqlx::Error::Decode(e)))?)?)
+                }
                 "JSON" | "JSONB" => {
                     let j: serde_json::Value = row.try_get_unchecked(i).map_err(get_err)?;
                     Value::Text(j.to_string())
@@ -165,6 +188,21 @@ impl Backend for Postgres {
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()
     }
+
+    /// PostgreSQL enforces `statement_timeout` itself (set on every
+    /// connection when the pool opens it).
+    async fn arm_timeout(_conn: &mut sqlx::PgConnection, _timeout: Duration) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// A UUID's 16 bytes in the usual hyphenated form.
+fn uuid_text(bytes: &[u8]) -> Result<String, Error> {
+    if bytes.len() != 16 {
+        return Err(decode_error(sqlx::Error::Decode("a UUID is 16 bytes".into())));
+    }
+    let hex = crate::component::hex(bytes);
+    Ok(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
 }
 
 fn unsupported(column: &str, ty: &str) -> Error {

@@ -1,0 +1,212 @@
+//! The `config` and `log` capabilities through the `sql-probe` component:
+//! per-route variables and secrets from the manifest and the environment,
+//! and guest records in the host's log, tagged and with secrets masked.
+//! They share one fixture because masking is about the route's secrets.
+
+use serde_json::{Value, json};
+
+use crate::database::Db;
+use crate::probe::{GRANTS, err, launch, ok, op, post_script, script, script_at, variant};
+use crate::util::{Manifest, Trellis, component, header, sha256_hex};
+
+/// The secret values of the config tests' route; none may reach a log.
+const SECRET_FROM_ENV: &str = "env-secret-4f1c9a7e";
+
+const SECRET_LITERAL: &str = "literal-secret-b82d";
+
+/// Config and log need no particular database; they run on SQLite.
+async fn config_host() -> (Db, Trellis) {
+    let db = Db::sqlite();
+    let manifest = db
+        .manifest(Manifest::new())
+        .route(
+            "probe",
+            "/probe",
+            component::SQL_PROBE,
+            &[
+                GRANTS,
+                r#"config = { page_size = "20", greeting = { env = "TRELLIS_E2E_UNSET_GREETING", default = "hi" }, region = { env = "TRELLIS_E2E_REGION" } }"#,
+                &format!(
+                    r#"secrets = {{ api_key = {{ env = "TRELLIS_E2E_API_KEY" }}, literal_secret = "{SECRET_LITERAL}" }}"#
+                ),
+            ],
+        )
+        .route(
+            "other",
+            "/probe/other",
+            component::SQL_PROBE,
+            &[GRANTS, r#"config = { color = "blue" }"#],
+        );
+    let trellis = launch(
+        manifest,
+        &[
+            ("TRELLIS_E2E_REGION", "eu-west-3"),
+            ("TRELLIS_E2E_API_KEY", SECRET_FROM_ENV),
+        ],
+    )
+    .await;
+    (db, trellis)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_values_and_secrets() {
+    let (_db, trellis) = config_host().await;
+    let get = |key: &str| json!({ "op": "config_get", "key": key });
+    let results = script(
+        &trellis,
+        json!([
+            get("page_size"),
+            get("greeting"),
+            get("region"),
+            get("api_key"),
+            get("literal_secret"),
+            get("color"),
+            get("missing"),
+            get("bad key!"),
+            op("config_get_all"),
+        ]),
+    )
+    .await;
+    assert_eq!(ok(&results[0]), "20");
+    assert_eq!(ok(&results[1]), "hi", "the default of an unset variable");
+    assert_eq!(ok(&results[2]), "eu-west-3", "from the environment");
+    assert_eq!(ok(&results[3]), SECRET_FROM_ENV);
+    assert_eq!(ok(&results[4]), SECRET_LITERAL);
+    assert_eq!(ok(&results[5]), &Value::Null, "another route's variable");
+    assert_eq!(ok(&results[6]), &Value::Null);
+    assert_eq!(variant(&results[7]), "invalid-key");
+    let mut all: Vec<(String, String)> = serde_json::from_value(ok(&results[8]).clone()).unwrap();
+    all.sort();
+    let expected = [
+        ("api_key", SECRET_FROM_ENV),
+        ("greeting", "hi"),
+        ("literal_secret", SECRET_LITERAL),
+        ("page_size", "20"),
+        ("region", "eu-west-3"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(all, expected);
+
+    let results = script_at(
+        &trellis,
+        "/probe/other",
+        json!([op("config_get_all"), get("api_key")]),
+    )
+    .await;
+    assert_eq!(ok(&results[0]), &json!([["color", "blue"]]));
+    assert_eq!(ok(&results[1]), &Value::Null);
+
+    assert_no_secret_logged(&trellis);
+}
+
+fn assert_no_secret_logged(trellis: &Trellis) {
+    let logs = serde_json::to_string(&trellis.logs()).unwrap();
+    let stderr = trellis.stderr();
+    for secret in [SECRET_FROM_ENV, SECRET_LITERAL] {
+        assert!(!logs.contains(secret), "{secret} in the host's stdout");
+        assert!(!stderr.contains(secret), "{secret} in the host's stderr");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_logs_carry_route_component_request_id_and_mask_secrets() {
+    let (_db, trellis) = config_host().await;
+    let log = |level: &str, message: &str, fields: Value| json!({ "op": "log", "level": level, "message": message, "fields": fields });
+    let enabled = |level: &str| json!({ "op": "log_enabled", "level": level });
+    let response = post_script(
+        &trellis,
+        "/probe",
+        &json!([
+            enabled("trace"),
+            enabled("debug"),
+            enabled("info"),
+            enabled("warn"),
+            enabled("error"),
+            log(
+                "info",
+                "probe says hello",
+                json!([["order", "42"], ["note", "ünïcode"]])
+            ),
+            log(
+                "warn",
+                &format!("leaking {SECRET_FROM_ENV} and {SECRET_LITERAL}"),
+                json!([
+                    ["auth", format!("Bearer {SECRET_FROM_ENV}")],
+                    ["plain", "visible"]
+                ])
+            ),
+            log("error", "probe error record", json!([])),
+            log("debug", "probe debug record", json!([])),
+            log("info", &"x".repeat(100_000), json!([])),
+        ]),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let request_id = header(response.headers(), "x-request-id");
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let results = body["results"].as_array().unwrap();
+    let flags: Vec<&Value> = results[..5].iter().map(ok).collect();
+    assert_eq!(
+        flags,
+        [
+            &json!(false),
+            &json!(false),
+            &json!(true),
+            &json!(true),
+            &json!(true)
+        ]
+    );
+    for result in &results[5..9] {
+        assert_eq!(ok(result), &Value::Null);
+    }
+    assert_eq!(variant(&results[9]), "too-large");
+    let limit = err(&results[9])["limit"].as_u64().unwrap();
+    assert!(limit > 0 && limit < 100_000, "limit {limit}");
+
+    let digest = sha256_hex(component::SQL_PROBE);
+    let hello = trellis
+        .wait_log("the guest's info record", |l| {
+            l["message"] == "probe says hello"
+        })
+        .await;
+    assert_eq!(hello["level"], "INFO");
+    assert_eq!(hello["target"], "guest");
+    assert_eq!(hello["route"], "probe");
+    assert_eq!(hello["component"], digest);
+    assert_eq!(hello["request_id"], request_id);
+    let fields: Value =
+        serde_json::from_str(hello["fields"].as_str().expect("fields as a string")).unwrap();
+    assert_eq!(fields, json!({ "order": "42", "note": "ünïcode" }));
+
+    let warn = trellis
+        .wait_log("the guest's warn record", |l| {
+            l["target"] == "guest" && l["level"] == "WARN"
+        })
+        .await;
+    assert_eq!(warn["message"], "leaking [redacted] and [redacted]");
+    let fields: Value = serde_json::from_str(warn["fields"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        fields,
+        json!({ "auth": "Bearer [redacted]", "plain": "visible" })
+    );
+
+    let error = trellis
+        .wait_log("the guest's error record", |l| {
+            l["message"] == "probe error record"
+        })
+        .await;
+    assert_eq!(error["level"], "ERROR");
+    assert_eq!(error["request_id"], request_id);
+
+    // The request line comes after the guest's records; by then a debug
+    // record would have been written too, and it was not.
+    trellis.request_log(&request_id).await;
+    assert!(
+        !trellis
+            .logs()
+            .iter()
+            .any(|l| l["message"] == "probe debug record"),
+        "a debug record passed an info filter"
+    );
+    assert_no_secret_logged(&trellis);
+}

@@ -1,0 +1,137 @@
+//! Traces: a W3C `traceparent` sent in comes back out (same trace, the
+//! request's own span), lands in the request log, and reaches an OTLP/HTTP
+//! collector running in the test, with capability calls as child spans.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::Value;
+
+use crate::util::{Launch, Manifest, Trellis, WAIT, component, header};
+
+/// An OTLP/HTTP (JSON) collector: keeps every span it receives.
+struct Collector {
+    addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        async fn receive(State(spans): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> &'static str {
+            let request: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+            let mut spans = spans.lock().unwrap();
+            for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+                for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                    spans.extend(scope["spans"].as_array().into_iter().flatten().cloned());
+                }
+            }
+            "{}"
+        }
+        let app = Router::new()
+            .route("/v1/traces", post(receive))
+            .with_state(spans.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Collector { addr, spans }
+    }
+
+    /// Waits for a span matching `pred`.
+    async fn span(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(span) = self.spans.lock().unwrap().iter().find(|s| pred(s)) {
+                return span.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no span for {what}; got {:#?}",
+                self.spans.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn traceparent_propagates_to_the_log_and_the_collector() {
+    let collector = Collector::start().await;
+    let manifest = Manifest::new().route(
+        "probe",
+        "/cache/{op}",
+        component::CACHE_PROBE,
+        &["grants = [\"cache\", \"log\"]"],
+    );
+    let mut launch = Launch::manifest(manifest);
+    launch.env.push((
+        "TRELLIS_OTLP_ENDPOINT".to_owned(),
+        format!("http://{}", collector.addr),
+    ));
+    let trellis = Trellis::launch(launch).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let response = trellis
+        .client()
+        .post(trellis.url("/cache/set?key=t"))
+        .header("traceparent", format!("00-{trace_id}-{parent}-01"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let out = header(response.headers(), "traceparent");
+    let fields: Vec<&str> = out.split('-').collect();
+    assert_eq!(fields.len(), 4, "{out}");
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("00", trace_id, "01"),
+        "{out}"
+    );
+    let span_id = fields[2].to_owned();
+    assert_ne!(span_id, parent, "the request has a span of its own");
+
+    let request_id = header(response.headers(), "x-request-id");
+    let log = trellis.request_log(&request_id).await;
+    assert_eq!(log["trace_id"], trace_id, "{log}");
+
+    let request_span = collector
+        .span("the request", |s| s["spanId"] == span_id.as_str())
+        .await;
+    assert_eq!(request_span["traceId"], trace_id);
+    assert_eq!(request_span["parentSpanId"], parent);
+    assert_eq!(request_span["kind"], 2, "a server span");
+    assert_eq!(request_span["name"], "POST probe");
+    let child = collector
+        .span("the cache.set call", |s| s["name"] == "cache.set")
+        .await;
+    assert_eq!(child["traceId"], trace_id);
+    assert_eq!(
+        child["parentSpanId"],
+        span_id.as_str(),
+        "capability calls are children of the request span"
+    );
+    let start: u128 = child["startTimeUnixNano"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let end: u128 = child["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    assert!(end >= start, "{child}");
+
+    // Without a traceparent a new trace starts, and is logged too.
+    let response = trellis.get("/cache/get?key=t").await;
+    let out = header(response.headers(), "traceparent");
+    let new_trace = out.split('-').nth(1).unwrap().to_owned();
+    assert_ne!(new_trace, trace_id);
+    let log = trellis
+        .request_log(&header(response.headers(), "x-request-id"))
+        .await;
+    assert_eq!(log["trace_id"], new_trace.as_str());
+}
