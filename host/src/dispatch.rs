@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::body::LimitedBody;
-use crate::edge::{RequestId, Served};
+use crate::edge::{RequestId, Served, X_REQUEST_ID};
 use crate::error::{ApiError, ErrorKind};
 use crate::invoke::{self, Failure, invoke};
 use crate::metrics::FailureKind;
@@ -114,6 +114,11 @@ async fn run_component(
         return fail(ErrorKind::Overloaded);
     };
 
+    // The guest sees the request id the client will see, even when the
+    // host made it up, so its logs and error bodies can carry it.
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        req.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    }
     // wasi:http needs an authority; HTTP/1.0 clients may not send one.
     if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
         req.headers_mut()

@@ -7,12 +7,10 @@
 //! points at it (default `postgres://postgres@127.0.0.1:5432/test`).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
 
 use sqlx::Connection as _;
 
-use crate::util::{Manifest, TempDir};
+use crate::util::{Manifest, TempDir, unique};
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -123,16 +121,7 @@ pub(crate) struct PgSchema {
 
 impl PgSchema {
     pub(crate) async fn create() -> PgSchema {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .subsec_nanos();
-        let name = format!(
-            "e2e_{}_{}_{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique("e2e_");
         let server = pg_server_url();
         let mut conn = sqlx::PgConnection::connect(&server)
             .await

@@ -101,7 +101,10 @@ async fn readiness_follows_postgres_down_and_back() {
                     let body = response.bytes().await.unwrap();
                     return serde_json::from_slice::<serde_json::Value>(&body).unwrap();
                 }
-                assert!(tokio::time::Instant::now() < deadline, "readiness never became {expect}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "readiness never became {expect}"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
@@ -114,7 +117,11 @@ async fn readiness_follows_postgres_down_and_back() {
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["checks"]["database"]["status"], "failed", "{body}");
     assert_eq!(body["checks"]["component:hello"]["status"], "ok", "{body}");
-    assert_eq!(trellis.get("/hello").await.status(), 200, "requests not using SQL still succeed");
+    assert_eq!(
+        trellis.get("/hello").await.status(),
+        200,
+        "requests not using SQL still succeed"
+    );
 
     postgres.up().await;
     let body = ready(200).await;
@@ -132,20 +139,31 @@ async fn readiness_asks_plugins_that_export_a_check() {
             "probe",
             "/probe",
             component::READY_PROBE,
-            &["grants = [\"config\", \"log\"]", "config = { ready = \"no\" }"],
+            &[
+                "grants = [\"config\", \"log\"]",
+                "config = { ready = \"no\" }",
+            ],
         );
     let trellis = Trellis::start(manifest).await;
     let response = trellis.get("/health/ready").await;
     assert_eq!(response.status(), 503);
     let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     assert_eq!(body["status"], "degraded", "{body}");
-    assert_eq!(body["checks"]["component:probe"]["status"], "failed", "{body}");
+    assert_eq!(
+        body["checks"]["component:probe"]["status"], "failed",
+        "{body}"
+    );
     assert_eq!(body["checks"]["component:hello"]["status"], "ok", "{body}");
-    assert!(!body.to_string().contains("config ready"), "the reason stays in the log: {body}");
+    assert!(
+        !body.to_string().contains("config ready"),
+        "the reason stays in the log: {body}"
+    );
     trellis
         .wait_log("the plugin's reason", |l| {
             l["message"] == "readiness check failed"
-                && l["cause"].as_str().is_some_and(|c| c.contains("not ready: config ready is Some(\"no\")"))
+                && l["cause"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("not ready: config ready is Some(\"no\")"))
         })
         .await;
 }

@@ -732,6 +732,9 @@ async fn a_plugin_that_is_not_ready_is_refused() {
     let response = put(&trellis, "v", "?grants=config,log", bytes).await;
     let body = assert_error(response, 422, "VALIDATION_FAILED").await;
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("not ready: config ready is None"), "{message}");
+    assert!(
+        message.contains("not ready: config ready is None"),
+        "{message}"
+    );
     assert_eq!(trellis.get("/v").await.text().await.unwrap(), "version a\n");
 }

@@ -181,7 +181,7 @@ async fn pool_and_cache_figures_move_with_capability_calls() {
                 "users",
                 "/users/{*rest}",
                 component::USERS,
-                &["grants = [\"sql\", \"config\", \"log\"]"],
+                &["grants = [\"sql\", \"cache\", \"config\", \"log\"]"],
             )
             .route(
                 "probe",
@@ -201,15 +201,37 @@ async fn pool_and_cache_figures_move_with_capability_calls() {
     let (waits_before, _) = histogram(&before, "trellis_db_acquire_seconds", &[]);
     let (waits_after, _) = histogram(&after, "trellis_db_acquire_seconds", &[]);
     assert_eq!(waits_after - waits_before, 4.0, "one acquisition per query");
-    assert_eq!(value(&after, "trellis_db_pool_connections", &[("state", "max")]), 3.0);
-    assert_eq!(value(&after, "trellis_db_pool_connections", &[("state", "in_use")]), 0.0);
+    assert_eq!(
+        value(&after, "trellis_db_pool_connections", &[("state", "max")]),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "trellis_db_pool_connections",
+            &[("state", "in_use")]
+        ),
+        0.0
+    );
     assert!(value(&after, "trellis_db_pool_connections", &[("state", "idle")]) >= 1.0);
 
     // Cache: one miss, then in-process hits.
-    let l1 = |s: &[Sample], outcome| value(s, "trellis_cache_requests_total", &[("tier", "l1"), ("outcome", outcome)]);
+    let l1 = |s: &[Sample], outcome| {
+        value(
+            s,
+            "trellis_cache_requests_total",
+            &[("tier", "l1"), ("outcome", outcome)],
+        )
+    };
     let before = scrape(&trellis).await;
     trellis.get("/cache/get?key=m").await;
-    let set = trellis.client().post(trellis.url("/cache/set?key=m")).body("v").send().await.unwrap();
+    let set = trellis
+        .client()
+        .post(trellis.url("/cache/set?key=m"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(set.status(), 200);
     for _ in 0..3 {
         trellis.get("/cache/get?key=m").await;

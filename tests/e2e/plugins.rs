@@ -182,7 +182,7 @@ pub(crate) async fn big_blob() {
 #[tokio::test]
 pub(crate) async fn users() {
     let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/users/migrations");
-    let grants = r#"grants = ["sql", "config", "log"]"#;
+    let grants = r#"grants = ["sql", "cache", "config", "log"]"#;
     // No `url`: the default SQLite file beside the manifest.
     let trellis = Trellis::start(
         Manifest::new()
@@ -277,12 +277,13 @@ pub(crate) async fn cache_probe() {
         .unwrap();
     assert_eq!(set.status(), 200);
     let got: serde_json::Value =
-        serde_json::from_slice(&trellis.get("/cache/get?key=a").await.bytes().await.unwrap()).unwrap();
+        serde_json::from_slice(&trellis.get("/cache/get?key=a").await.bytes().await.unwrap())
+            .unwrap();
     assert_eq!(got, serde_json::json!({"value": "1"}));
+    // A guest's error carries the request id the host assigned, which
+    // the host passes to the guest in `x-request-id`.
     let missing = trellis.get("/cache/get").await;
-    assert_eq!(missing.status(), 422);
-    let body: serde_json::Value = serde_json::from_slice(&missing.bytes().await.unwrap()).unwrap();
-    assert_eq!(body["error"]["code"], "VALIDATION_FAILED");
+    assert_error(missing, 422, "VALIDATION_FAILED").await;
 }
 
 #[tokio::test]
@@ -354,14 +355,32 @@ pub(crate) async fn metrics_probe() {
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()
         }
     };
-    assert_eq!(ok("/count?name=orders_total&value=2&label=kind:new").await, serde_json::json!({"ok": true}));
-    assert_eq!(ok("/count?name=orders_total&value=3&label=kind:new").await, serde_json::json!({"ok": true}));
-    assert_eq!(ok("/observe?name=checkout_seconds&value=0.02").await, serde_json::json!({"ok": true}));
+    assert_eq!(
+        ok("/count?name=orders_total&value=2&label=kind:new").await,
+        serde_json::json!({"ok": true})
+    );
+    assert_eq!(
+        ok("/count?name=orders_total&value=3&label=kind:new").await,
+        serde_json::json!({"ok": true})
+    );
+    assert_eq!(
+        ok("/observe?name=checkout_seconds&value=0.02").await,
+        serde_json::json!({"ok": true})
+    );
     let wrong = ok("/count?name=orders_total&label=other:x").await;
-    assert!(wrong["err"].as_str().unwrap().contains("InvalidLabels"), "{wrong}");
+    assert!(
+        wrong["err"].as_str().unwrap().contains("InvalidLabels"),
+        "{wrong}"
+    );
     let text = trellis.get("/metrics").await.text().await.unwrap();
-    assert!(text.contains("guest_orders_total{kind=\"new\",route=\"orders\"} 5"), "{text}");
-    assert!(text.contains("guest_checkout_seconds_count{route=\"orders\"} 1"), "{text}");
+    assert!(
+        text.contains("guest_orders_total{kind=\"new\",route=\"orders\"} 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("guest_checkout_seconds_count{route=\"orders\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -370,7 +389,10 @@ pub(crate) async fn ready_probe() {
         "ready",
         "/",
         component::READY_PROBE,
-        &["grants = [\"config\", \"log\"]", "config = { ready = \"yes\" }"],
+        &[
+            "grants = [\"config\", \"log\"]",
+            "config = { ready = \"yes\" }",
+        ],
     );
     let trellis = Trellis::start(manifest).await;
     assert_eq!(trellis.get("/").await.text().await.unwrap(), "up\n");

@@ -153,7 +153,8 @@ fn assert_user(user: &Value, name: &str, email: &str) -> i64 {
 on_both!(
     create_get_and_validate,
     list_and_paginate,
-    update_and_delete
+    update_and_delete,
+    reads_go_through_the_cache
 );
 
 async fn create_get_and_validate(db: Db) {
@@ -404,4 +405,66 @@ async fn update_and_delete(db: Db) {
         .await;
     assert_eq!(log["route"], "users-item");
     assert_eq!(log["fields"], format!("{{\"user_id\":\"{ada_id}\"}}"));
+}
+
+/// Runs `sql` on the database behind the host's back.
+async fn behind_the_hosts_back(db: &Db, trellis: &Trellis, sql: &str) {
+    match db {
+        Db::Postgres(_) => {
+            db.scalar(&format!(
+                "WITH changed AS ({sql} RETURNING 1) SELECT COUNT(*) FROM changed"
+            ))
+            .await;
+        }
+        Db::Sqlite(_) => {
+            let file = trellis.manifest_path().with_file_name("users.db");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&file);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+/// The example's item route reads through the cache (`cache_ttl_ms`): a
+/// change made behind the host's back is not seen until the entry is
+/// evicted, and the API's own update evicts it.
+async fn reads_go_through_the_cache(db: Db) {
+    let trellis = start(&db).await;
+    let created = post(
+        &trellis,
+        &json!({ "name": "Grace", "email": "grace@example.com" }),
+    )
+    .await;
+    let id = assert_user(&created.body, "Grace", "grace@example.com");
+    let path = format!("/users/{id}");
+    let first = call(&trellis, Method::GET, &path, None).await;
+    assert_eq!(first.body["name"], "Grace");
+
+    behind_the_hosts_back(
+        &db,
+        &trellis,
+        &format!("UPDATE users SET name = 'Sneaky' WHERE id = {id}"),
+    )
+    .await;
+    let cached = call(&trellis, Method::GET, &path, None).await;
+    assert_eq!(
+        cached.body["name"], "Grace",
+        "served from the cache, not the database"
+    );
+
+    let body = json!({ "name": "Grace Hopper", "email": "grace@example.com" }).to_string();
+    let updated = call(&trellis, Method::PUT, &path, Some(&body)).await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    let fresh = call(&trellis, Method::GET, &path, None).await;
+    assert_eq!(
+        fresh.body["name"], "Grace Hopper",
+        "the update evicted the cached copy"
+    );
+
+    let deleted = call(&trellis, Method::DELETE, &path, None).await;
+    assert_eq!(deleted.status, 204);
+    let gone = call(&trellis, Method::GET, &path, None).await;
+    assert_api_error(&gone, 404, "NOT_FOUND");
 }

@@ -610,7 +610,7 @@ pub(crate) fn unique(prefix: &str) -> String {
         .unwrap_or_default()
         .subsec_nanos();
     format!(
-        "{prefix}{}x{}x{nanos}",
+        "{prefix}{}_{}_{nanos}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
@@ -649,7 +649,10 @@ impl RedisServer {
             .expect("spawning redis-server (apt install redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -686,11 +689,27 @@ impl PostgresServer {
             .expect("a free port")
             .port();
         // PostgreSQL refuses to run as root; CI runs as root.
-        let _ = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir.path())
+            .status();
         let server = PostgresServer { dir, port };
         let data = server.data_dir();
-        let out = server.pg(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let out = server.pg(&[
+            "initdb",
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         server.up().await;
         server
     }
@@ -708,7 +727,10 @@ impl PostgresServer {
             .map(|v| v.path().join("bin"))
             .expect("PostgreSQL under /usr/lib/postgresql");
         let tool = bin.join(args[0]).display().to_string();
-        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
         let mut cmd = if root {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--", &tool]);
@@ -716,21 +738,42 @@ impl PostgresServer {
         } else {
             Command::new(&tool)
         };
-        cmd.args(&args[1..]).current_dir(self.dir.path()).output().expect("running a PostgreSQL tool")
+        cmd.args(&args[1..])
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running a PostgreSQL tool")
     }
 
     /// Starts the server and waits until it accepts connections.
     pub(crate) async fn up(&self) {
         let data = self.data_dir();
-        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
         let log = self.dir.path().join("log").display().to_string();
-        let out = self.pg(&["pg_ctl", "start", "-D", &data, "-l", &log, "-w", "-o", &options]);
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.pg(&[
+            "pg_ctl", "start", "-D", &data, "-l", &log, "-w", "-o", &options,
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops it at once, as a crash would.
     pub(crate) fn down(&self) {
-        let _ = self.pg(&["pg_ctl", "stop", "-D", &self.data_dir(), "-m", "immediate", "-w"]);
+        let _ = self.pg(&[
+            "pg_ctl",
+            "stop",
+            "-D",
+            &self.data_dir(),
+            "-m",
+            "immediate",
+            "-w",
+        ]);
     }
 
     pub(crate) fn url(&self) -> String {

@@ -12,9 +12,16 @@
 //! A user is `{"id":1,"name":"..","email":"..","created_at":".."}`, with
 //! `created_at` in ISO 8601. The page size defaults to the route's config
 //! `page_size` (20 when unset) and is capped at 100.
+//!
+//! With the route's config `cache_ttl_ms` set, `GET /users/{id}` reads
+//! through the host's tiered cache (`trellis:api/cache`), computing each
+//! user once however many callers ask at the same time; `PUT` and `DELETE`
+//! drop the cached copy on every host. The component imports `cache`
+//! either way, so its routes grant it.
 
 use serde::Serialize;
 use serde_json::Value as Json;
+use trellis_sdk::raw::cache;
 use trellis_sdk::sql::{self, FromRow, Row};
 use trellis_sdk::{Error, Handler, Request, Response, Router, config, log};
 
@@ -26,6 +33,8 @@ const MAX_EMAIL: usize = 254;
 const DEFAULT_PAGE: u32 = 20;
 /// Largest page a client may ask for.
 const MAX_PAGE: u32 = 100;
+/// How long a reader waits for another caller loading the same user.
+const FILL_WAIT_MS: u32 = 2_000;
 
 /// The columns a user is read from, in every statement; a macro so the
 /// statements are constants, built at compile time.
@@ -159,8 +168,51 @@ fn create(request: Request) -> Result<Response, Error> {
 
 fn get(request: Request) -> Result<Response, Error> {
     let id: i64 = request.param_as("id")?;
-    let user: Option<User> = sql::query_opt(SELECT_ONE, &[&id])?;
-    Ok(Response::json(&user.ok_or_else(|| no_such_user(id))?))
+    let load = || -> Result<User, Error> {
+        let user: Option<User> = sql::query_opt(SELECT_ONE, &[&id])?;
+        user.ok_or_else(|| no_such_user(id))
+    };
+    let Some(ttl) = cache_ttl()? else {
+        return Ok(Response::json(&load()?));
+    };
+    // Read-through: one caller per id (on any host) reads the database,
+    // the others wait for its answer. A missing user is not cached: the
+    // fill is dropped, and the next caller asks the database again.
+    match cache::get_or_fill(&cache_key(id), FILL_WAIT_MS).map_err(cache_failed)? {
+        cache::Lookup::Hit(body) => Ok(Response::bytes("application/json", body)),
+        cache::Lookup::Miss(fill) => {
+            let body = serde_json::to_vec(&load()?).map_err(Error::internal)?;
+            if let Err(err) = fill.set(&body, ttl) {
+                log::warn(
+                    "user not cached",
+                    &[("user_id", &id), ("cause", &format!("{err:?}"))],
+                );
+            }
+            Ok(Response::bytes("application/json", body))
+        }
+    }
+}
+
+/// The read-through cache's TTL in milliseconds: the route's
+/// `cache_ttl_ms` config; caching is off without it.
+fn cache_ttl() -> Result<Option<u64>, Error> {
+    config::parse::<u64>("cache_ttl_ms")
+}
+
+fn cache_key(id: i64) -> String {
+    format!("user:{id}")
+}
+
+/// Drops a changed or deleted user from the cache, on every host.
+fn forget(id: i64) -> Result<(), Error> {
+    if cache_ttl()?.is_some() {
+        cache::delete(&cache_key(id)).map_err(cache_failed)?;
+    }
+    Ok(())
+}
+
+fn cache_failed(error: cache::Error) -> Error {
+    Error::internal(format_args!("cache: {error:?}"))
 }
 
 fn list(request: Request) -> Result<Response, Error> {
@@ -193,6 +245,7 @@ fn update(request: Request) -> Result<Response, Error> {
         .map(|row| User::from_row(&row))
         .transpose()?;
     let user = user.ok_or_else(|| no_such_user(id))?;
+    forget(id)?;
     log::info("user updated", &[("user_id", &id)]);
     Ok(Response::json(&user))
 }
@@ -202,6 +255,7 @@ fn delete(request: Request) -> Result<Response, Error> {
     if sql::execute("DELETE FROM users WHERE id = $1", &[&id])? == 0 {
         return Err(no_such_user(id));
     }
+    forget(id)?;
     log::info("user deleted", &[("user_id", &id)]);
     Ok(Response::no_content())
 }

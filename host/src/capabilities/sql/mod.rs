@@ -60,6 +60,22 @@ macro_rules! on_pool {
     };
 }
 
+/// One statement on a connection taken from the pool for it: opens the
+/// pool if needed, applies the statement timeout and records the span.
+macro_rules! on_a_pooled_connection {
+    ($store:ident, $span:literal, $statement:ident, $params:ident, $run:path) => {{
+        let span = $store.sql_span($span, Some(&$statement));
+        let (pool, timeout, waited) = match open($store.database()).await {
+            Ok(opened) => opened,
+            Err(e) => return Ok(span.finish(Err(e))),
+        };
+        let result = on_pool!(&pool, p => {
+            within(timeout, $run(p, &waited, timeout, &$statement, $params)).await
+        });
+        Ok(span.finish(result))
+    }};
+}
+
 impl StoreData {
     /// The database; a clone, so no borrow of the store lives across an
     /// `.await` (the store is not `Sync`).
@@ -107,12 +123,7 @@ impl Host for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, Error>> {
-        let span = self.sql_span("sql.query", Some(&statement));
-        let (pool, timeout, waited) = match open(self.database()).await {
-            Ok(p) => p,
-            Err(e) => return Ok(span.finish(Err(e))),
-        };
-        Ok(span.finish(on_pool!(&pool, p => within(timeout, pooled::fetch_all(p, &waited, timeout, &statement, params)).await)))
+        on_a_pooled_connection!(self, "sql.query", statement, params, pooled::fetch_all)
     }
 
     async fn execute(
@@ -120,12 +131,7 @@ impl Host for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let span = self.sql_span("sql.execute", Some(&statement));
-        let (pool, timeout, waited) = match open(self.database()).await {
-            Ok(p) => p,
-            Err(e) => return Ok(span.finish(Err(e))),
-        };
-        Ok(span.finish(on_pool!(&pool, p => within(timeout, pooled::execute(p, &waited, timeout, &statement, params)).await)))
+        on_a_pooled_connection!(self, "sql.execute", statement, params, pooled::execute)
     }
 
     async fn query_stream(
@@ -195,10 +201,18 @@ impl HostTransaction for StoreData {
         let timeout = self.guest().services.database.statement_timeout();
         Ok(span.finish(match self.table().get_mut(&tx)? {
             Transaction::Sqlite(t) => {
-                within(timeout, fetch_all::<sqlx::Sqlite>(t, timeout, &statement, params)).await
+                within(
+                    timeout,
+                    fetch_all::<sqlx::Sqlite>(t, timeout, &statement, params),
+                )
+                .await
             }
             Transaction::Postgres(t) => {
-                within(timeout, fetch_all::<sqlx::Postgres>(t, timeout, &statement, params)).await
+                within(
+                    timeout,
+                    fetch_all::<sqlx::Postgres>(t, timeout, &statement, params),
+                )
+                .await
             }
             Transaction::Closed => Err(Error::Closed),
         }))
@@ -214,10 +228,18 @@ impl HostTransaction for StoreData {
         let timeout = self.guest().services.database.statement_timeout();
         Ok(span.finish(match self.table().get_mut(&tx)? {
             Transaction::Sqlite(t) => {
-                within(timeout, execute::<sqlx::Sqlite>(t, timeout, &statement, params)).await
+                within(
+                    timeout,
+                    execute::<sqlx::Sqlite>(t, timeout, &statement, params),
+                )
+                .await
             }
             Transaction::Postgres(t) => {
-                within(timeout, execute::<sqlx::Postgres>(t, timeout, &statement, params)).await
+                within(
+                    timeout,
+                    execute::<sqlx::Postgres>(t, timeout, &statement, params),
+                )
+                .await
             }
             Transaction::Closed => Err(Error::Closed),
         }))

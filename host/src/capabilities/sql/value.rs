@@ -90,7 +90,10 @@ impl Backend for Sqlite {
     /// SQLite has no statement timeout: a progress handler, called every
     /// few thousand virtual-machine steps, interrupts the statement once
     /// the deadline has passed.
-    async fn arm_timeout(conn: &mut sqlx::SqliteConnection, timeout: Duration) -> Result<(), Error> {
+    async fn arm_timeout(
+        conn: &mut sqlx::SqliteConnection,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
         let mut handle = conn.lock_handle().await.map_err(decode_error)?;
         handle.set_progress_handler(4096, move || Instant::now() < deadline);
@@ -172,7 +175,10 @@ impl Backend for Postgres {
                 }
                 "UUID" => {
                     let raw = row.try_get_raw(i).map_err(decode_error)?;
-                    Value::Text(uuid_text(raw.as_bytes().map_err(|e| decode_error(sqlx::Error::Decode(e)))?)?)
+                    Value::Text(uuid_text(
+                        raw.as_bytes()
+                            .map_err(|e| decode_error(sqlx::Error::Decode(e)))?,
+                    )?)
                 }
                 "JSON" | "JSONB" => {
                     let j: serde_json::Value = row.try_get_unchecked(i).map_err(get_err)?;
@@ -199,10 +205,19 @@ impl Backend for Postgres {
 /// A UUID's 16 bytes in the usual hyphenated form.
 fn uuid_text(bytes: &[u8]) -> Result<String, Error> {
     if bytes.len() != 16 {
-        return Err(decode_error(sqlx::Error::Decode("a UUID is 16 bytes".into())));
+        return Err(decode_error(sqlx::Error::Decode(
+            "a UUID is 16 bytes".into(),
+        )));
     }
     let hex = crate::component::hex(bytes);
-    Ok(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
 }
 
 fn unsupported(column: &str, ty: &str) -> Error {
