@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trellis::capabilities::{GuestContext, Services};
+use trellis::trace::TraceContext;
 use trellis::component::Loader;
 use trellis::engine::{EpochTicker, new_engine};
 use trellis::invoke::{Context, instantiate_once, invoke};
@@ -35,11 +36,13 @@ async fn main() -> anyhow::Result<()> {
     let (handler, _) = loader.load(&std::fs::read(&wasm)?, &[])?;
     let manifest = Manifest::parse("", std::path::Path::new("bench.toml"), cache.clone())?;
     let guest = GuestContext {
-        services: Arc::new(Services::new(&manifest)),
+        services: Arc::new(Services::new(&manifest)?),
         route: "hello".into(),
         component: handler.digest.clone(),
         request_id: "bench".into(),
         config: Default::default(),
+        cache_namespace: "hello".into(),
+        trace: Arc::new(TraceContext::from_request(None)),
     };
     let handler = Arc::new(handler);
     let metrics = Arc::new(Metrics::new());

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Trellis hello-route benchmark: one run, loopback, `wrk`, side by side with
+# Trellis load benchmarks: one run, loopback, `wrk`, two suites.
+#
+# hello - GET /hello, side by side with
 #   trellis   - `trellis serve` with a one-route manifest (the `hello` component)
 #   axum      - a plain native axum app (benches/axum-hello.rs), the baseline
 #   wasmtime  - `wasmtime serve` 48.0.8 with the same hello.wasm
-#   express   - an Express app on one Node.js process (benches/express)
+#   express   - an Express app on one Node.js process (benches/express/server.js)
+# sql   - GET /users/{id}, one primary-key SELECT on PostgreSQL, side by side with
+#   trellis   - `trellis serve` with the `users` component, a 20-connection pool
+#   express   - Express + pg on one Node.js process, a 20-connection pool
+#               (benches/express/users.js)
+#   both reading the same `users` table, seeded by this script into its own
+#   schema (benches/users-seed.sql), with ids spread over the table by
+#   benches/users.lua.
 # Each server runs alone on its own port; results go to stdout and to
 # benches/results/latest.md. See benches/README.md.
 #
@@ -12,12 +21,21 @@
 #   CONNECTIONS=64   wrk -c
 #   THREADS=2        wrk -t
 #   WARMUP=2s        wrk warm-up run per server, discarded
-#   ONLY=a,b         subset of: trellis,axum,wasmtime,express (default: all)
-#   PORT_BASE=8080   trellis=+0 axum=+1 wasmtime=+2 express=+3
+#   SUITES=a,b       subset of: hello,sql (default: both)
+#   ONLY=a,b         subset of: trellis,axum,wasmtime,express (default: all;
+#                    the sql suite runs trellis and express only)
+#   PORT_BASE=8080   hello: trellis=+0 axum=+1 wasmtime=+2 express=+3;
+#                    sql: trellis=+4 express=+5
+#   BENCH_DATABASE_URL  PostgreSQL for the sql suite, without the schema
+#                    (default postgres://postgres@127.0.0.1:5432/test)
+#   SQL_SCHEMA=trellis_bench  schema the sql suite drops, seeds and reads
+#   SQL_USERS=10000  rows seeded; requests pick ids uniformly in 1..SQL_USERS
+#   SQL_POOL=20      connection pool size, the same for trellis and express
 #   WASMTIME_FEATURES  wasmtime-cli features to build (default: a minimal set
 #                    for `serve`; "default" for the crate's default features)
 #   SKIP_BUILD=1     don't run cargo build (use existing binaries)
 #   HELLO_WASM_PATH  use this hello.wasm instead of the one under target/guests
+#   USERS_WASM_PATH  use this users.wasm instead of the one under target/guests
 #   READY_TIMEOUT_S=60  how long a server may take to answer after start
 set -euo pipefail
 
@@ -25,9 +43,14 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
+SUITES=${SUITES:-hello,sql}
 ONLY=${ONLY:-trellis,axum,wasmtime,express}
 PORT_BASE=${PORT_BASE:-8080}
 SKIP_BUILD=${SKIP_BUILD:-0}
+BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+SQL_SCHEMA=${SQL_SCHEMA:-trellis_bench}
+SQL_USERS=${SQL_USERS:-10000}
+SQL_POOL=${SQL_POOL:-20}
 WASMTIME_VERSION=48.0.8
 WASMTIME_FEATURES=${WASMTIME_FEATURES:-run,serve,cranelift,pooling-allocator,parallel-compilation,component-model-async,clap/default}
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-60}   # per server, until it answers
@@ -39,13 +62,16 @@ TOOLS="$BENCH_DIR/.tools"
 RESULTS="$BENCH_DIR/results"
 EXPECTED_BODY=$'Hello, world!\n'
 
+ALL_SUITES=(hello sql)
 ALL_SERVERS=(trellis axum wasmtime express)
+HELLO_SERVERS=(trellis axum wasmtime express)
+SQL_SERVERS=(trellis express)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- selection
-declare -A SELECTED=()
+declare -A SELECTED=() SUITE_ON=()
 IFS=',' read -r -a _only <<<"$ONLY"
 for s in "${_only[@]}"; do
     s=${s// /}
@@ -56,10 +82,45 @@ for s in "${_only[@]}"; do
     esac
 done
 ((${#SELECTED[@]} > 0)) || die "ONLY selects no server"
+IFS=',' read -r -a _suites <<<"$SUITES"
+for s in "${_suites[@]}"; do
+    s=${s// /}
+    [[ -z $s ]] && continue
+    case $s in
+        hello|sql) SUITE_ON[$s]=1 ;;
+        *) die "SUITES: unknown suite '$s' (known: ${ALL_SUITES[*]})" ;;
+    esac
+done
+((${#SUITE_ON[@]} > 0)) || die "SUITES selects no suite"
+suite_on() { [[ -n ${SUITE_ON[$1]:-} ]]; }
 selected() { [[ -n ${SELECTED[$1]:-} ]]; }
+# Servers a suite runs: its own list, filtered by ONLY.
+suite_servers() {
+    local -n _list=${1^^}_SERVERS
+    local s
+    for s in "${_list[@]}"; do selected "$s" && echo "$s"; done
+    return 0
+}
+# Is server $2 run by suite $1?
+in_suite() { suite_on "$1" && suite_servers "$1" | grep -qx "$2"; }
+# Is server $1 run by any selected suite?
+needed() { in_suite hello "$1" || in_suite sql "$1"; }
+
+if suite_on hello && [[ -z $(suite_servers hello) ]]; then die "hello suite: ONLY selects none of its servers"; fi
+if suite_on sql && [[ -z $(suite_servers sql) ]]; then die "sql suite: ONLY selects none of ${SQL_SERVERS[*]}"; fi
 
 [[ $CONNECTIONS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ ]] || die "CONNECTIONS and THREADS must be integers"
 ((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be >= THREADS (wrk)"
+[[ $SQL_USERS =~ ^[1-9][0-9]*$ && $SQL_POOL =~ ^[1-9][0-9]*$ ]] || die "SQL_USERS and SQL_POOL must be positive integers"
+[[ $SQL_SCHEMA =~ ^[a-z_][a-z0-9_]*$ ]] || die "SQL_SCHEMA must be a plain lower-case identifier"
+[[ $BENCH_DATABASE_URL == postgres://* || $BENCH_DATABASE_URL == postgresql://* ]] ||
+    die "BENCH_DATABASE_URL must be a postgres:// URL"
+
+# The URL both servers get: the base URL plus the libpq `options` parameter
+# that sets search_path at connect time (sqlx and pg both pass it on), so
+# the unqualified `users` in the query is the benchmark's table.
+if [[ $BENCH_DATABASE_URL == *\?* ]]; then _sep='&'; else _sep='?'; fi
+SQL_URL="${BENCH_DATABASE_URL}${_sep}options=-csearch_path%3D${SQL_SCHEMA}"
 
 # wrk duration -> whole seconds, for timeouts.
 dur_secs() {
@@ -155,6 +216,25 @@ ensure_express() {
     fi
 }
 
+# psql reaches the database and the seed runs: a fresh schema, SQL_USERS rows.
+PG_VERSION=""
+seed_database() {
+    command -v psql >/dev/null || die "psql not found (needed to seed the sql suite; apt-get install postgresql-client)"
+    log "seeding $SQL_USERS users into schema $SQL_SCHEMA of $BENCH_DATABASE_URL"
+    PG_VERSION=$(timeout 30 psql "$BENCH_DATABASE_URL" -XAtqc 'SHOW server_version' 2>"$WORK/psql.err") || {
+        cat "$WORK/psql.err" >&2
+        die "cannot connect to $BENCH_DATABASE_URL (set BENCH_DATABASE_URL)"
+    }
+    PG_VERSION=${PG_VERSION%% *}
+    timeout 300 psql "$BENCH_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -v schema="$SQL_SCHEMA" -v users="$SQL_USERS" \
+        -f "$BENCH_DIR/users-seed.sql" >&2 || die "seeding $SQL_SCHEMA failed"
+    # Read back through the same URL the servers get, so a search_path that
+    # does not take effect fails here rather than as a wrong response.
+    local n
+    n=$(timeout 30 psql "$SQL_URL" -XAtqc 'SELECT count(*) FROM users') || die "cannot read users through $SQL_URL"
+    [[ $n == "$SQL_USERS" ]] || die "expected $SQL_USERS rows in $SQL_SCHEMA.users, found $n"
+}
+
 # Where cargo puts build output (honours CARGO_TARGET_DIR and config).
 target_dir() {
     local dir
@@ -163,83 +243,107 @@ target_dir() {
     echo "${dir:-$REPO/target}"
 }
 
-find_hello_wasm() {
-    local guests=$1/guests
-    local p=$guests/wasm32-wasip2/release/hello.wasm
+# The release build of guest $2 (hello, users) under target dir $1.
+find_guest_wasm() {
+    local guests=$1/guests name=$2
+    local p=$guests/wasm32-wasip2/release/$name.wasm
     if [[ -f $p ]]; then echo "$p"; return 0; fi
-    # Fall back to the newest release hello.wasm anywhere under target/guests.
+    # Fall back to the newest release build anywhere under target/guests.
     [[ -d $guests ]] || return 1
-    find "$guests" -name hello.wasm -path '*release*' -printf '%T@ %p\n' 2>/dev/null |
+    find "$guests" -name "$name.wasm" -path '*release*' -printf '%T@ %p\n' 2>/dev/null |
         sort -rn | head -n1 | cut -d' ' -f2-
 }
 
+abs_path() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+
 ensure_wrk
-selected wasmtime && ensure_wasmtime
-selected express && ensure_express
+in_suite hello wasmtime && ensure_wasmtime
+needed express && ensure_express
 command -v curl >/dev/null || die "curl not found"
+suite_on sql && seed_database
 
 TARGET=$(target_dir)
 if [[ $SKIP_BUILD != 1 ]]; then
     pkgs=()
-    selected trellis && pkgs+=(-p trellis)
-    selected axum && pkgs+=(-p trellis-benches)
+    needed trellis && pkgs+=(-p trellis)
+    in_suite hello axum && pkgs+=(-p trellis-benches)
     if ((${#pkgs[@]} > 0)); then
         log "cargo build --release ${pkgs[*]}"
         (cd "$REPO" && cargo build --release "${pkgs[@]}" >&2)
     fi
     # Without trellis, nothing else builds the guest: build it the way the
     # host's build script lays it out.
-    if selected wasmtime && ! selected trellis; then
+    if in_suite hello wasmtime && ! needed trellis; then
         log "cargo build --release --target wasm32-wasip2 -p hello"
         (cd "$REPO" && cargo build --release --target wasm32-wasip2 -p hello --target-dir "$TARGET/guests" >&2)
     fi
 fi
 
 HELLO_WASM=""
-if selected trellis || selected wasmtime; then
-    HELLO_WASM=${HELLO_WASM_PATH:-$(find_hello_wasm "$TARGET" || true)}
+if in_suite hello trellis || in_suite hello wasmtime; then
+    HELLO_WASM=${HELLO_WASM_PATH:-$(find_guest_wasm "$TARGET" hello || true)}
     [[ -n $HELLO_WASM && -f $HELLO_WASM ]] || die "hello.wasm not found under $TARGET/guests (set HELLO_WASM_PATH)"
-    HELLO_WASM=$(cd "$(dirname "$HELLO_WASM")" && pwd)/$(basename "$HELLO_WASM")
+    HELLO_WASM=$(abs_path "$HELLO_WASM")
+fi
+# A missing users.wasm fails only the sql suite's trellis row.
+USERS_WASM=""
+if in_suite sql trellis; then
+    USERS_WASM=${USERS_WASM_PATH:-$(find_guest_wasm "$TARGET" users || true)}
+    if [[ -n $USERS_WASM && -f $USERS_WASM ]]; then
+        USERS_WASM=$(abs_path "$USERS_WASM")
+    else
+        log "users.wasm not found (${USERS_WASM_PATH:-under $TARGET/guests; set USERS_WASM_PATH}); the sql suite's trellis row will fail"
+        USERS_WASM=""
+    fi
 fi
 TRELLIS_BIN=$TARGET/release/trellis
 AXUM_BIN=$TARGET/release/axum-hello
-if selected trellis; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
-if selected axum; then [[ -x $AXUM_BIN ]] || die "missing $AXUM_BIN"; fi
+if needed trellis; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
+if in_suite hello axum; then [[ -x $AXUM_BIN ]] || die "missing $AXUM_BIN"; fi
 
 # ------------------------------------------------------------------ servers
+# Port of server $2 in suite $1.
 port_of() {
-    case $1 in
-        trellis) echo $((PORT_BASE + 0)) ;;
-        axum) echo $((PORT_BASE + 1)) ;;
-        wasmtime) echo $((PORT_BASE + 2)) ;;
-        express) echo $((PORT_BASE + 3)) ;;
+    case $1/$2 in
+        hello/trellis) echo $((PORT_BASE + 0)) ;;
+        hello/axum) echo $((PORT_BASE + 1)) ;;
+        hello/wasmtime) echo $((PORT_BASE + 2)) ;;
+        hello/express) echo $((PORT_BASE + 3)) ;;
+        sql/trellis) echo $((PORT_BASE + 4)) ;;
+        sql/express) echo $((PORT_BASE + 5)) ;;
     esac
 }
 
 label_of() {
-    case $1 in
-        trellis) echo "trellis (hello.wasm)" ;;
-        axum) echo "axum (native)" ;;
-        wasmtime) echo "wasmtime serve $WASMTIME_VERSION" ;;
-        express) echo "express $EXPRESS_VERSION (node $NODE_VERSION, 1 process)" ;;
+    case $1/$2 in
+        hello/trellis) echo "trellis (hello.wasm)" ;;
+        hello/axum) echo "axum (native)" ;;
+        hello/wasmtime) echo "wasmtime serve $WASMTIME_VERSION" ;;
+        hello/express) echo "express $EXPRESS_VERSION (node $NODE_VERSION, 1 process)" ;;
+        sql/trellis) echo "trellis (users.wasm, pool $SQL_POOL)" ;;
+        sql/express) echo "express $EXPRESS_VERSION + pg $PG_CLIENT_VERSION (node $NODE_VERSION, 1 process, pool $SQL_POOL)" ;;
     esac
 }
 
 EXPRESS_VERSION=""
 NODE_VERSION=""
-if selected express; then
+PG_CLIENT_VERSION=""
+if needed express; then
     EXPRESS_VERSION=$(node -p "require('$BENCH_DIR/express/node_modules/express/package.json').version")
     NODE_VERSION=$(node --version)
+    in_suite sql express &&
+        PG_CLIENT_VERSION=$(node -p "require('$BENCH_DIR/express/node_modules/pg/package.json').version")
 fi
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Starts server $1 in the background; sets SERVER_PID. Output -> $WORK/$1.log.
+# Starts server $2 of suite $1 in the background; sets SERVER_PID.
+# Output -> $WORK/<suite>-<name>.log.
 start_server() {
-    local name=$1 port=$2 logf=$WORK/$1.log
-    case $name in
-        trellis)
-            local manifest=$WORK/trellis.toml
+    local suite=$1 name=$2 port=$3 logf=$WORK/$1-$2.log
+    local manifest=$WORK/$suite-trellis.toml
+    case $suite/$name in
+        hello/trellis)
             mkdir -p "$WORK/trellis-cache"
             cat >"$manifest" <<EOF
 [server]
@@ -253,60 +357,124 @@ EOF
             # Default logging, as a user would run it.
             TRELLIS_CACHE_DIR=$WORK/trellis-cache "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
             ;;
-        axum)
+        hello/axum)
             "$AXUM_BIN" "127.0.0.1:$port" >"$logf" 2>&1 &
             ;;
-        wasmtime)
+        hello/wasmtime)
             # -S cli: the guest, like any Rust std component, also imports
             # wasi:cli/environment etc., which `serve` links only with -S cli.
             "$TOOLS/bin/wasmtime" serve -S cli --addr "127.0.0.1:$port" "$HELLO_WASM" >"$logf" 2>&1 &
             ;;
-        express)
+        hello/express)
             (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port exec node server.js) >"$logf" 2>&1 &
+            ;;
+        sql/trellis)
+            mkdir -p "$WORK/trellis-cache"
+            # benches/users.toml is the same manifest for running by hand.
+            # `cache` is granted because the component imports it; without
+            # `cache_ttl_ms` in the route's config it never caches, and
+            # check_db_reads verifies that every request read PostgreSQL.
+            cat >"$manifest" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+
+[database]
+url = "$SQL_URL"
+max_connections = $SQL_POOL
+
+[[route]]
+name = "users-item"
+path = "/users/{id}"
+methods = ["GET"]
+component = "$USERS_WASM"
+grants = ["sql", "cache", "config", "log"]
+EOF
+            # The manifest names the database; an inherited
+            # TRELLIS_DATABASE_URL must not point it elsewhere.
+            env -u TRELLIS_DATABASE_URL TRELLIS_CACHE_DIR="$WORK/trellis-cache" \
+                "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
+            ;;
+        sql/express)
+            (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL \
+                exec node users.js) >"$logf" 2>&1 &
             ;;
     esac
     SERVER_PID=$!
 }
 
-# Waits until the server answers on /hello (any HTTP status), bounded.
+# Waits until the server answers on $3 (any HTTP status), bounded.
 wait_ready() {
-    local name=$1 url=$2 i
+    local suite=$1 name=$2 url=$3 i
     for ((i = 0; i < READY_TIMEOUT_S * 10; i++)); do
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "$name exited during startup; log:" >&2
-            tail -n 30 "$WORK/$name.log" >&2 || true
+            echo "$suite/$name exited during startup; log:" >&2
+            tail -n 30 "$WORK/$suite-$name.log" >&2 || true
             return 1
         fi
         if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
         sleep 0.1
     done
-    echo "$name did not answer within ${READY_TIMEOUT_S}s; log:" >&2
-    tail -n 30 "$WORK/$name.log" >&2 || true
+    echo "$suite/$name did not answer within ${READY_TIMEOUT_S}s; log:" >&2
+    tail -n 30 "$WORK/$suite-$name.log" >&2 || true
     return 1
 }
 
-# One request: 200, text/plain, body exactly "Hello, world!\n".
-check_response() {
-    local name=$1 url=$2 meta status ctype
-    meta=$(curl -s --max-time 5 -o "$WORK/$name.body" -w '%{http_code} %{content_type}' "$url") || {
-        echo "$name: request to $url failed" >&2
+# GET $2 into $WORK/$1.body; checks status 200 and a content type starting
+# with $3.
+fetch_checked() {
+    local tag=$1 url=$2 want_ctype=$3 meta status ctype
+    meta=$(curl -s --max-time 5 -o "$WORK/$tag.body" -w '%{http_code} %{content_type}' "$url") || {
+        echo "$tag: request to $url failed" >&2
         return 1
     }
     status=${meta%% *}
     ctype=${meta#* }
     if [[ $status != 200 ]]; then
-        echo "$name: expected status 200, got $status" >&2
+        echo "$tag: GET $url: expected status 200, got $status; body:" >&2
+        head -c 500 "$WORK/$tag.body" >&2
+        echo >&2
         return 1
     fi
-    if [[ $ctype != text/plain* ]]; then
-        echo "$name: expected content-type text/plain, got '$ctype'" >&2
+    if [[ $ctype != "$want_ctype"* ]]; then
+        echo "$tag: GET $url: expected content-type $want_ctype, got '$ctype'" >&2
         return 1
     fi
-    if ! cmp -s "$WORK/$name.body" <(printf '%s' "$EXPECTED_BODY"); then
+}
+
+# One request: 200, text/plain, body exactly "Hello, world!\n".
+check_hello() {
+    local name=$1 url=$2
+    fetch_checked "hello-$name" "$url" text/plain || return 1
+    if ! cmp -s "$WORK/hello-$name.body" <(printf '%s' "$EXPECTED_BODY"); then
         echo "$name: unexpected body:" >&2
-        od -c "$WORK/$name.body" | head -n 5 >&2
+        od -c "$WORK/hello-$name.body" | head -n 5 >&2
         return 1
     fi
+}
+
+# GET /users/1 and /users/SQL_USERS: 200, application/json, the seeded row
+# (users-seed.sql) as {"id":..,"name":..,"email":..,"created_at":".."}.
+# The email is unique to the benchmark's seed, so this also shows the server
+# reads the benchmark schema. Keeps the first body for the notes.
+check_users() {
+    local name=$1 base=$2 id body ws='[[:space:]]*'
+    for id in 1 "$SQL_USERS"; do
+        fetch_checked "sql-$name" "$base/users/$id" application/json || return 1
+        body=$(<"$WORK/sql-$name.body")
+        local pat
+        for pat in "\"id\"$ws:$ws$id$ws[,}]" \
+            "\"name\"$ws:$ws\"Bench User $id\"" \
+            "\"email\"$ws:$ws\"user$id@bench\\.trellis\\.test\"" \
+            "\"created_at\"$ws:$ws\"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"; do
+            if ! grep -Eq -- "$pat" <<<"$body"; then
+                echo "$name: GET $base/users/$id: body does not match /$pat/:" >&2
+                head -c 500 <<<"$body" >&2
+                return 1
+            fi
+        done
+        [[ $id == 1 ]] && cp "$WORK/sql-$name.body" "$RESULTS/raw/sql-$name.body"
+    done
+    return 0
 }
 
 # wrk latency like 412.00us / 1.23ms / 2.00s -> milliseconds.
@@ -316,6 +484,9 @@ to_ms() {
         if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
         printf "%.3f", n }'
 }
+
+# Completed requests in wrk output file $1 (0 if none).
+wrk_requests() { awk '/ requests in / {n = $1} END {print n + 0}' "$1" 2>/dev/null || echo 0; }
 
 # Parses wrk --latency output file $1 into: rps p50_ms p99_ms errors
 parse_wrk() {
@@ -332,58 +503,152 @@ parse_wrk() {
     echo "$rps $(to_ms "$p50") $(to_ms "$p99") $errs"
 }
 
-declare -A RPS=() P50=() P99=() ERRS=() FAILED=()
+# Results, keyed "suite/server".
+declare -A RPS=() P50=() P99=() ERRS=() FAILED=() DB_READS=() CPU_SERVER=() CPU_PG=()
 
 mkdir -p "$RESULTS/raw"
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 WRK_TIMEOUT=$((DURATION_S + 30))
 
-log "settings: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, ${WARMUP} warm-up; servers: $ONLY"
-for name in "${ALL_SERVERS[@]}"; do
-    selected "$name" || continue
-    port=$(port_of "$name")
-    url="http://127.0.0.1:$port/hello"
+# CPU time (user + system, clock ticks) of process $1 and all its threads.
+proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo ""; }
+
+# CPU ticks of every local `postgres` process (postmaster and backends), or
+# empty when none is visible (a remote database).
+pg_ticks() {
+    local pid t=0 n=0 c
+    for pid in $(pgrep -x postgres 2>/dev/null); do
+        c=$(proc_ticks "$pid")
+        [[ -n $c ]] && t=$((t + c)) && n=$((n + 1))
+    done
+    ((n > 0)) && echo "$t" || echo ""
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# Microseconds of CPU per request: $1 ticks over $2 requests.
+us_per_request() {
+    [[ -n $1 && $2 -gt 0 ]] || { echo ""; return 0; }
+    awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", t / hz / n * 1e6 }'
+}
+
+# Index scans on the benchmark table's primary key so far (PostgreSQL's
+# cumulative statistics; a backend reports its counts when it goes idle or
+# exits).
+pk_scans() {
+    timeout 30 psql "$BENCH_DATABASE_URL" -XAtqc \
+        "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes WHERE schemaname = '$SQL_SCHEMA' AND relname = 'users' AND indexrelname = 'users_pkey'" 2>/dev/null ||
+        echo ""
+}
+
+# After sql server $1 stopped (its connections closed, so every backend has
+# reported), checks that it ran one primary-key lookup per request it
+# answered ($2 requests; scans counted from $3): sets DB_READS, and fails
+# the row when the server answered without reading PostgreSQL each time
+# (say, from a cache).
+check_db_reads() {
+    local key=sql/$1 answered=$2 before=$3 after="" i per
+    [[ -n $before ]] || return 0
+    for ((i = 0; i < 50; i++)); do
+        after=$(pk_scans)
+        [[ -n $after ]] && ((after - before >= answered)) && break
+        sleep 0.2
+    done
+    [[ -n $after ]] || return 0
+    per=$(awk -v s=$((after - before)) -v n="$answered" 'BEGIN { printf "%.2f", n ? s / n : 0 }')
+    DB_READS[$key]=$per
+    if awk -v p="$per" 'BEGIN { exit !(p < 0.99) }'; then
+        FAILED[$key]="made $((after - before)) primary-key lookups for $answered requests (not one per request)"
+    fi
+}
+
+# Starts, checks, warms up, measures and stops server $2 of suite $1.
+bench_one() {
+    local suite=$1 name=$2 key=$1/$2 port url base raw parsed
+    local wrk_args=(-t"$THREADS" -c"$CONNECTIONS")
+    port=$(port_of "$suite" "$name")
+    base="http://127.0.0.1:$port"
+    case $suite in
+        hello) url="$base/hello" ;;
+        # users.lua writes each request's path; wrk needs only the base URL.
+        sql) url="$base/users/1"; wrk_args+=(-s "$BENCH_DIR/users.lua") ;;
+    esac
+    local target=$url wrk_tail=()
+    [[ $suite == sql ]] && target=$base && wrk_tail=(-- "$SQL_USERS")
+    if [[ $key == sql/trellis && -z $USERS_WASM ]]; then
+        FAILED[$key]="users.wasm not found"
+        return 0
+    fi
     if port_in_use "$port"; then
-        FAILED[$name]="port $port already in use"
-        log "$name: port $port is already in use; skipping (set PORT_BASE)"
-        continue
+        FAILED[$key]="port $port already in use"
+        log "$key: port $port is already in use; skipping (set PORT_BASE)"
+        return 0
     fi
-    log "$name: starting on 127.0.0.1:$port"
-    start_server "$name" "$port"
-    if ! wait_ready "$name" "$url"; then
-        FAILED[$name]="did not start"
+    local scans_before=""
+    [[ $suite == sql ]] && scans_before=$(pk_scans)
+    log "$key: starting on 127.0.0.1:$port"
+    start_server "$suite" "$name" "$port"
+    if ! wait_ready "$suite" "$name" "$url"; then
+        FAILED[$key]="did not start"
         stop_server
-        continue
+        return 0
     fi
-    if ! check_response "$name" "$url"; then
-        FAILED[$name]="wrong response"
+    local ok=0
+    case $suite in
+        hello) check_hello "$name" "$url" && ok=1 ;;
+        sql) check_users "$name" "$base" && ok=1 ;;
+    esac
+    if ((!ok)); then
+        FAILED[$key]="wrong response"
+        tail -n 20 "$WORK/$suite-$name.log" >&2 || true
         stop_server
-        continue
+        return 0
     fi
-    log "$name: warm-up $WARMUP"
-    timeout $((WARMUP_S + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null || true
-    log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency $url"
-    raw=$RESULTS/raw/$name.txt
-    if ! timeout "$WRK_TIMEOUT" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$raw" 2>&1; then
-        FAILED[$name]="wrk failed"
+    log "$key: warm-up $WARMUP"
+    timeout $((WARMUP_S + 30)) wrk "${wrk_args[@]}" -d"$WARMUP" "$target" "${wrk_tail[@]}" >"$WORK/warmup.txt" 2>&1 || true
+    log "$key: wrk ${wrk_args[*]} -d$DURATION --latency $target${wrk_tail[*]:+ ${wrk_tail[*]}}"
+    raw=$RESULTS/raw/$suite-$name.txt
+    local srv0 pg0 srv1 pg1
+    srv0=$(proc_ticks "$SERVER_PID")
+    pg0=$([[ $suite == sql ]] && pg_ticks || true)
+    if ! timeout "$WRK_TIMEOUT" wrk "${wrk_args[@]}" -d"$DURATION" --latency "$target" "${wrk_tail[@]}" >"$raw" 2>&1; then
+        FAILED[$key]="wrk failed"
         cat "$raw" >&2
         stop_server
-        continue
+        return 0
     fi
     if ! parsed=$(parse_wrk "$raw"); then
-        FAILED[$name]="could not parse wrk output"
+        FAILED[$key]="could not parse wrk output"
         cat "$raw" >&2
         stop_server
-        continue
+        return 0
     fi
-    read -r "RPS[$name]" "P50[$name]" "P99[$name]" "ERRS[$name]" <<<"$parsed"
+    read -r "RPS[$key]" "P50[$key]" "P99[$key]" "ERRS[$key]" <<<"$parsed"
+    srv1=$(proc_ticks "$SERVER_PID")
+    pg1=$([[ $suite == sql ]] && pg_ticks || true)
+    local answered
+    answered=$(wrk_requests "$raw")
+    [[ -n $srv0 && -n $srv1 ]] && CPU_SERVER[$key]=$(us_per_request $((srv1 - srv0)) "$answered")
+    [[ -n $pg0 && -n $pg1 ]] && CPU_PG[$key]=$(us_per_request $((pg1 - pg0)) "$answered")
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        FAILED[$name]="exited during the run"
-        tail -n 30 "$WORK/$name.log" >&2 || true
+        FAILED[$key]="exited during the run"
+        tail -n 30 "$WORK/$suite-$name.log" >&2 || true
     fi
-    log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms"
+    log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms"
     stop_server
+    if [[ $suite == sql ]]; then
+        # Requests answered: the readiness probe, the two checks, warm-up, run.
+        check_db_reads "$name" $((3 + $(wrk_requests "$WORK/warmup.txt") + $(wrk_requests "$raw"))) "$scans_before"
+        [[ -n ${DB_READS[$key]:-} ]] && log "$key: ${DB_READS[$key]} primary-key lookups per request"
+    fi
     sleep 1
+}
+
+log "settings: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, ${WARMUP} warm-up; suites: $SUITES; servers: $ONLY"
+for suite in "${ALL_SUITES[@]}"; do
+    suite_on "$suite" || continue
+    for name in $(suite_servers "$suite"); do
+        bench_one "$suite" "$name"
+    done
 done
 
 # -------------------------------------------------------------------- table
@@ -391,42 +656,85 @@ ratio() { # $1 / $2 with 2 decimals, or n/a
     if [[ -n $1 && -n $2 ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; else echo "n/a"; fi
 }
 
+# Table rows for suite $1, ratios against server $2. The sql table also
+# has CPU per request of the server and of PostgreSQL.
+table_rows() {
+    local suite=$1 base=$2 name key cpu
+    for name in $(suite_servers "$suite"); do
+        key=$suite/$name
+        cpu=""
+        [[ $suite == sql ]] && cpu=" ${CPU_SERVER[$key]:-?} µs | ${CPU_PG[$key]:-?} µs |"
+        if [[ -n ${RPS[$key]:-} ]]; then
+            printf '| %s | %.0f | %s ms | %s ms |%s %s |\n' "$(label_of "$suite" "$name")" "${RPS[$key]}" \
+                "${P50[$key]}" "${P99[$key]}" "$cpu" "$(ratio "${RPS[$key]}" "${RPS[$suite/$base]:-}")"
+        else
+            printf '| %s | failed: %s | | |%s |\n' "$(label_of "$suite" "$name")" "${FAILED[$key]:-?}" \
+                "${cpu:+ | |}"
+        fi
+    done
+}
+
+# Warnings for suite $1.
+table_warnings() {
+    local suite=$1 name key
+    for name in $(suite_servers "$suite"); do
+        key=$suite/$name
+        if [[ -n ${ERRS[$key]:-} && ${ERRS[$key]} != 0 ]]; then
+            echo "- warning: $name had ${ERRS[$key]} socket errors or non-2xx responses (see results/raw/$suite-$name.txt)"
+        fi
+        if [[ -n ${RPS[$key]:-} && -n ${FAILED[$key]:-} ]]; then
+            echo "- warning: $name ${FAILED[$key]}"
+        fi
+    done
+}
+
 cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
 machine="$(nproc) cores, ${cpu_model:-unknown CPU}, $(uname -sr)"
 run_date=$(date -u '+%Y-%m-%d %H:%M UTC')
+wrk_line="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARMUP warm-up per server, one server at a time"
 
 {
-    echo "### Hello route, $run_date"
-    echo
-    echo "| server | req/s | p50 | p99 | × axum |"
-    echo "|---|---:|---:|---:|---:|"
-    for name in "${ALL_SERVERS[@]}"; do
-        selected "$name" || continue
-        if [[ -n ${RPS[$name]:-} ]]; then
-            printf '| %s | %.0f | %s ms | %s ms | %s |\n' "$(label_of "$name")" "${RPS[$name]}" \
-                "${P50[$name]}" "${P99[$name]}" "$(ratio "${RPS[$name]}" "${RPS[axum]:-}")"
-        else
-            printf '| %s | failed: %s | | | |\n' "$(label_of "$name")" "${FAILED[$name]:-?}"
+    if suite_on hello; then
+        echo "### Hello route, $run_date"
+        echo
+        echo "| server | req/s | p50 | p99 | × axum |"
+        echo "|---|---:|---:|---:|---:|"
+        table_rows hello axum
+        echo
+        if [[ -n ${RPS[hello/trellis]:-} ]]; then
+            [[ -n ${RPS[hello/axum]:-} ]] &&
+                echo "- trellis / axum = $(ratio "${RPS[hello/trellis]}" "${RPS[hello/axum]}") (target ≥ 0.40)"
+            [[ -n ${RPS[hello/wasmtime]:-} ]] &&
+                echo "- trellis / wasmtime serve = $(ratio "${RPS[hello/trellis]}" "${RPS[hello/wasmtime]}") (target > 1)"
+            [[ -n ${RPS[hello/express]:-} ]] &&
+                echo "- trellis / express = $(ratio "${RPS[hello/trellis]}" "${RPS[hello/express]}")"
         fi
-    done
-    echo
-    if [[ -n ${RPS[trellis]:-} ]]; then
-        [[ -n ${RPS[axum]:-} ]] &&
-            echo "- trellis / axum = $(ratio "${RPS[trellis]}" "${RPS[axum]}") (target ≥ 0.40)"
-        [[ -n ${RPS[wasmtime]:-} ]] &&
-            echo "- trellis / wasmtime serve = $(ratio "${RPS[trellis]}" "${RPS[wasmtime]}") (target > 1)"
-        [[ -n ${RPS[express]:-} ]] &&
-            echo "- trellis / express = $(ratio "${RPS[trellis]}" "${RPS[express]}")"
+        table_warnings hello
+        echo "- $wrk_line; wrk and the server share the machine."
+        echo
     fi
-    for name in "${ALL_SERVERS[@]}"; do
-        if [[ -n ${ERRS[$name]:-} && ${ERRS[$name]} != 0 ]]; then
-            echo "- warning: $name had ${ERRS[$name]} socket errors or non-2xx responses (see results/raw/$name.txt)"
+    if suite_on sql; then
+        echo "### SQL read: GET /users/{id} from PostgreSQL, $run_date"
+        echo
+        echo "| server | req/s | p50 | p99 | server CPU / req | PostgreSQL CPU / req | × express |"
+        echo "|---|---:|---:|---:|---:|---:|---:|"
+        table_rows sql express
+        echo
+        if [[ -n ${RPS[sql/trellis]:-} && -n ${RPS[sql/express]:-} ]]; then
+            echo "- trellis / express = $(ratio "${RPS[sql/trellis]}" "${RPS[sql/express]}") (target ≥ 2.00)"
         fi
-        if [[ -n ${RPS[$name]:-} && -n ${FAILED[$name]:-} ]]; then
-            echo "- warning: $name ${FAILED[$name]}"
-        fi
-    done
-    echo "- wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARMUP warm-up per server, one server at a time; wrk and the server share the machine."
+        table_warnings sql
+        reads=""
+        for name in $(suite_servers sql); do
+            [[ -n ${DB_READS[sql/$name]:-} ]] && reads+="${reads:+, }$name ${DB_READS[sql/$name]}"
+        done
+        [[ -n $reads ]] && echo "- primary-key lookups per request, from PostgreSQL's statistics: $reads (1.00 = every request read the table; no cache in between)"
+        echo "- each request: \`SELECT id, name, email, created_at FROM users WHERE id = \$1\` on a pool of $SQL_POOL connections, answered as JSON; ids uniform over 1..$SQL_USERS (benches/users.lua, the same sequence for both)"
+        echo "- PostgreSQL ${PG_VERSION:-?} on the same machine (schema $SQL_SCHEMA, $SQL_USERS rows, all in its cache); wrk, the server and PostgreSQL share the cores"
+        echo "- CPU / req: user + system CPU time during the measured run over the requests wrk completed, for the server process (all threads) and for all local \`postgres\` processes"
+        echo "- $wrk_line"
+        echo
+    fi
     echo "- machine: $machine; load average at start: $LOADAVG_BEFORE"
 } >"$WORK/table.md"
 
@@ -434,6 +742,6 @@ cp "$WORK/table.md" "$RESULTS/latest.md"
 echo
 cat "$WORK/table.md"
 echo
-log "written to ${RESULTS#"$REPO"/}/latest.md (raw wrk output in ${RESULTS#"$REPO"/}/raw/)"
+log "written to ${RESULTS#"$REPO"/}/latest.md (raw wrk output and sample response bodies in ${RESULTS#"$REPO"/}/raw/)"
 
 ((${#FAILED[@]} == 0)) || exit 1
