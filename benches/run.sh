@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trellis load benchmarks: one run, loopback, `wrk`, two suites.
+# Trellis load benchmarks: one run, loopback, `wrk`, three suites.
 #
 # hello - GET /hello, side by side with
 #   trellis   - `trellis serve` with a one-route manifest (the `hello` component)
@@ -13,6 +13,21 @@
 #   both reading the same `users` table, seeded by this script into its own
 #   schema (benches/users-seed.sql), with ids spread over the table by
 #   benches/users.lua.
+# cached - the same GET /users/{id} and table (seeded once if both suites
+#   run) behind a read-through cache in the same Redis, warm (every id is
+#   requested once before the warm-up), side by side with
+#   trellis       - the users component with its route config
+#                   `cache_ttl_ms = "60000"`: the guest's get-or-fill on
+#                   `trellis:api/cache`, in-process tier in front of Redis
+#   trellis-resp  - the same component without `cache_ttl_ms`, behind the
+#                   host's response cache (`cache = { ttl = "60s" }`), whose
+#                   hits never instantiate the component
+#   express       - Express + pg + redis on one Node.js process, a Redis GET
+#                   per request, SELECT + SET EX 60 on a miss
+#                   (benches/express/users-cached.js)
+#   Before each of them the script deletes the three servers' keys from
+#   Redis (prefixes trellis:cache:ns:users-item:user:, trellis:cache:resp:,
+#   bench-express:user:; nothing else).
 # Each server runs alone on its own port; results go to stdout and to
 # benches/results/latest.md. See benches/README.md.
 #
@@ -21,16 +36,19 @@
 #   CONNECTIONS=64   wrk -c
 #   THREADS=2        wrk -t
 #   WARMUP=2s        wrk warm-up run per server, discarded
-#   SUITES=a,b       subset of: hello,sql (default: both)
-#   ONLY=a,b         subset of: trellis,axum,wasmtime,express (default: all;
-#                    the sql suite runs trellis and express only)
+#   SUITES=a,b       subset of: hello,sql,cached (default: all three)
+#   ONLY=a,b         subset of: trellis,trellis-resp,axum,wasmtime,express
+#                    (default: all; sql runs trellis and express, cached
+#                    trellis, trellis-resp and express)
 #   PORT_BASE=8080   hello: trellis=+0 axum=+1 wasmtime=+2 express=+3;
-#                    sql: trellis=+4 express=+5
+#                    sql: trellis=+4 express=+5;
+#                    cached: trellis=+6 trellis-resp=+7 express=+8
 #   BENCH_DATABASE_URL  PostgreSQL for the sql suite, without the schema
 #                    (default postgres://postgres@127.0.0.1:5432/test)
 #   SQL_SCHEMA=trellis_bench  schema the sql suite drops, seeds and reads
 #   SQL_USERS=10000  rows seeded; requests pick ids uniformly in 1..SQL_USERS
 #   SQL_POOL=20      connection pool size, the same for trellis and express
+#   REDIS_URL        Redis for the cached suite (default redis://127.0.0.1:6379)
 #   WASMTIME_FEATURES  wasmtime-cli features to build (default: a minimal set
 #                    for `serve`; "default" for the crate's default features)
 #   SKIP_BUILD=1     don't run cargo build (use existing binaries)
@@ -43,14 +61,15 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
-SUITES=${SUITES:-hello,sql}
-ONLY=${ONLY:-trellis,axum,wasmtime,express}
+SUITES=${SUITES:-hello,sql,cached}
+ONLY=${ONLY:-trellis,trellis-resp,axum,wasmtime,express}
 PORT_BASE=${PORT_BASE:-8080}
 SKIP_BUILD=${SKIP_BUILD:-0}
 BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 SQL_SCHEMA=${SQL_SCHEMA:-trellis_bench}
 SQL_USERS=${SQL_USERS:-10000}
 SQL_POOL=${SQL_POOL:-20}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 WASMTIME_VERSION=48.0.8
 WASMTIME_FEATURES=${WASMTIME_FEATURES:-run,serve,cranelift,pooling-allocator,parallel-compilation,component-model-async,clap/default}
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-60}   # per server, until it answers
@@ -62,10 +81,14 @@ TOOLS="$BENCH_DIR/.tools"
 RESULTS="$BENCH_DIR/results"
 EXPECTED_BODY=$'Hello, world!\n'
 
-ALL_SUITES=(hello sql)
-ALL_SERVERS=(trellis axum wasmtime express)
+ALL_SUITES=(hello sql cached)
+ALL_SERVERS=(trellis trellis-resp axum wasmtime express)
 HELLO_SERVERS=(trellis axum wasmtime express)
 SQL_SERVERS=(trellis express)
+CACHED_SERVERS=(trellis trellis-resp express)
+# The cached suite's Redis keys, by server; the script deletes these (and
+# only these) before each cached server starts.
+CACHED_KEY_PATTERNS=('trellis:cache:ns:users-item:user:*' 'trellis:cache:resp:*' 'bench-express:user:*')
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -77,7 +100,7 @@ for s in "${_only[@]}"; do
     s=${s// /}
     [[ -z $s ]] && continue
     case $s in
-        trellis|axum|wasmtime|express) SELECTED[$s]=1 ;;
+        trellis|trellis-resp|axum|wasmtime|express) SELECTED[$s]=1 ;;
         *) die "ONLY: unknown server '$s' (known: ${ALL_SERVERS[*]})" ;;
     esac
 done
@@ -87,7 +110,7 @@ for s in "${_suites[@]}"; do
     s=${s// /}
     [[ -z $s ]] && continue
     case $s in
-        hello|sql) SUITE_ON[$s]=1 ;;
+        hello|sql|cached) SUITE_ON[$s]=1 ;;
         *) die "SUITES: unknown suite '$s' (known: ${ALL_SUITES[*]})" ;;
     esac
 done
@@ -104,10 +127,13 @@ suite_servers() {
 # Is server $2 run by suite $1?
 in_suite() { suite_on "$1" && suite_servers "$1" | grep -qx "$2"; }
 # Is server $1 run by any selected suite?
-needed() { in_suite hello "$1" || in_suite sql "$1"; }
+needed() { in_suite hello "$1" || in_suite sql "$1" || in_suite cached "$1"; }
+# Does a selected suite read the users table (so it must be seeded)?
+users_suites() { suite_on sql || suite_on cached; }
 
 if suite_on hello && [[ -z $(suite_servers hello) ]]; then die "hello suite: ONLY selects none of its servers"; fi
 if suite_on sql && [[ -z $(suite_servers sql) ]]; then die "sql suite: ONLY selects none of ${SQL_SERVERS[*]}"; fi
+if suite_on cached && [[ -z $(suite_servers cached) ]]; then die "cached suite: ONLY selects none of ${CACHED_SERVERS[*]}"; fi
 
 [[ $CONNECTIONS =~ ^[0-9]+$ && $THREADS =~ ^[0-9]+$ ]] || die "CONNECTIONS and THREADS must be integers"
 ((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be >= THREADS (wrk)"
@@ -115,6 +141,7 @@ if suite_on sql && [[ -z $(suite_servers sql) ]]; then die "sql suite: ONLY sele
 [[ $SQL_SCHEMA =~ ^[a-z_][a-z0-9_]*$ ]] || die "SQL_SCHEMA must be a plain lower-case identifier"
 [[ $BENCH_DATABASE_URL == postgres://* || $BENCH_DATABASE_URL == postgresql://* ]] ||
     die "BENCH_DATABASE_URL must be a postgres:// URL"
+[[ $REDIS_URL == redis://* ]] || die "REDIS_URL must be a redis:// URL"
 
 # The URL both servers get: the base URL plus the libpq `options` parameter
 # that sets search_path at connect time (sqlx and pg both pass it on), so
@@ -235,6 +262,28 @@ seed_database() {
     [[ $n == "$SQL_USERS" ]] || die "expected $SQL_USERS rows in $SQL_SCHEMA.users, found $n"
 }
 
+# redis-cli reaches REDIS_URL. Records Redis's version for the notes.
+REDIS_VERSION=""
+redis_cli() { timeout 30 redis-cli -u "$REDIS_URL" --no-auth-warning "$@"; }
+check_redis() {
+    command -v redis-cli >/dev/null || die "redis-cli not found (needed for the cached suite; apt-get install redis-tools)"
+    [[ $(redis_cli ping 2>/dev/null) == PONG ]] || die "no Redis answers at $REDIS_URL (set REDIS_URL)"
+    REDIS_VERSION=$(redis_cli info server 2>/dev/null | sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p')
+}
+
+# Deletes the cached suite's keys (CACHED_KEY_PATTERNS) from Redis, never
+# anything else: SCAN by pattern, DEL what it finds.
+clear_cached_keys() {
+    local pat
+    for pat in "${CACHED_KEY_PATTERNS[@]}"; do
+        redis_cli --scan --pattern "$pat" | xargs -r -n 500 redis-cli -u "$REDIS_URL" --no-auth-warning del >/dev/null ||
+            die "could not delete $pat from $REDIS_URL"
+    done
+}
+
+# Keys in Redis matching pattern $1.
+count_keys() { redis_cli --scan --pattern "$1" 2>/dev/null | wc -l; }
+
 # Where cargo puts build output (honours CARGO_TARGET_DIR and config).
 target_dir() {
     local dir
@@ -260,12 +309,14 @@ ensure_wrk
 in_suite hello wasmtime && ensure_wasmtime
 needed express && ensure_express
 command -v curl >/dev/null || die "curl not found"
-suite_on sql && seed_database
+suite_on cached && check_redis
+# The sql and cached suites read the same table: seed it once.
+users_suites && seed_database
 
 TARGET=$(target_dir)
 if [[ $SKIP_BUILD != 1 ]]; then
     pkgs=()
-    needed trellis && pkgs+=(-p trellis)
+    { needed trellis || needed trellis-resp; } && pkgs+=(-p trellis)
     in_suite hello axum && pkgs+=(-p trellis-benches)
     if ((${#pkgs[@]} > 0)); then
         log "cargo build --release ${pkgs[*]}"
@@ -273,7 +324,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
     fi
     # Without trellis, nothing else builds the guest: build it the way the
     # host's build script lays it out.
-    if in_suite hello wasmtime && ! needed trellis; then
+    if in_suite hello wasmtime && ! needed trellis && ! needed trellis-resp; then
         log "cargo build --release --target wasm32-wasip2 -p hello"
         (cd "$REPO" && cargo build --release --target wasm32-wasip2 -p hello --target-dir "$TARGET/guests" >&2)
     fi
@@ -285,20 +336,20 @@ if in_suite hello trellis || in_suite hello wasmtime; then
     [[ -n $HELLO_WASM && -f $HELLO_WASM ]] || die "hello.wasm not found under $TARGET/guests (set HELLO_WASM_PATH)"
     HELLO_WASM=$(abs_path "$HELLO_WASM")
 fi
-# A missing users.wasm fails only the sql suite's trellis row.
+# A missing users.wasm fails only the sql and cached suites' trellis rows.
 USERS_WASM=""
-if in_suite sql trellis; then
+if in_suite sql trellis || in_suite cached trellis || in_suite cached trellis-resp; then
     USERS_WASM=${USERS_WASM_PATH:-$(find_guest_wasm "$TARGET" users || true)}
     if [[ -n $USERS_WASM && -f $USERS_WASM ]]; then
         USERS_WASM=$(abs_path "$USERS_WASM")
     else
-        log "users.wasm not found (${USERS_WASM_PATH:-under $TARGET/guests; set USERS_WASM_PATH}); the sql suite's trellis row will fail"
+        log "users.wasm not found (${USERS_WASM_PATH:-under $TARGET/guests; set USERS_WASM_PATH}); the trellis rows of sql/cached will fail"
         USERS_WASM=""
     fi
 fi
 TRELLIS_BIN=$TARGET/release/trellis
 AXUM_BIN=$TARGET/release/axum-hello
-if needed trellis; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
+if needed trellis || needed trellis-resp; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
 if in_suite hello axum; then [[ -x $AXUM_BIN ]] || die "missing $AXUM_BIN"; fi
 
 # ------------------------------------------------------------------ servers
@@ -311,6 +362,9 @@ port_of() {
         hello/express) echo $((PORT_BASE + 3)) ;;
         sql/trellis) echo $((PORT_BASE + 4)) ;;
         sql/express) echo $((PORT_BASE + 5)) ;;
+        cached/trellis) echo $((PORT_BASE + 6)) ;;
+        cached/trellis-resp) echo $((PORT_BASE + 7)) ;;
+        cached/express) echo $((PORT_BASE + 8)) ;;
     esac
 }
 
@@ -322,17 +376,24 @@ label_of() {
         hello/express) echo "express $EXPRESS_VERSION (node $NODE_VERSION, 1 process)" ;;
         sql/trellis) echo "trellis (users.wasm, pool $SQL_POOL)" ;;
         sql/express) echo "express $EXPRESS_VERSION + pg $PG_CLIENT_VERSION (node $NODE_VERSION, 1 process, pool $SQL_POOL)" ;;
+        cached/trellis) echo "trellis (users.wasm, guest read-through cache: L1 in process + Redis)" ;;
+        cached/trellis-resp) echo "trellis-resp (users.wasm behind the host response cache: L1 + Redis)" ;;
+        cached/express) echo "express $EXPRESS_VERSION + redis $REDIS_CLIENT_VERSION + pg $PG_CLIENT_VERSION (node $NODE_VERSION, 1 process, Redis GET per request)" ;;
     esac
 }
 
 EXPRESS_VERSION=""
 NODE_VERSION=""
 PG_CLIENT_VERSION=""
+REDIS_CLIENT_VERSION=""
 if needed express; then
     EXPRESS_VERSION=$(node -p "require('$BENCH_DIR/express/node_modules/express/package.json').version")
     NODE_VERSION=$(node --version)
-    in_suite sql express &&
+    if in_suite sql express || in_suite cached express; then
         PG_CLIENT_VERSION=$(node -p "require('$BENCH_DIR/express/node_modules/pg/package.json').version")
+    fi
+    in_suite cached express &&
+        REDIS_CLIENT_VERSION=$(node -p "require('$BENCH_DIR/express/node_modules/redis/package.json').version")
 fi
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -398,6 +459,42 @@ EOF
             (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL \
                 exec node users.js) >"$logf" 2>&1 &
             ;;
+        cached/trellis | cached/trellis-resp)
+            mkdir -p "$WORK/trellis-cache"
+            manifest=$WORK/$suite-$name.toml
+            # The sql suite's manifest plus [redis] (the cache's shared
+            # tier; the in-process tier has its default size). trellis: the
+            # guest reads through trellis:api/cache (route config
+            # cache_ttl_ms); trellis-resp: no cache_ttl_ms, so the guest
+            # always reads PostgreSQL, behind the host's response cache.
+            local route_cache='config = { cache_ttl_ms = "60000" }'
+            [[ $name == trellis-resp ]] && route_cache='cache = { ttl = "60s" }'
+            cat >"$manifest" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+
+[database]
+url = "$SQL_URL"
+max_connections = $SQL_POOL
+
+[redis]
+url = "$REDIS_URL"
+
+[[route]]
+name = "users-item"
+path = "/users/{id}"
+methods = ["GET"]
+component = "$USERS_WASM"
+grants = ["sql", "cache", "config", "log"]
+$route_cache
+EOF
+            env -u TRELLIS_DATABASE_URL TRELLIS_CACHE_DIR="$WORK/trellis-cache" \
+                "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
+            ;;
+        cached/express)
+            (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL \
+                REDIS_URL=$REDIS_URL TTL_S=60 KEY_PREFIX=bench-express:user: exec node users-cached.js) >"$logf" 2>&1 &
+            ;;
     esac
     SERVER_PID=$!
 }
@@ -455,12 +552,13 @@ check_hello() {
 # GET /users/1 and /users/SQL_USERS: 200, application/json, the seeded row
 # (users-seed.sql) as {"id":..,"name":..,"email":..,"created_at":".."}.
 # The email is unique to the benchmark's seed, so this also shows the server
-# reads the benchmark schema. Keeps the first body for the notes.
+# reads the benchmark schema. Keeps the first body for the notes. $3 is the
+# suite (default sql), for the file names.
 check_users() {
-    local name=$1 base=$2 id body ws='[[:space:]]*'
+    local name=$1 base=$2 suite=${3:-sql} id body ws='[[:space:]]*'
     for id in 1 "$SQL_USERS"; do
-        fetch_checked "sql-$name" "$base/users/$id" application/json || return 1
-        body=$(<"$WORK/sql-$name.body")
+        fetch_checked "$suite-$name" "$base/users/$id" application/json || return 1
+        body=$(<"$WORK/$suite-$name.body")
         local pat
         for pat in "\"id\"$ws:$ws$id$ws[,}]" \
             "\"name\"$ws:$ws\"Bench User $id\"" \
@@ -472,7 +570,7 @@ check_users() {
                 return 1
             fi
         done
-        [[ $id == 1 ]] && cp "$WORK/sql-$name.body" "$RESULTS/raw/sql-$name.body"
+        [[ $id == 1 ]] && cp "$WORK/$suite-$name.body" "$RESULTS/raw/$suite-$name.body"
     done
     return 0
 }
@@ -505,6 +603,7 @@ parse_wrk() {
 
 # Results, keyed "suite/server".
 declare -A RPS=() P50=() P99=() ERRS=() FAILED=() DB_READS=() CPU_SERVER=() CPU_PG=()
+declare -A CPU_REDIS=() DB_TOTAL=() REDIS_KEYS=()
 
 mkdir -p "$RESULTS/raw"
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
@@ -561,6 +660,65 @@ check_db_reads() {
     fi
 }
 
+# CPU ticks of the local redis-server, or empty when none is visible.
+redis_ticks() {
+    local pid t=0 n=0 c
+    for pid in $(pgrep -x redis-server 2>/dev/null); do
+        c=$(proc_ticks "$pid")
+        [[ -n $c ]] && t=$((t + c)) && n=$((n + 1))
+    done
+    ((n > 0)) && echo "$t" || echo ""
+}
+
+# The Redis key pattern of cached server $1.
+cached_pattern() {
+    case $1 in
+        trellis) echo "${CACHED_KEY_PATTERNS[0]}" ;;
+        trellis-resp) echo "${CACHED_KEY_PATTERNS[1]}" ;;
+        express) echo "${CACHED_KEY_PATTERNS[2]}" ;;
+    esac
+}
+
+# Cached suite, server $1 at $2: requests every id 1..SQL_USERS once (curl,
+# 16 in parallel) so the measured run sees a warm cache; fails unless all
+# answer 200. Then checks the responses again, now served from the cache,
+# and for trellis-resp that the host's response cache answered.
+PREWARM_S=()
+prewarm_cached() {
+    local name=$1 base=$2 t0 ok
+    t0=$(date +%s.%N)
+    ok=$(timeout 300 curl -s --parallel --parallel-max 16 -o /dev/null -w '%{http_code}\n' \
+        "$base/users/[1-$SQL_USERS]" 2>/dev/null | grep -c '^200$' || true)
+    if [[ $ok != "$SQL_USERS" ]]; then
+        echo "cached/$name: pre-warm: $ok of $SQL_USERS ids answered 200" >&2
+        return 1
+    fi
+    PREWARM_S[${#PREWARM_S[@]}]="$name $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+    check_users "$name" "$base" cached || return 1
+    if [[ $name == trellis-resp ]]; then
+        local hdr
+        hdr=$(curl -s --max-time 5 -o /dev/null -D - "$base/users/1" | tr -d '\r' |
+            awk -F': *' 'tolower($1) == "x-trellis-cache" {print $2}')
+        if [[ $hdr != hit ]]; then
+            echo "cached/$name: GET /users/1 after pre-warm: x-trellis-cache '$hdr', expected hit" >&2
+            return 1
+        fi
+    fi
+}
+
+# Waits until the primary-key scan count settles (backends report as they
+# exit) and prints it.
+pk_scans_settled() {
+    local last="" now i
+    for ((i = 0; i < 25; i++)); do
+        sleep 0.2
+        now=$(pk_scans)
+        [[ -n $now && $now == "$last" ]] && break
+        last=$now
+    done
+    echo "$now"
+}
+
 # Starts, checks, warms up, measures and stops server $2 of suite $1.
 bench_one() {
     local suite=$1 name=$2 key=$1/$2 port url base raw parsed
@@ -570,11 +728,11 @@ bench_one() {
     case $suite in
         hello) url="$base/hello" ;;
         # users.lua writes each request's path; wrk needs only the base URL.
-        sql) url="$base/users/1"; wrk_args+=(-s "$BENCH_DIR/users.lua") ;;
+        sql | cached) url="$base/users/1"; wrk_args+=(-s "$BENCH_DIR/users.lua") ;;
     esac
     local target=$url wrk_tail=()
-    [[ $suite == sql ]] && target=$base && wrk_tail=(-- "$SQL_USERS")
-    if [[ $key == sql/trellis && -z $USERS_WASM ]]; then
+    [[ $suite == sql || $suite == cached ]] && target=$base && wrk_tail=(-- "$SQL_USERS")
+    if [[ $key == sql/trellis || $key == cached/trellis* ]] && [[ -z $USERS_WASM ]]; then
         FAILED[$key]="users.wasm not found"
         return 0
     fi
@@ -584,7 +742,10 @@ bench_one() {
         return 0
     fi
     local scans_before=""
-    [[ $suite == sql ]] && scans_before=$(pk_scans)
+    [[ $suite == sql || $suite == cached ]] && scans_before=$(pk_scans)
+    # A cold start for every cached server: no keys of any of them in Redis
+    # (and its in-process tier starts empty with the process).
+    [[ $suite == cached ]] && clear_cached_keys
     log "$key: starting on 127.0.0.1:$port"
     start_server "$suite" "$name" "$port"
     if ! wait_ready "$suite" "$name" "$url"; then
@@ -596,6 +757,7 @@ bench_one() {
     case $suite in
         hello) check_hello "$name" "$url" && ok=1 ;;
         sql) check_users "$name" "$base" && ok=1 ;;
+        cached) check_users "$name" "$base" cached && prewarm_cached "$name" "$base" && ok=1 ;;
     esac
     if ((!ok)); then
         FAILED[$key]="wrong response"
@@ -607,9 +769,10 @@ bench_one() {
     timeout $((WARMUP_S + 30)) wrk "${wrk_args[@]}" -d"$WARMUP" "$target" "${wrk_tail[@]}" >"$WORK/warmup.txt" 2>&1 || true
     log "$key: wrk ${wrk_args[*]} -d$DURATION --latency $target${wrk_tail[*]:+ ${wrk_tail[*]}}"
     raw=$RESULTS/raw/$suite-$name.txt
-    local srv0 pg0 srv1 pg1
+    local srv0 pg0 srv1 pg1 rd0 rd1
     srv0=$(proc_ticks "$SERVER_PID")
-    pg0=$([[ $suite == sql ]] && pg_ticks || true)
+    pg0=$([[ $suite == sql || $suite == cached ]] && pg_ticks || true)
+    rd0=$([[ $suite == cached ]] && redis_ticks || true)
     if ! timeout "$WRK_TIMEOUT" wrk "${wrk_args[@]}" -d"$DURATION" --latency "$target" "${wrk_tail[@]}" >"$raw" 2>&1; then
         FAILED[$key]="wrk failed"
         cat "$raw" >&2
@@ -624,11 +787,22 @@ bench_one() {
     fi
     read -r "RPS[$key]" "P50[$key]" "P99[$key]" "ERRS[$key]" <<<"$parsed"
     srv1=$(proc_ticks "$SERVER_PID")
-    pg1=$([[ $suite == sql ]] && pg_ticks || true)
+    pg1=$([[ $suite == sql || $suite == cached ]] && pg_ticks || true)
+    rd1=$([[ $suite == cached ]] && redis_ticks || true)
     local answered
     answered=$(wrk_requests "$raw")
     [[ -n $srv0 && -n $srv1 ]] && CPU_SERVER[$key]=$(us_per_request $((srv1 - srv0)) "$answered")
-    [[ -n $pg0 && -n $pg1 ]] && CPU_PG[$key]=$(us_per_request $((pg1 - pg0)) "$answered")
+    if [[ -n $pg0 && -n $pg1 ]]; then
+        local pg_d=$((pg1 - pg0))
+        # A postgres process that exits during the run (an autovacuum
+        # worker, a closing backend) takes its ticks out of the sum; with
+        # the cached suite's near-zero PostgreSQL work that shows as a
+        # negative number.
+        [[ $suite == cached ]] && ((pg_d < 0)) && pg_d=0
+        CPU_PG[$key]=$(us_per_request "$pg_d" "$answered")
+    fi
+    [[ -n $rd0 && -n $rd1 ]] && CPU_REDIS[$key]=$(us_per_request $((rd1 - rd0)) "$answered")
+    [[ $suite == cached ]] && REDIS_KEYS[$key]=$(count_keys "$(cached_pattern "$name")")
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
         FAILED[$key]="exited during the run"
         tail -n 30 "$WORK/$suite-$name.log" >&2 || true
@@ -640,6 +814,22 @@ bench_one() {
         check_db_reads "$name" $((3 + $(wrk_requests "$WORK/warmup.txt") + $(wrk_requests "$raw"))) "$scans_before"
         [[ -n ${DB_READS[$key]:-} ]] && log "$key: ${DB_READS[$key]} primary-key lookups per request"
     fi
+    if [[ $suite == cached && -n $scans_before ]]; then
+        # Informative, not a check. A backend may hold its counts for up to
+        # 10 s while idle, so they are read once the server has stopped
+        # (its backends exit and report): all lookups over the server's
+        # life, less the SQL_USERS the checks and the pre-warm need (one per
+        # id), over the requests after the pre-warm (warm-up + measured
+        # run). ≈ 0 when every one of those was a cache hit.
+        local scans_after after_warm
+        scans_after=$(pk_scans_settled)
+        if [[ -n $scans_after ]]; then
+            DB_TOTAL[$key]=$((scans_after - scans_before))
+            after_warm=$(($(wrk_requests "$WORK/warmup.txt") + answered))
+            DB_READS[$key]=$(awk -v s=$((DB_TOTAL[$key] - SQL_USERS)) -v n="$after_warm" 'BEGIN { printf "%.4f", n ? s / n : 0 }')
+            log "$key: ${DB_TOTAL[$key]} PostgreSQL lookups since start; ${DB_READS[$key]} per request after the pre-warm"
+        fi
+    fi
     sleep 1
 }
 
@@ -649,6 +839,8 @@ for suite in "${ALL_SUITES[@]}"; do
     for name in $(suite_servers "$suite"); do
         bench_one "$suite" "$name"
     done
+    # Leave no benchmark keys behind in Redis.
+    if [[ $suite == cached ]]; then clear_cached_keys; fi
 done
 
 # -------------------------------------------------------------------- table
@@ -657,19 +849,22 @@ ratio() { # $1 / $2 with 2 decimals, or n/a
 }
 
 # Table rows for suite $1, ratios against server $2. The sql table also
-# has CPU per request of the server and of PostgreSQL.
+# has CPU per request of the server and of PostgreSQL; the cached table
+# also of Redis.
 table_rows() {
-    local suite=$1 base=$2 name key cpu
+    local suite=$1 base=$2 name key cpu blank
     for name in $(suite_servers "$suite"); do
         key=$suite/$name
-        cpu=""
-        [[ $suite == sql ]] && cpu=" ${CPU_SERVER[$key]:-?} µs | ${CPU_PG[$key]:-?} µs |"
+        cpu="" blank=""
+        [[ $suite == sql ]] && cpu=" ${CPU_SERVER[$key]:-?} µs | ${CPU_PG[$key]:-?} µs |" blank=" | |"
+        [[ $suite == cached ]] &&
+            cpu=" ${CPU_SERVER[$key]:-?} µs | ${CPU_PG[$key]:-?} µs | ${CPU_REDIS[$key]:-?} µs |" blank=" | | |"
         if [[ -n ${RPS[$key]:-} ]]; then
             printf '| %s | %.0f | %s ms | %s ms |%s %s |\n' "$(label_of "$suite" "$name")" "${RPS[$key]}" \
                 "${P50[$key]}" "${P99[$key]}" "$cpu" "$(ratio "${RPS[$key]}" "${RPS[$suite/$base]:-}")"
         else
             printf '| %s | failed: %s | | |%s |\n' "$(label_of "$suite" "$name")" "${FAILED[$key]:-?}" \
-                "${cpu:+ | |}"
+                "$blank"
         fi
     done
 }
@@ -732,6 +927,39 @@ wrk_line="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARM
         echo "- each request: \`SELECT id, name, email, created_at FROM users WHERE id = \$1\` on a pool of $SQL_POOL connections, answered as JSON; ids uniform over 1..$SQL_USERS (benches/users.lua, the same sequence for both)"
         echo "- PostgreSQL ${PG_VERSION:-?} on the same machine (schema $SQL_SCHEMA, $SQL_USERS rows, all in its cache); wrk, the server and PostgreSQL share the cores"
         echo "- CPU / req: user + system CPU time during the measured run over the requests wrk completed, for the server process (all threads) and for all local \`postgres\` processes"
+        echo "- $wrk_line"
+        echo
+    fi
+    if suite_on cached; then
+        echo "### Cached read: GET /users/{id} through a warm read-through cache (Redis + PostgreSQL), $run_date"
+        echo
+        echo "| server | req/s | p50 | p99 | server CPU / req | PostgreSQL CPU / req | Redis CPU / req | × express |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        table_rows cached express
+        echo
+        for name in trellis trellis-resp; do
+            if [[ -n ${RPS[cached/$name]:-} && -n ${RPS[cached/express]:-} ]]; then
+                echo "- $name / express = $(ratio "${RPS[cached/$name]}" "${RPS[cached/express]}") (target ≥ 5.00)"
+            fi
+        done
+        table_warnings cached
+        reads=""
+        for name in $(suite_servers cached); do
+            [[ -n ${DB_READS[cached/$name]:-} ]] &&
+                reads+="${reads:+, }$name ${DB_READS[cached/$name]} (${DB_TOTAL[cached/$name]} since start)"
+        done
+        [[ -n $reads ]] && echo "- PostgreSQL primary-key lookups per request after the pre-warm (warm-up + measured run), from PostgreSQL's statistics: (lookups over the server's life − $SQL_USERS for the checks and the pre-warm) / requests; informative, ≈ 0 means every request was a cache hit: $reads"
+        keys=""
+        for name in $(suite_servers cached); do
+            [[ -n ${REDIS_KEYS[cached/$name]:-} ]] && keys+="${keys:+, }$name ${REDIS_KEYS[cached/$name]}"
+        done
+        [[ -n $keys ]] && echo "- keys in Redis after the run, per server's prefix: $keys"
+        warm=""
+        for w in "${PREWARM_S[@]}"; do warm+="${warm:+, }${w% *} ${w##* } s"; done
+        echo "- warm cache: before its warm-up each server's keys are deleted from Redis (prefixes \`trellis:cache:ns:users-item:user:\`, \`trellis:cache:resp:\`, \`bench-express:user:\`; nothing else), then every id 1..$SQL_USERS is requested once (curl, 16 in parallel${warm:+; took $warm}), so all $SQL_USERS users are cached before the $WARMUP wrk warm-up and the measured run; TTL 60 s everywhere, longer than warm-up + run"
+        echo "- trellis: the users component with route config \`cache_ttl_ms = \"60000\"\`: each request instantiates the component, which calls \`trellis:api/cache\` get-or-fill (in-process tier, then Redis); trellis-resp: the same component without it, behind the route's \`cache = { ttl = \"60s\" }\`, whose hits are answered by the host without instantiating the component; express: \`benches/express/users-cached.js\`, a Redis GET per request (node-redis, one connection), pg on a miss, SET EX 60. Express has no in-process tier; Trellis's in-process tier in front of Redis is part of the design being compared"
+        echo "- responses checked before the pre-warm (cache misses) and after it (hits): /users/1 and /users/$SQL_USERS as in the sql suite; PostgreSQL ${PG_VERSION:-?} and Redis ${REDIS_VERSION:-?} ($REDIS_URL) on the same machine, pool $SQL_POOL"
+        echo "- CPU / req: user + system CPU time during the measured run over the requests wrk completed, for the server process, all local \`postgres\` processes and the local \`redis-server\`"
         echo "- $wrk_line"
         echo
     fi
