@@ -76,6 +76,33 @@ macro_rules! on_a_pooled_connection {
     }};
 }
 
+/// One statement on a transaction's connection, under the statement
+/// timeout, with its span; `closed` once the transaction has ended.
+macro_rules! in_the_transaction {
+    ($store:ident, $tx:ident, $span:literal, $statement:ident, $params:ident, $run:ident) => {{
+        let span = $store.sql_span($span, Some(&$statement));
+        let timeout = $store.guest().services.database.statement_timeout();
+        let result = match $store.table().get_mut(&$tx)? {
+            Transaction::Sqlite(t) => {
+                within(
+                    timeout,
+                    $run::<sqlx::Sqlite>(t, timeout, &$statement, $params),
+                )
+                .await
+            }
+            Transaction::Postgres(t) => {
+                within(
+                    timeout,
+                    $run::<sqlx::Postgres>(t, timeout, &$statement, $params),
+                )
+                .await
+            }
+            Transaction::Closed => Err(Error::Closed),
+        };
+        Ok(span.finish(result))
+    }};
+}
+
 impl StoreData {
     /// The database; a clone, so no borrow of the store lives across an
     /// `.await` (the store is not `Sync`).
@@ -197,25 +224,7 @@ impl HostTransaction for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, Error>> {
-        let span = self.sql_span("sql.query", Some(&statement));
-        let timeout = self.guest().services.database.statement_timeout();
-        Ok(span.finish(match self.table().get_mut(&tx)? {
-            Transaction::Sqlite(t) => {
-                within(
-                    timeout,
-                    fetch_all::<sqlx::Sqlite>(t, timeout, &statement, params),
-                )
-                .await
-            }
-            Transaction::Postgres(t) => {
-                within(
-                    timeout,
-                    fetch_all::<sqlx::Postgres>(t, timeout, &statement, params),
-                )
-                .await
-            }
-            Transaction::Closed => Err(Error::Closed),
-        }))
+        in_the_transaction!(self, tx, "sql.query", statement, params, fetch_all)
     }
 
     async fn execute(
@@ -224,25 +233,7 @@ impl HostTransaction for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        let span = self.sql_span("sql.execute", Some(&statement));
-        let timeout = self.guest().services.database.statement_timeout();
-        Ok(span.finish(match self.table().get_mut(&tx)? {
-            Transaction::Sqlite(t) => {
-                within(
-                    timeout,
-                    execute::<sqlx::Sqlite>(t, timeout, &statement, params),
-                )
-                .await
-            }
-            Transaction::Postgres(t) => {
-                within(
-                    timeout,
-                    execute::<sqlx::Postgres>(t, timeout, &statement, params),
-                )
-                .await
-            }
-            Transaction::Closed => Err(Error::Closed),
-        }))
+        in_the_transaction!(self, tx, "sql.execute", statement, params, execute)
     }
 
     async fn commit(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
