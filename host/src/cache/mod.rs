@@ -140,11 +140,6 @@ impl Cache {
         self.max_value
     }
 
-    /// Whether a shared tier is configured.
-    pub fn redis(&self) -> Option<&Arc<Redis>> {
-        self.redis.as_ref()
-    }
-
     /// The entry under `key` (already namespaced), from the nearest tier.
     pub async fn get(&self, key: &str) -> Option<(Entry, Tier)> {
         if let Some(entry) = self.l1.get(key).await {

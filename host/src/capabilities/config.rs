@@ -99,11 +99,6 @@ impl RouteConfig {
             .filter(|(v, secret)| *secret && !v.is_empty())
             .map(|(v, _)| v.as_str())
     }
-
-    /// Whether the route has any secret.
-    pub fn has_secrets(&self) -> bool {
-        self.secret_values().next().is_some()
-    }
 }
 
 impl fmt::Debug for RouteConfig {

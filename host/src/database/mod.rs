@@ -85,10 +85,11 @@ impl Database {
             })
             .collect();
         let wanted = manifest.database.is_some()
-            || manifest
-                .routes
-                .iter()
-                .any(|r| r.spec().grants.iter().any(|g| g == "sql"));
+            || manifest.routes.iter().any(|r| {
+                r.grants
+                    .as_ref()
+                    .is_some_and(|g| g.get_ref().iter().any(|g| g == "sql"))
+            });
         let connections = metrics.register(
             &prometheus::IntGaugeVec::new(
                 prometheus::Opts::new(

@@ -50,28 +50,31 @@ enum Message {
     Failed(Error),
 }
 
-/// Calls `$call` with the concrete pool, whichever database it is.
-macro_rules! on_pool {
-    ($pool:expr, $p:ident => $call:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $call,
-            Pool::Postgres($p) => $call,
-        }
-    };
-}
-
 /// One statement on a connection taken from the pool for it: opens the
 /// pool if needed, applies the statement timeout and records the span.
 macro_rules! on_a_pooled_connection {
-    ($store:ident, $span:literal, $statement:ident, $params:ident, $run:path) => {{
+    ($store:ident, $span:literal, $statement:ident, $params:ident, $run:ident) => {{
         let span = $store.sql_span($span, Some(&$statement));
         let (pool, timeout, waited) = match open($store.database()).await {
             Ok(opened) => opened,
             Err(e) => return Ok(span.finish(Err(e))),
         };
-        let result = on_pool!(&pool, p => {
-            within(timeout, $run(p, &waited, timeout, &$statement, $params)).await
-        });
+        let result = match &pool {
+            Pool::Sqlite(p) => {
+                within(timeout, async {
+                    let mut conn = acquire(p, &waited).await?;
+                    $run::<sqlx::Sqlite>(&mut conn, timeout, &$statement, $params).await
+                })
+                .await
+            }
+            Pool::Postgres(p) => {
+                within(timeout, async {
+                    let mut conn = acquire(p, &waited).await?;
+                    $run::<sqlx::Postgres>(&mut conn, timeout, &$statement, $params).await
+                })
+                .await
+            }
+        };
         Ok(span.finish(result))
     }};
 }
@@ -150,7 +153,7 @@ impl Host for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, Error>> {
-        on_a_pooled_connection!(self, "sql.query", statement, params, pooled::fetch_all)
+        on_a_pooled_connection!(self, "sql.query", statement, params, fetch_all)
     }
 
     async fn execute(
@@ -158,7 +161,7 @@ impl Host for StoreData {
         statement: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        on_a_pooled_connection!(self, "sql.execute", statement, params, pooled::execute)
+        on_a_pooled_connection!(self, "sql.execute", statement, params, execute)
     }
 
     async fn query_stream(
@@ -352,44 +355,6 @@ where
         .await
         .map_err(to_error)?;
     Ok(DB::rows_affected(&done))
-}
-
-/// [`fetch_all`] and [`execute`] on a connection taken from the pool for
-/// the one statement.
-mod pooled {
-    use super::*;
-
-    pub(super) async fn fetch_all<DB>(
-        pool: &sqlx::Pool<DB>,
-        waited: &Histogram,
-        timeout: Duration,
-        statement: &str,
-        params: Vec<Value>,
-    ) -> Result<Rows, Error>
-    where
-        DB: Backend,
-        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    {
-        let mut conn = acquire(pool, waited).await?;
-        super::fetch_all::<DB>(&mut conn, timeout, statement, params).await
-    }
-
-    pub(super) async fn execute<DB>(
-        pool: &sqlx::Pool<DB>,
-        waited: &Histogram,
-        timeout: Duration,
-        statement: &str,
-        params: Vec<Value>,
-    ) -> Result<u64, Error>
-    where
-        DB: Backend,
-        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    {
-        let mut conn = acquire(pool, waited).await?;
-        super::execute::<DB>(&mut conn, timeout, statement, params).await
-    }
 }
 
 /// A pooled connection, recording the wait in `waited`.
