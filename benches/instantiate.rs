@@ -10,13 +10,13 @@ use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trellis::capabilities::{GuestContext, Services};
-use trellis::trace::TraceContext;
 use trellis::component::Loader;
 use trellis::engine::{EpochTicker, new_engine};
 use trellis::invoke::{Context, instantiate_once, invoke};
 use trellis::linker::new_linker;
 use trellis::manifest::{Limits, Manifest};
 use trellis::metrics::Metrics;
+use trellis::trace::TraceContext;
 use trellis::units::{ByteSize, Duration as Timeout};
 
 #[tokio::main(flavor = "current_thread")]

@@ -69,6 +69,7 @@ pub(super) async fn apply(pool: &Pool, files: &[(String, PathBuf)]) -> anyhow::R
                 .await
                 .context("migrations: acquiring a connection")?;
             apply_each!(&mut *conn)?;
+            conn.release();
         }
         Pool::Postgres(pool) => {
             let mut conn = pool
@@ -85,6 +86,7 @@ pub(super) async fn apply(pool: &Pool, files: &[(String, PathBuf)]) -> anyhow::R
                 .bind(LOCK_KEY)
                 .execute(&mut *conn)
                 .await;
+            conn.release();
             result?;
         }
     }

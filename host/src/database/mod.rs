@@ -6,13 +6,12 @@
 //! of such a route), so a host with no SQL routes never creates a file.
 
 mod migrate;
+pub mod pool;
 
 use crate::manifest::{self, Manifest, Migration};
 use crate::metrics::Metrics;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::{PgConnectOptions, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,9 +24,9 @@ pub const URL_ENV: &str = "TRELLIS_DATABASE_URL";
 #[derive(Clone, Debug)]
 pub enum Pool {
     /// Embedded SQLite.
-    Sqlite(SqlitePool),
+    Sqlite(pool::Pool<Sqlite>),
     /// PostgreSQL.
-    Postgres(PgPool),
+    Postgres(pool::Pool<Postgres>),
 }
 
 /// Which database a URL names.
@@ -188,18 +187,28 @@ impl Database {
     pub async fn ping(&self) -> anyhow::Result<()> {
         use sqlx::Connection as _;
         match self.pool.get() {
-            Some(Pool::Sqlite(pool)) => pool.acquire().await?.ping().await?,
-            Some(Pool::Postgres(pool)) => pool.acquire().await?.ping().await?,
+            Some(Pool::Sqlite(pool)) => {
+                let mut conn = pool.acquire().await?;
+                conn.ping().await?;
+                conn.release();
+            }
+            Some(Pool::Postgres(pool)) => {
+                let mut conn = pool.acquire().await?;
+                conn.ping().await?;
+                conn.release();
+            }
             None => {}
         }
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections in use to come back.
+    /// Closes the pool, waiting a little for connections in use to come
+    /// back.
     pub async fn close(&self) {
+        const WITHIN: Duration = Duration::from_secs(5);
         match self.pool.get() {
-            Some(Pool::Sqlite(pool)) => pool.close().await,
-            Some(Pool::Postgres(pool)) => pool.close().await,
+            Some(Pool::Sqlite(pool)) => pool.close(WITHIN).await,
+            Some(Pool::Postgres(pool)) => pool.close(WITHIN).await,
             None => {}
         }
     }
@@ -208,6 +217,12 @@ impl Database {
         use anyhow::Context as _;
         let s = &self.settings;
         let what = || format!("connecting to {}", self.display_url());
+        let settings = pool::Settings {
+            max: s.max_connections,
+            min: s.min_connections,
+            acquire_timeout: s.acquire_timeout.0,
+            idle_timeout: s.idle_timeout.0,
+        };
         Ok(match self.kind {
             Kind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(&self.url)
@@ -216,21 +231,7 @@ impl Database {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(s.acquire_timeout.0);
-                let pool = SqlitePoolOptions::new()
-                    // A statement that timed out leaves its progress
-                    // handler (see `capabilities::sql::value`) behind;
-                    // clear it before the connection's next use.
-                    .before_acquire(|conn, _meta| {
-                        Box::pin(async move {
-                            conn.lock_handle().await?.remove_progress_handler();
-                            Ok(true)
-                        })
-                    })
-                    .max_connections(s.max_connections)
-                    .min_connections(s.min_connections)
-                    .acquire_timeout(s.acquire_timeout.0)
-                    .idle_timeout(s.idle_timeout.0)
-                    .connect_with(options)
+                let pool = pool::Pool::connect(options, settings, Some(clear_progress_handler))
                     .await
                     .with_context(what)?;
                 Pool::Sqlite(pool)
@@ -241,23 +242,29 @@ impl Database {
                     .with_context(what)?
                     .application_name("trellis")
                     .options([("statement_timeout", format!("{timeout_ms}ms"))]);
-                // No ping before each acquire: it would double the round
-                // trips of a one-query request. A connection the server
-                // dropped fails its statement with `unavailable`, and the
-                // pool discards it.
-                let pool = PgPoolOptions::new()
-                    .max_connections(s.max_connections)
-                    .min_connections(s.min_connections)
-                    .acquire_timeout(s.acquire_timeout.0)
-                    .idle_timeout(s.idle_timeout.0)
-                    .test_before_acquire(false)
-                    .connect_with(options)
+                // No ping before each use: it would double the round trips
+                // of a one-query request. A connection the server dropped
+                // fails its statement with `unavailable`, and the pool
+                // discards it.
+                let pool = pool::Pool::connect(options, settings, None)
                     .await
                     .with_context(what)?;
                 Pool::Postgres(pool)
             }
         })
     }
+}
+
+/// A statement that timed out leaves its progress handler (see
+/// `capabilities::sql::value`) behind; it is cleared before the
+/// connection's next use.
+fn clear_progress_handler(
+    conn: &mut sqlx::SqliteConnection,
+) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.lock_handle().await?.remove_progress_handler();
+        Ok(())
+    })
 }
 
 /// A `sqlite:` URL with a relative path made relative to `base` (the

@@ -7,6 +7,7 @@ mod value;
 use crate::bindings::trellis::api::sql::{
     DatabaseError, Dialect, Error, Host, HostRowStream, HostTransaction, Row, Rows, Value,
 };
+use crate::database::pool::Conn;
 use crate::database::{Database, Kind, Pool};
 use crate::store::StoreData;
 use crate::trace::SpanGuard;
@@ -27,11 +28,55 @@ const READ_AHEAD: usize = 256;
 /// the handle, or the store goes away after a trap) rolls it back.
 pub enum Transaction {
     /// On SQLite.
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(Open<sqlx::Sqlite>),
     /// On PostgreSQL.
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(Open<sqlx::Postgres>),
     /// Committed or rolled back.
     Closed,
+}
+
+/// A connection with a transaction begun on it.
+pub struct Open<DB: sqlx::Database>(Option<Conn<DB>>);
+
+impl<DB: sqlx::Database> Open<DB> {
+    async fn begin(mut conn: Conn<DB>) -> Result<Open<DB>, sqlx::Error> {
+        <DB::TransactionManager as sqlx::TransactionManager>::begin(&mut conn, None).await?;
+        Ok(Open(Some(conn)))
+    }
+
+    fn conn(&mut self) -> &mut DB::Connection {
+        self.0
+            .as_mut()
+            .expect("open until committed or rolled back")
+    }
+
+    async fn commit(mut self) -> Result<(), Error> {
+        let mut conn = self.0.take().expect("open until committed");
+        let result = <DB::TransactionManager as sqlx::TransactionManager>::commit(&mut conn)
+            .await
+            .map_err(to_error);
+        give_back(conn, &result);
+        result
+    }
+
+    async fn rollback(mut self) -> Result<(), Error> {
+        let mut conn = self.0.take().expect("open until rolled back");
+        let result = <DB::TransactionManager as sqlx::TransactionManager>::rollback(&mut conn)
+            .await
+            .map_err(to_error);
+        give_back(conn, &result);
+        result
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Open<DB> {
+    fn drop(&mut self) {
+        // Queues the ROLLBACK; the pool's ping of a connection dropped
+        // without release sends it and waits for it.
+        if let Some(mut conn) = self.0.take() {
+            <DB::TransactionManager as sqlx::TransactionManager>::start_rollback(&mut conn);
+        }
+    }
 }
 
 /// A query read in batches. A task owns the connection and the cursor and
@@ -63,14 +108,20 @@ macro_rules! on_a_pooled_connection {
             Pool::Sqlite(p) => {
                 within(timeout, async {
                     let mut conn = acquire(p, &waited).await?;
-                    $run::<sqlx::Sqlite>(&mut conn, timeout, &$statement, $params).await
+                    let result =
+                        $run::<sqlx::Sqlite>(&mut conn, timeout, &$statement, $params).await;
+                    give_back(conn, &result);
+                    result
                 })
                 .await
             }
             Pool::Postgres(p) => {
                 within(timeout, async {
                     let mut conn = acquire(p, &waited).await?;
-                    $run::<sqlx::Postgres>(&mut conn, timeout, &$statement, $params).await
+                    let result =
+                        $run::<sqlx::Postgres>(&mut conn, timeout, &$statement, $params).await;
+                    give_back(conn, &result);
+                    result
                 })
                 .await
             }
@@ -89,14 +140,14 @@ macro_rules! in_the_transaction {
             Transaction::Sqlite(t) => {
                 within(
                     timeout,
-                    $run::<sqlx::Sqlite>(t, timeout, &$statement, $params),
+                    $run::<sqlx::Sqlite>(t.conn(), timeout, &$statement, $params),
                 )
                 .await
             }
             Transaction::Postgres(t) => {
                 within(
                     timeout,
-                    $run::<sqlx::Postgres>(t, timeout, &$statement, $params),
+                    $run::<sqlx::Postgres>(t.conn(), timeout, &$statement, $params),
                 )
                 .await
             }
@@ -202,17 +253,20 @@ impl Host for StoreData {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
-        let started = std::time::Instant::now();
         let begun = match &pool {
-            Pool::Sqlite(p) => within(timeout, async { p.begin().await.map_err(to_error) })
-                .await
-                .map(Transaction::Sqlite),
-            Pool::Postgres(p) => within(timeout, async { p.begin().await.map_err(to_error) })
-                .await
-                .map(Transaction::Postgres),
+            Pool::Sqlite(p) => within(timeout, async {
+                let conn = acquire(p, &waited).await?;
+                Open::begin(conn).await.map_err(to_error)
+            })
+            .await
+            .map(Transaction::Sqlite),
+            Pool::Postgres(p) => within(timeout, async {
+                let conn = acquire(p, &waited).await?;
+                Open::begin(conn).await.map_err(to_error)
+            })
+            .await
+            .map(Transaction::Postgres),
         };
-        // Beginning is mostly waiting for a connection.
-        waited.observe(started.elapsed().as_secs_f64());
         Ok(match begun {
             Ok(tx) => Ok(self.table().push(tx)?),
             Err(e) => Err(e),
@@ -243,8 +297,8 @@ impl HostTransaction for StoreData {
         let _span = self.sql_span("sql.commit", None);
         let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
         Ok(match tx {
-            Transaction::Sqlite(t) => t.commit().await.map_err(to_error),
-            Transaction::Postgres(t) => t.commit().await.map_err(to_error),
+            Transaction::Sqlite(t) => t.commit().await,
+            Transaction::Postgres(t) => t.commit().await,
             Transaction::Closed => Err(Error::Closed),
         })
     }
@@ -253,14 +307,14 @@ impl HostTransaction for StoreData {
         let _span = self.sql_span("sql.rollback", None);
         let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
         Ok(match tx {
-            Transaction::Sqlite(t) => t.rollback().await.map_err(to_error),
-            Transaction::Postgres(t) => t.rollback().await.map_err(to_error),
+            Transaction::Sqlite(t) => t.rollback().await,
+            Transaction::Postgres(t) => t.rollback().await,
             Transaction::Closed => Err(Error::Closed),
         })
     }
 
     async fn drop(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<()> {
-        // sqlx rolls an unfinished transaction back when it is dropped.
+        // An unfinished transaction rolls back when it is dropped.
         self.table().delete(tx)?;
         Ok(())
     }
@@ -300,7 +354,10 @@ impl HostRowStream for StoreData {
             if rows.len() >= max {
                 break;
             }
-            message = stream.rows.try_recv().ok();
+            // A full batch unless the result ends first: the rows of one
+            // query follow each other closely, and a guest gets the same
+            // batches whatever the timing.
+            message = stream.rows.recv().await;
         }
         Ok(Ok(rows))
     }
@@ -359,20 +416,29 @@ where
 
 /// A pooled connection, recording the wait in `waited`.
 async fn acquire<DB: sqlx::Database>(
-    pool: &sqlx::Pool<DB>,
+    pool: &crate::database::pool::Pool<DB>,
     waited: &Histogram,
-) -> Result<sqlx::pool::PoolConnection<DB>, Error> {
+) -> Result<Conn<DB>, Error> {
     let started = std::time::Instant::now();
     let conn = pool.acquire().await.map_err(to_error);
     waited.observe(started.elapsed().as_secs_f64());
     conn
 }
 
+/// Returns `conn` to the pool after a call that ran to completion. One
+/// whose connection failed is dropped instead: the pool pings it, and
+/// closes it if that fails too.
+fn give_back<DB: sqlx::Database, T>(conn: Conn<DB>, result: &Result<T, Error>) {
+    if !matches!(result, Err(Error::Unavailable(_))) {
+        conn.release();
+    }
+}
+
 /// The row-stream task: runs the query on its own pooled connection and
 /// sends its rows until the cursor ends, an error, or the guest drops the
 /// stream (the send fails).
 async fn feed<DB>(
-    pool: sqlx::Pool<DB>,
+    pool: crate::database::pool::Pool<DB>,
     waited: Histogram,
     statement: String,
     params: Vec<Value>,
@@ -391,6 +457,8 @@ async fn feed<DB>(
     };
     let mut rows = DB::bind_all(sqlx::query(&statement), params).fetch(&mut *conn);
     let mut first = true;
+    // Leaving the loop early (the guest dropped the stream, or an error)
+    // drops the connection mid-exchange: the pool pings it before reuse.
     loop {
         let message = match rows.try_next().await {
             Ok(Some(row)) => {
@@ -409,7 +477,11 @@ async fn feed<DB>(
                     Err(err) => Message::Failed(err),
                 }
             }
-            Ok(None) => return,
+            Ok(None) => {
+                drop(rows);
+                conn.release();
+                return;
+            }
             Err(err) => Message::Failed(to_error(err)),
         };
         let stop = matches!(message, Message::Failed(_));

@@ -140,7 +140,7 @@ pub struct RowStream {
 }
 
 impl RowStream {
-    /// Up to `max` more rows; an empty batch means the end.
+    /// The next `max` rows, fewer only at the end; an empty batch means the end.
     pub fn next_batch(&mut self, max: u32) -> Result<Vec<Row>, Error> {
         let batch = self.inner.next(max)?;
         if batch.is_empty() {
