@@ -7,24 +7,23 @@
 //! Filtering still follows `TRELLIS_LOG`: the line is written only if an
 //! `INFO` event with target `trellis::request` would be.
 
+use crate::log_writer::LogWriter;
 use http::Method;
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tracing_appender::non_blocking::NonBlocking;
 
 /// Where lines go, and in which shape; set once at startup.
 struct Sink {
-    writer: NonBlocking,
+    writer: LogWriter,
     json: bool,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Sends access-log lines to `writer`, as JSON when `json` is set.
-pub fn install(writer: NonBlocking, json: bool) {
+pub fn install(writer: LogWriter, json: bool) {
     let _ = SINK.set(Sink { writer, json });
 }
 
@@ -67,7 +66,7 @@ pub fn record(entry: &Entry<'_>) {
             format_text(line, entry);
         }
         // The writer only queues the line for the log thread.
-        let _ = sink.writer.clone().write_all(line.as_bytes());
+        sink.writer.line(line.as_bytes());
     });
 }
 

@@ -27,6 +27,7 @@ pub mod grants;
 pub mod health;
 pub mod invoke;
 pub mod linker;
+pub mod log_writer;
 pub mod manifest;
 pub mod metrics;
 pub mod quickstart;

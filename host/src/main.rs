@@ -8,6 +8,9 @@ use trellis::app::App;
 use trellis::capabilities::Services;
 use trellis::config::{Config, Invocation, Mode};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _log_guard = trellis::telemetry::init();

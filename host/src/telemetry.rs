@@ -2,18 +2,16 @@
 //! `TRELLIS_LOG_FORMAT=json`, filtered by `TRELLIS_LOG` (default `info`).
 
 use crate::access_log;
-use std::io::BufWriter;
-use tracing_appender::non_blocking::WorkerGuard;
+use crate::log_writer::{self, FlushGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber and the access log. Lines are written by
 /// a background thread, in batches, so a slow terminal or pipe never stalls
 /// request handling; keep the guard alive until exit so the last lines are
 /// flushed.
-pub fn init() -> WorkerGuard {
+pub fn init() -> FlushGuard {
     let filter = EnvFilter::try_from_env("TRELLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let stdout = BufWriter::with_capacity(64 << 10, std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking(stdout);
+    let (writer, guard) = log_writer::spawn(std::io::stdout());
     let json = std::env::var("TRELLIS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     access_log::install(writer.clone(), json);
     let builder = tracing_subscriber::fmt()
