@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let handler = Arc::new(handler);
     let metrics = Arc::new(Metrics::new());
+    let series = Arc::new(metrics.route("hello"));
     let limits = Limits {
         timeout: Timeout(Duration::from_secs(5)),
         memory: ByteSize(16 << 20),
@@ -75,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
             .expect("request");
         let cx = Context {
             metrics: metrics.clone(),
+            series: series.clone(),
             guest: guest.clone(),
         };
         let response = invoke(&engine, handler.clone(), &limits, req, (), cx)

@@ -49,7 +49,7 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Some(refused) = limit.filter(|d| !d.allowed) {
         crate::body::discard(req.into_body()).await;
         let mut response = fail(ErrorKind::RateLimited(refused));
-        response.extensions_mut().insert(served(&route));
+        response.extensions_mut().insert(served(&app, &route));
         return response;
     }
 
@@ -74,16 +74,17 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Some(limit) = &limit {
         limit.write_headers(response.headers_mut());
     }
-    response.extensions_mut().insert(served(&route));
+    response.extensions_mut().insert(served(&app, &route));
     response
 }
 
 /// What the request log and metrics name a response by.
-fn served(route: &Route) -> Served {
+fn served(app: &App, route: &Route) -> Served {
     Served {
         route: route.name.clone(),
         component: route.handler.digest.clone(),
         version: route.version,
+        metrics: Some(route.metrics(&app.metrics).clone()),
     }
 }
 
@@ -132,9 +133,11 @@ async fn run_component(
     let (parts, body) = req.into_parts();
     let (body, exceeded) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
-    let in_flight = app.metrics.in_flight(&route.name);
+    let series = route.metrics(&app.metrics).clone();
+    let in_flight = series.in_flight();
     let cx = invoke::Context {
         metrics: app.metrics.clone(),
+        series,
         guest: route.guest_context(&app.services, request_id.clone(), trace),
     };
     let result = invoke(

@@ -2,7 +2,7 @@
 //! the one structured log line per request.
 
 use crate::access_log;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::trace::{TRACEPARENT, TraceContext};
 use axum::extract::Request;
 use axum::response::Response;
@@ -34,6 +34,8 @@ pub struct Served {
     pub component: Arc<str>,
     /// The route's version number (1 at startup, +1 per hot load).
     pub version: u32,
+    /// The route's metric series, when the host has metrics.
+    pub metrics: Option<Arc<RouteMetrics>>,
 }
 
 const SECURITY_HEADERS: [(HeaderName, HeaderValue); 3] = [
@@ -165,24 +167,27 @@ where
                 this.method.as_str(),
                 response.status().as_u16(),
                 duration,
+                served.and_then(|s| s.metrics.as_deref()),
             );
         }
         let status = response.status().as_u16();
-        this.trace.record_request(
-            format!("{} {}", this.method, served.map_or("", |s| &*s.route)),
-            duration,
-            vec![
-                ("http.request.method", this.method.to_string()),
-                (
-                    "http.route",
-                    served.map_or(String::new(), |s| s.route.to_string()),
-                ),
-                ("url.path", this.uri.path().to_owned()),
-                ("http.response.status_code", status.to_string()),
-                ("trellis.request_id", this.id.to_string()),
-            ],
-            status >= 500,
-        );
+        if crate::trace::exporting() {
+            this.trace.record_request(
+                format!("{} {}", this.method, served.map_or("", |s| &*s.route)),
+                duration,
+                vec![
+                    ("http.request.method", this.method.to_string()),
+                    (
+                        "http.route",
+                        served.map_or(String::new(), |s| s.route.to_string()),
+                    ),
+                    ("url.path", this.uri.path().to_owned()),
+                    ("http.response.status_code", status.to_string()),
+                    ("trellis.request_id", this.id.to_string()),
+                ],
+                status >= 500,
+            );
+        }
         access_log::record(&access_log::Entry {
             request_id: this.id,
             trace_id: &this.trace.trace_id,

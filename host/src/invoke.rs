@@ -5,7 +5,7 @@
 use crate::capabilities::GuestContext;
 use crate::component::Handler;
 use crate::manifest::Limits;
-use crate::metrics::{FailureKind, Metrics};
+use crate::metrics::{FailureKind, Metrics, RouteMetrics};
 use crate::store::{new_store, set_deadline};
 use bytes::Bytes;
 use http_body::Body;
@@ -41,8 +41,10 @@ pub enum Failure {
 /// has left.
 #[derive(Clone)]
 pub struct Context {
-    /// Where instantiation time, guest time and failures are recorded.
+    /// Where failures are recorded.
     pub metrics: Arc<Metrics>,
+    /// Where the route's instantiation and guest times are recorded.
+    pub series: Arc<RouteMetrics>,
     /// The route, component and request, for capability calls.
     pub guest: GuestContext,
 }
@@ -83,7 +85,7 @@ where
         let started = Instant::now();
         let run = async {
             let proxy = handler.pre.instantiate_async(&mut store).await?;
-            cx.metrics.instantiated(&route, started.elapsed());
+            cx.series.instantiated(started.elapsed());
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
@@ -97,8 +99,8 @@ where
             Ok(Err(err)) => Err(Failure::Trapped(err)),
             Err(_elapsed) => Err(Failure::Timeout(timeout)),
         };
-        cx.metrics
-            .guest_finished(&route, started.elapsed(), store.data().memory_peak());
+        cx.series
+            .guest_finished(started.elapsed(), store.data().memory_peak());
         if let Err(failure) = &result {
             let kind = match failure {
                 Failure::Timeout(_) => FailureKind::Timeout,

@@ -161,33 +161,24 @@ impl Metrics {
     }
 
     /// One answered request; `route` is empty when no route matched.
-    pub fn request(&self, route: &str, method: &str, status: u16, duration: Duration) {
+    pub fn request(
+        &self,
+        route: &str,
+        method: &str,
+        status: u16,
+        duration: Duration,
+        series: Option<&RouteMetrics>,
+    ) {
         let buf = itoa_status(status);
         let status = std::str::from_utf8(&buf).unwrap_or("0");
         self.requests
             .with_label_values(&[route, method, status])
             .inc();
-        self.duration
-            .with_label_values(&[route])
-            .observe(duration.as_secs_f64());
-    }
-
-    /// The time one instantiation took.
-    pub fn instantiated(&self, route: &str, took: Duration) {
-        self.instantiate
-            .with_label_values(&[route])
-            .observe(took.as_secs_f64());
-    }
-
-    /// A guest finished (successfully or not) after `took`, having grown
-    /// its memory to `peak_bytes`.
-    pub fn guest_finished(&self, route: &str, took: Duration, peak_bytes: usize) {
-        self.guest_time
-            .with_label_values(&[route])
-            .observe(took.as_secs_f64());
-        self.guest_memory
-            .with_label_values(&[route])
-            .observe(peak_bytes as f64);
+        let seconds = duration.as_secs_f64();
+        match series {
+            Some(series) => series.duration.observe(seconds),
+            None => self.duration.with_label_values(&[route]).observe(seconds),
+        }
     }
 
     /// A guest failed.
@@ -197,11 +188,16 @@ impl Metrics {
             .inc();
     }
 
-    /// Tracks a guest request in flight until the guard drops.
-    pub fn in_flight(&self, route: &str) -> InFlight {
-        let gauge = self.in_flight.with_label_values(&[route]);
-        gauge.inc();
-        InFlight(gauge)
+    /// `route`'s own series, resolved once so that serving a request
+    /// looks nothing up by label.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            duration: self.duration.with_label_values(&[route]),
+            instantiate: self.instantiate.with_label_values(&[route]),
+            guest_time: self.guest_time.with_label_values(&[route]),
+            guest_memory: self.guest_memory.with_label_values(&[route]),
+            in_flight: self.in_flight.with_label_values(&[route]),
+        }
     }
 
     /// Registers a metric owned by another module (the cache, the rate
@@ -239,6 +235,36 @@ impl Default for Metrics {
 /// Decrements the in-flight gauge when dropped.
 pub struct InFlight(prometheus::IntGauge);
 
+/// One route's series of the per-route metrics (see [`Metrics::route`]).
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    duration: prometheus::Histogram,
+    instantiate: prometheus::Histogram,
+    guest_time: prometheus::Histogram,
+    guest_memory: prometheus::Histogram,
+    in_flight: prometheus::IntGauge,
+}
+
+impl RouteMetrics {
+    /// The time one instantiation took.
+    pub fn instantiated(&self, took: Duration) {
+        self.instantiate.observe(took.as_secs_f64());
+    }
+
+    /// A guest finished (successfully or not) after `took`, having grown
+    /// its memory to `peak_bytes`.
+    pub fn guest_finished(&self, took: Duration, peak_bytes: usize) {
+        self.guest_time.observe(took.as_secs_f64());
+        self.guest_memory.observe(peak_bytes as f64);
+    }
+
+    /// Tracks a guest request in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
@@ -262,9 +288,18 @@ mod tests {
     #[test]
     fn renders_what_was_recorded() {
         let m = Metrics::new();
-        m.request("hello", "GET", 200, Duration::from_micros(300));
-        m.request("hello", "GET", 200, Duration::from_micros(300));
-        m.request("", "GET", 404, Duration::from_micros(10));
+        // One through the route's resolved series, one by label: both
+        // land in the same series.
+        let hello = m.route("hello");
+        m.request(
+            "hello",
+            "GET",
+            200,
+            Duration::from_micros(300),
+            Some(&hello),
+        );
+        m.request("hello", "GET", 200, Duration::from_micros(300), None);
+        m.request("", "GET", 404, Duration::from_micros(10), None);
         m.guest_failed("trap", FailureKind::Trap);
         let text = m.render();
         assert!(

@@ -8,9 +8,10 @@
 use crate::capabilities::{GuestContext, Services};
 use crate::component::Handler;
 use crate::manifest::RouteSpec;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::trace::TraceContext;
 use http::{HeaderValue, Method};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -34,6 +35,8 @@ pub struct Route {
     /// requests on the route, and by successive versions with the same
     /// limits, so a swap does not hand out a fresh set of slots.
     slots: Arc<Semaphore>,
+    /// This route's metric series, resolved on first use.
+    metrics: OnceLock<Arc<RouteMetrics>>,
 }
 
 impl Route {
@@ -61,7 +64,14 @@ impl Route {
             loaded_at: SystemTime::now(),
             slots,
             spec,
+            metrics: OnceLock::new(),
         }
+    }
+
+    /// This route's series of `metrics`.
+    pub fn metrics(&self, metrics: &Metrics) -> &Arc<RouteMetrics> {
+        self.metrics
+            .get_or_init(|| Arc::new(metrics.route(&self.name)))
     }
 
     /// The capability context for one request (or probe) on this route.

@@ -196,7 +196,8 @@ struct SpanRecord {
     error: bool,
 }
 
-fn exporting() -> bool {
+/// Whether spans are exported at all; callers skip building them if not.
+pub fn exporting() -> bool {
     EXPORTER.get().is_some()
 }
 
