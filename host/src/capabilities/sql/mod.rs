@@ -13,7 +13,7 @@ use crate::store::StoreData;
 use crate::trace::SpanGuard;
 use futures::TryStreamExt as _;
 use prometheus::Histogram;
-use sqlx::{Executor, IntoArguments};
+use sqlx::{Executor, IntoArguments, TransactionManager as _};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -40,7 +40,7 @@ pub struct Open<DB: sqlx::Database>(Option<Conn<DB>>);
 
 impl<DB: sqlx::Database> Open<DB> {
     async fn begin(mut conn: Conn<DB>) -> Result<Open<DB>, sqlx::Error> {
-        <DB::TransactionManager as sqlx::TransactionManager>::begin(&mut conn, None).await?;
+        DB::TransactionManager::begin(&mut conn, None).await?;
         Ok(Open(Some(conn)))
     }
 
@@ -50,20 +50,15 @@ impl<DB: sqlx::Database> Open<DB> {
             .expect("open until committed or rolled back")
     }
 
-    async fn commit(mut self) -> Result<(), Error> {
-        let mut conn = self.0.take().expect("open until committed");
-        let result = <DB::TransactionManager as sqlx::TransactionManager>::commit(&mut conn)
-            .await
-            .map_err(to_error);
-        give_back(conn, &result);
-        result
-    }
-
-    async fn rollback(mut self) -> Result<(), Error> {
-        let mut conn = self.0.take().expect("open until rolled back");
-        let result = <DB::TransactionManager as sqlx::TransactionManager>::rollback(&mut conn)
-            .await
-            .map_err(to_error);
+    /// Commits (`commit`) or rolls back, then hands the connection back.
+    async fn end(mut self, commit: bool) -> Result<(), Error> {
+        let mut conn = self.0.take().expect("open until ended");
+        let ended = if commit {
+            DB::TransactionManager::commit(&mut conn).await
+        } else {
+            DB::TransactionManager::rollback(&mut conn).await
+        };
+        let result = ended.map_err(to_error);
         give_back(conn, &result);
         result
     }
@@ -74,7 +69,7 @@ impl<DB: sqlx::Database> Drop for Open<DB> {
         // Queues the ROLLBACK; the pool's ping of a connection dropped
         // without release sends it and waits for it.
         if let Some(mut conn) = self.0.take() {
-            <DB::TransactionManager as sqlx::TransactionManager>::start_rollback(&mut conn);
+            DB::TransactionManager::start_rollback(&mut conn);
         }
     }
 }
@@ -297,8 +292,8 @@ impl HostTransaction for StoreData {
         let _span = self.sql_span("sql.commit", None);
         let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
         Ok(match tx {
-            Transaction::Sqlite(t) => t.commit().await,
-            Transaction::Postgres(t) => t.commit().await,
+            Transaction::Sqlite(t) => t.end(true).await,
+            Transaction::Postgres(t) => t.end(true).await,
             Transaction::Closed => Err(Error::Closed),
         })
     }
@@ -307,8 +302,8 @@ impl HostTransaction for StoreData {
         let _span = self.sql_span("sql.rollback", None);
         let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
         Ok(match tx {
-            Transaction::Sqlite(t) => t.rollback().await,
-            Transaction::Postgres(t) => t.rollback().await,
+            Transaction::Sqlite(t) => t.end(false).await,
+            Transaction::Postgres(t) => t.end(false).await,
             Transaction::Closed => Err(Error::Closed),
         })
     }
