@@ -379,6 +379,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
+    DB::check_params(statement, params.len())?;
     DB::arm_timeout(conn, timeout).await?;
     let rows = DB::bind_all(sqlx::query(statement), params)
         .fetch_all(&mut *conn)
@@ -401,6 +402,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
+    DB::check_params(statement, params.len())?;
     DB::arm_timeout(conn, timeout).await?;
     let done = DB::bind_all(sqlx::query(statement), params)
         .execute(&mut *conn)
@@ -443,6 +445,10 @@ async fn feed<DB>(
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
+    if let Err(err) = DB::check_params(&statement, params.len()) {
+        let _ = tx.send(Message::Failed(err)).await;
+        return;
+    }
     let mut conn = match acquire(&pool, &waited).await {
         Ok(conn) => conn,
         Err(err) => {

@@ -37,6 +37,12 @@ pub(super) trait Backend: sqlx::Database {
     fn column_names(row: &Self::Row) -> Vec<String> {
         row.columns().iter().map(|c| c.name().to_owned()).collect()
     }
+
+    /// An error if `statement` uses more parameters than the `given` ones.
+    /// PostgreSQL checks this itself.
+    fn check_params(_statement: &str, _given: usize) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 impl Backend for Sqlite {
@@ -85,6 +91,20 @@ impl Backend for Sqlite {
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    /// SQLite (and sqlx, on purpose) binds a parameter it was not given as
+    /// NULL; refused here instead, as PostgreSQL refuses it, so a missing
+    /// parameter is an error on both databases rather than a silent NULL.
+    fn check_params(statement: &str, given: usize) -> Result<(), Error> {
+        let used = highest_parameter(statement);
+        if used <= given {
+            return Ok(());
+        }
+        Err(Error::Database(DatabaseError {
+            code: None,
+            message: format!("the statement uses parameter ${used} but {given} were given"),
+        }))
     }
 
     /// SQLite has no statement timeout: a progress handler, called every
@@ -231,4 +251,65 @@ fn decode_error(err: sqlx::Error) -> Error {
         code: None,
         message: format!("reading a column: {err}"),
     })
+}
+
+/// The highest parameter number `statement` uses, counting SQLite's forms
+/// `$N`, `?N` and `?` (one past the highest so far), outside string
+/// literals, quoted identifiers and comments.
+fn highest_parameter(statement: &str) -> usize {
+    let bytes = statement.as_bytes();
+    let number = |from: usize| {
+        let digits = bytes[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let n = statement[from..from + digits].parse::<usize>().ok();
+        (n, from + digits)
+    };
+    let (mut highest, mut i) = (0, 0);
+    while i < bytes.len() {
+        i = match bytes[i] {
+            quote @ (b'\'' | b'"' | b'`') => {
+                let close = bytes[i + 1..].iter().position(|&b| b == quote);
+                close.map_or(bytes.len(), |at| i + 1 + at + 1)
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                let end = bytes[i..].iter().position(|&b| b == b'\n');
+                end.map_or(bytes.len(), |at| i + at + 1)
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = statement[i + 2..].find("*/");
+                end.map_or(bytes.len(), |at| i + 2 + at + 2)
+            }
+            b'$' | b'?' => {
+                let (n, next) = number(i + 1);
+                match n {
+                    Some(n) => highest = highest.max(n),
+                    None if bytes[i] == b'?' => highest += 1,
+                    None => {}
+                }
+                next.max(i + 1)
+            }
+            _ => i + 1,
+        };
+    }
+    highest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::highest_parameter;
+
+    #[test]
+    fn parameters_are_counted_outside_literals_and_comments() {
+        assert_eq!(highest_parameter("SELECT 1"), 0);
+        assert_eq!(highest_parameter("SELECT $1, $3, $2"), 3);
+        assert_eq!(highest_parameter("SELECT ?, ?, ?5, ?"), 6);
+        assert_eq!(
+            highest_parameter("SELECT '$9', \"$8\", `?7` -- $6\n, $1 /* $5 */"),
+            1
+        );
+        assert_eq!(highest_parameter("SELECT 'it''s $4', $2"), 2);
+        assert_eq!(highest_parameter("SELECT '$1"), 0);
+    }
 }
