@@ -3,8 +3,9 @@
 //! `wasi:http/incoming-handler.handle`, collect the response), each on one
 //! thread, averaged over many iterations.
 //!
-//! Usage: `instantiate HELLO_WASM [ITERATIONS] [--instantiate-only]`; the
-//! last flag skips the invoke measurement, for components other than hello.
+//! Usage: `instantiate WASM [ITERATIONS] [--instantiate-only]`; the last
+//! flag skips the invoke measurement, for components other than hello
+//! (every grant is given, so any plugin loads).
 
 use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use trellis::component::Loader;
 use trellis::engine::{EpochTicker, new_engine};
 use trellis::invoke::{Context, instantiate_once, invoke};
 use trellis::linker::new_linker;
-use trellis::manifest::{Limits, Manifest};
+use trellis::manifest::{KNOWN_GRANTS, Limits, Manifest};
 use trellis::metrics::Metrics;
 use trellis::trace::TraceContext;
 use trellis::units::{ByteSize, Duration as Timeout};
@@ -22,9 +23,9 @@ use trellis::units::{ByteSize, Duration as Timeout};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let wasm = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: instantiate HELLO_WASM [ITERATIONS]"))?;
+    let wasm = args.next().ok_or_else(|| {
+        anyhow::anyhow!("usage: instantiate WASM [ITERATIONS] [--instantiate-only]")
+    })?;
     let iterations: u32 = args.next().map_or(Ok(20_000), |n| n.parse())?;
     let instantiate_only = args.next().is_some_and(|a| a == "--instantiate-only");
 
@@ -33,7 +34,9 @@ async fn main() -> anyhow::Result<()> {
     let linker = new_linker(&engine).map_err(anyhow::Error::from)?;
     let cache = std::env::temp_dir().join(format!("trellis-bench-{}", std::process::id()));
     let loader = Loader::new(engine.clone(), linker, cache.clone());
-    let (handler, _) = loader.load(&std::fs::read(&wasm)?, &[])?;
+    // Every grant, so any plugin loads (users.wasm, say, for its cost).
+    let grants: Vec<String> = KNOWN_GRANTS.iter().map(|g| g.to_string()).collect();
+    let (handler, _) = loader.load(&std::fs::read(&wasm)?, &grants)?;
     let manifest = Manifest::parse("", std::path::Path::new("bench.toml"), cache.clone())?;
     let guest = GuestContext {
         services: Arc::new(Services::new(&manifest)?),
