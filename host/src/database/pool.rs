@@ -281,7 +281,7 @@ impl<DB: Database> Drop for Conn<DB> {
 }
 
 /// Closes connections idle past the idle timeout while more than `min` are
-/// open; ends with the pool.
+/// open, and opens connections while fewer are; ends with the pool.
 async fn reap<DB: Database>(shared: std::sync::Weak<Shared<DB>>) {
     let every = match shared.upgrade() {
         Some(s) => {
@@ -312,6 +312,16 @@ async fn reap<DB: Database>(shared: std::sync::Weak<Shared<DB>>) {
         for conn in expired {
             shared.size.fetch_sub(1, Ordering::AcqRel);
             let _ = conn.close().await;
+        }
+        // Connections discarded as broken are replaced up to `min`; a
+        // database that cannot be reached is tried again next round.
+        while shared.size.load(Ordering::Acquire) < shared.settings.min {
+            let opening = tokio::time::timeout(shared.settings.acquire_timeout, shared.open());
+            let Ok(Ok(conn)) = opening.await else { break };
+            shared.idle.lock().expect("pool lock").push(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 }
@@ -388,6 +398,20 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert_eq!((pool.size(), pool.num_idle()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn discarded_connections_are_replaced_up_to_min() {
+        let pool = pool(3, 2, Duration::from_millis(200)).await;
+        assert_eq!(pool.size(), 2);
+        // One connection found broken: the pool forgets it.
+        let mut conn = pool.acquire().await.unwrap();
+        let broken = conn.conn.take().unwrap();
+        conn.shared.discard();
+        drop(broken);
+        assert_eq!(pool.size(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!((pool.size(), pool.num_idle()), (2, 2));
     }
 
     #[tokio::test]
