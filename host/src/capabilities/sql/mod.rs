@@ -379,12 +379,9 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
-    DB::check_params(statement, params.len())?;
+    let query = DB::statement(statement, params)?;
     DB::arm_timeout(conn, timeout).await?;
-    let rows = DB::bind_all(sqlx::query(statement), params)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(to_error)?;
+    let rows = query.fetch_all(&mut *conn).await.map_err(to_error)?;
     let columns = rows.first().map(DB::column_names).unwrap_or_default();
     let rows = rows.iter().map(DB::decode).collect::<Result<_, _>>()?;
     Ok(Rows { columns, rows })
@@ -402,12 +399,9 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
-    DB::check_params(statement, params.len())?;
+    let query = DB::statement(statement, params)?;
     DB::arm_timeout(conn, timeout).await?;
-    let done = DB::bind_all(sqlx::query(statement), params)
-        .execute(&mut *conn)
-        .await
-        .map_err(to_error)?;
+    let done = query.execute(&mut *conn).await.map_err(to_error)?;
     Ok(DB::rows_affected(&done))
 }
 
@@ -445,18 +439,18 @@ async fn feed<DB>(
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
-    if let Err(err) = DB::check_params(&statement, params.len()) {
-        let _ = tx.send(Message::Failed(err)).await;
-        return;
-    }
-    let mut conn = match acquire(&pool, &waited).await {
-        Ok(conn) => conn,
+    let prepared = match DB::statement(&statement, params) {
+        Ok(query) => acquire(&pool, &waited).await.map(|conn| (query, conn)),
+        Err(err) => Err(err),
+    };
+    let (query, mut conn) = match prepared {
+        Ok(ready) => ready,
         Err(err) => {
             let _ = tx.send(Message::Failed(err)).await;
             return;
         }
     };
-    let mut rows = DB::bind_all(sqlx::query(&statement), params).fetch(&mut *conn);
+    let mut rows = query.fetch(&mut *conn);
     let mut first = true;
     // Leaving the loop early (the guest dropped the stream, or an error)
     // drops the connection mid-exchange: the pool pings it before reuse.

@@ -43,6 +43,16 @@ pub(super) trait Backend: sqlx::Database {
     fn check_params(_statement: &str, _given: usize) -> Result<(), Error> {
         Ok(())
     }
+
+    /// `statement` with `params` bound, after checking there are enough:
+    /// the one way a statement is built.
+    fn statement<'q>(
+        statement: &'q str,
+        params: Vec<Value>,
+    ) -> Result<Query<'q, Self, Self::Arguments<'q>>, Error> {
+        Self::check_params(statement, params.len())?;
+        Ok(Self::bind_all(sqlx::query(statement), params))
+    }
 }
 
 impl Backend for Sqlite {
