@@ -11,7 +11,7 @@ use crate::response_cache;
 use crate::routes::Route;
 use crate::trace::TraceContext;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, header};
 use std::sync::Arc;
@@ -19,8 +19,9 @@ use std::sync::atomic::Ordering;
 
 static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-component");
 
-/// The fallback handler: everything that is not a host endpoint.
-pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+/// Everything that is not a host endpoint: its route's component, or a
+/// JSON 404 / 405.
+pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     let request_id = match req.extensions().get::<RequestId>() {
         Some(id) => id.0.clone(),
         None => Arc::from(""),

@@ -4,8 +4,10 @@
 use crate::access_log;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::trace::{TRACEPARENT, TraceContext};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use std::convert::Infallible;
 use std::future::Future;
@@ -90,9 +92,11 @@ pub struct Edge<S> {
     metrics: Option<Arc<Metrics>>,
 }
 
-impl<S> Service<Request> for Edge<S>
+impl<S, B> Service<Request> for Edge<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request, Response = http::Response<B>, Error = Infallible>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -139,15 +143,18 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> Future for EdgeFuture<F>
+impl<F, B> Future for EdgeFuture<F>
 where
-    F: Future<Output = Result<Response, Infallible>>,
+    F: Future<Output = Result<http::Response<B>, Infallible>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(mut response) = ready!(this.inner.poll(cx));
+        let Ok(response) = ready!(this.inner.poll(cx));
+        let mut response = response.map(Body::new);
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(this.id) {
             headers.insert(X_REQUEST_ID.clone(), value);

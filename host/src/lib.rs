@@ -42,4 +42,4 @@ pub mod trace;
 pub mod units;
 pub mod watch;
 
-pub use server::{router, run, shutdown_signal};
+pub use server::{run, service, shutdown_signal};
