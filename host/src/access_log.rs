@@ -90,7 +90,7 @@ fn format_text(out: &mut String, e: &Entry<'_>) {
         out,
         " status={} duration_ms={}",
         e.status,
-        millis(e.duration)
+        Millis(e.duration)
     );
 }
 
@@ -120,12 +120,19 @@ fn format_json(out: &mut String, e: &Entry<'_>) {
         out,
         ",\"status\":{},\"duration_ms\":{},\"target\":\"trellis::request\"}}",
         e.status,
-        millis(e.duration)
+        Millis(e.duration)
     );
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// Milliseconds to the microsecond (`0.028`, not `0.028000999999999998`),
+/// written without float formatting.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
 }
 
 /// Appends `s` as a JSON string literal.
@@ -190,6 +197,14 @@ mod tests {
         s.clear();
         timestamp(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
         assert_eq!(s, "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn durations_are_milliseconds_to_the_microsecond() {
+        let shown = |d| Millis(d).to_string();
+        assert_eq!(shown(Duration::from_nanos(28_001)), "0.028");
+        assert_eq!(shown(Duration::from_micros(1500)), "1.500");
+        assert_eq!(shown(Duration::from_secs(61)), "61000.000");
     }
 
     #[test]
