@@ -127,9 +127,14 @@ fn assert_api_error(answer: &Answer, status: u16, code: &str) -> String {
     assert_eq!(answer.status, status, "{}", answer.body);
     let error = &answer.body["error"];
     assert_eq!(error["code"], code, "{}", answer.body);
-    if let Some(id) = error.get("request_id") {
-        assert_eq!(id, &header(&answer.headers, "x-request-id"));
-    }
+    // The SDK reads the id from the host only when a handler fails; it
+    // must still be the one the response carries.
+    assert_eq!(
+        error["request_id"],
+        header(&answer.headers, "x-request-id"),
+        "{}",
+        answer.body
+    );
     let message = error["message"].as_str().expect("a message").to_owned();
     assert!(!message.is_empty());
     message

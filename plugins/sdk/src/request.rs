@@ -1,7 +1,8 @@
 //! The incoming request as a handler sees it: method, path, query, route
-//! parameters, headers and a body read on first use.
+//! parameters, and headers and a body read from the host on first use.
 
 use std::cell::OnceCell;
+use std::rc::Rc;
 use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
@@ -10,17 +11,32 @@ use wasi::io::streams::StreamError;
 
 use crate::error::Error;
 
+/// The header carrying the host's request id.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of `request`, read from the host (one header lookup).
+pub(crate) fn request_id_of(request: &IncomingRequest) -> Option<String> {
+    let values = request.headers().get(REQUEST_ID);
+    values
+        .into_iter()
+        .next()
+        .and_then(|value| String::from_utf8(value).ok())
+}
+
 /// Largest read asked of the body stream at once.
 const READ_CHUNK: u64 = 64 * 1024;
 
-/// An HTTP request. The body is read from the host only when a handler asks
-/// for it, so a `GET` costs no body reads.
+/// An HTTP request. The headers and the body are read from the host only
+/// when a handler asks for them, so a `GET` that needs neither costs no
+/// host calls for them.
 pub struct Request {
-    inner: IncomingRequest,
+    /// Shared with [`serve`](crate::serve::serve), which looks up the
+    /// request id only if the handler fails.
+    inner: Rc<IncomingRequest>,
     method: String,
     path: String,
     query: String,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: OnceCell<Vec<(String, Vec<u8>)>>,
     /// Set by the [`Router`](crate::Router) from the matched pattern.
     params: Vec<(String, String)>,
     body: OnceCell<Result<Vec<u8>, Error>>,
@@ -45,14 +61,12 @@ impl Request {
             Some((path, query)) => (path.to_owned(), query.to_owned()),
             None => (target, String::new()),
         };
-        // A child resource: it must be gone before `inner` is, so read it now.
-        let headers = inner.headers().entries();
         Request {
-            inner,
+            inner: Rc::new(inner),
             method,
             path,
             query,
-            headers,
+            headers: OnceCell::new(),
             params: Vec::new(),
             body: OnceCell::new(),
         }
@@ -137,21 +151,29 @@ impl Request {
 
     /// The first value of header `name` (any case), if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+        self.headers()
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .and_then(|(_, value)| std::str::from_utf8(value).ok())
     }
 
-    /// Every header as sent, names in lower case.
+    /// Every header as sent, names in lower case; read from the host on
+    /// the first call.
     pub fn headers(&self) -> &[(String, Vec<u8>)] {
-        &self.headers
+        // `headers()` is a child resource, dropped here before `inner` is.
+        self.headers.get_or_init(|| self.inner.headers().entries())
+    }
+
+    /// The host's request, for what [`serve`](crate::serve::serve) needs
+    /// after the handler has consumed `self`.
+    pub(crate) fn incoming(&self) -> Rc<IncomingRequest> {
+        Rc::clone(&self.inner)
     }
 
     /// The request id the host logs this request under, when it is known
     /// (`x-request-id`).
     pub fn request_id(&self) -> Option<&str> {
-        self.header("x-request-id")
+        self.header(REQUEST_ID)
     }
 
     /// The whole body, read from the host on the first call. The route's

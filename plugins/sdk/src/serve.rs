@@ -8,7 +8,7 @@ use wasi::http::types::{
 
 use crate::Handler;
 use crate::error::Error;
-use crate::request::Request;
+use crate::request::{Request, request_id_of};
 use crate::response::{Body, BodyWriter, Response, write_all};
 
 /// The most `output-stream.blocking-write-and-flush` takes at once.
@@ -17,15 +17,18 @@ const BLOCKING_WRITE_MAX: usize = 4096;
 /// Serves one request with `H`; what [`export!`](crate::export) calls.
 pub fn serve<H: Handler>(request: IncomingRequest, response_out: ResponseOutparam) {
     let request = Request::from_wasi(request);
-    let request_id = request.request_id().map(str::to_owned);
+    // Only an error body needs the request id, so a handler that succeeds
+    // without reading headers costs no header calls.
+    let incoming = request.incoming();
+    let request_id = || request_id_of(&incoming);
     let response = match H::handle(request) {
         Ok(response) => response,
         Err(error) => {
             report(&error);
-            error.into_response(request_id.as_deref())
+            error.into_response(request_id().as_deref())
         }
     };
-    send(response, response_out, request_id.as_deref());
+    send(response, response_out, request_id);
 }
 
 /// Logs the cause of a 5xx: the client only sees "internal error".
@@ -46,13 +49,18 @@ fn fail_log(message: &str, cause: &str) {
     eprintln!("{message}: {cause}");
 }
 
-fn send(response: Response, response_out: ResponseOutparam, request_id: Option<&str>) {
+fn send(
+    response: Response,
+    response_out: ResponseOutparam,
+    request_id: impl Fn() -> Option<String>,
+) {
     let (status, headers, mut body) = response.into_parts();
     let outgoing = match outgoing(status, headers, &body) {
         Ok(outgoing) => outgoing,
         Err(error) => {
             report(&error);
-            let (status, headers, error_body) = error.into_response(request_id).into_parts();
+            let (status, headers, error_body) =
+                error.into_response(request_id().as_deref()).into_parts();
             body = error_body;
             match outgoing(status, headers, &body) {
                 Ok(outgoing) => outgoing,
