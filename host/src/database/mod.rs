@@ -185,18 +185,9 @@ impl Database {
 
     /// One round trip on a pooled connection.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        use sqlx::Connection as _;
         match self.pool.get() {
-            Some(Pool::Sqlite(pool)) => {
-                let mut conn = pool.acquire().await?;
-                conn.ping().await?;
-                conn.release();
-            }
-            Some(Pool::Postgres(pool)) => {
-                let mut conn = pool.acquire().await?;
-                conn.ping().await?;
-                conn.release();
-            }
+            Some(Pool::Sqlite(pool)) => pool.ping().await?,
+            Some(Pool::Postgres(pool)) => pool.ping().await?,
             None => {}
         }
         Ok(())

@@ -147,6 +147,14 @@ impl<DB: Database> Pool<DB> {
             .unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 
+    /// Checks that the database answers, on a pooled connection.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.acquire().await?;
+        conn.ping().await?;
+        conn.release();
+        Ok(())
+    }
+
     /// Connections open, idle or in use.
     pub fn size(&self) -> u32 {
         self.shared.size.load(Ordering::Acquire)
@@ -314,14 +322,22 @@ async fn reap<DB: Database>(shared: std::sync::Weak<Shared<DB>>) {
             let _ = conn.close().await;
         }
         // Connections discarded as broken are replaced up to `min`; a
-        // database that cannot be reached is tried again next round.
+        // database that cannot be reached is tried again next round. Each
+        // opening holds a permit, as a user's does, so users opening at the
+        // same time cannot take the pool past `max`.
         while shared.size.load(Ordering::Acquire) < shared.settings.min {
+            let Ok(permit) = shared.permits.try_acquire() else {
+                break;
+            };
+            permit.forget();
             let opening = tokio::time::timeout(shared.settings.acquire_timeout, shared.open());
-            let Ok(Ok(conn)) = opening.await else { break };
-            shared.idle.lock().expect("pool lock").push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            match opening.await {
+                Ok(Ok(conn)) => shared.put_back(conn),
+                _ => {
+                    shared.permits.add_permits(1);
+                    break;
+                }
+            }
         }
     }
 }
