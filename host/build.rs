@@ -63,6 +63,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
     let guests = find_guests(workspace);
+    ensure_target();
     let target_dir = match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace.join(dir).join("guests"), // `join` keeps absolute paths as they are.
         None => workspace.join("target/guests"),
@@ -132,6 +133,39 @@ fn package_name(manifest: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Installs the `wasm32-wasip2` standard library when the toolchain lacks
+/// it. `rust-toolchain.toml` lists the target, but rustup adds listed
+/// targets only when it installs the toolchain itself: a toolchain that was
+/// already there (or `RUSTUP_AUTO_INSTALL=0`) leaves it out, and the guest
+/// build would fail with "can't find crate for `core`".
+fn ensure_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        return; // The guest build reports what is wrong with the toolchain.
+    };
+    if sysroot.join("lib/rustlib").join(TARGET).is_dir() {
+        return;
+    }
+    // `RUSTUP_TOOLCHAIN`, set by rustup's proxy, makes this the toolchain
+    // the build runs on.
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
+    if !matches!(added, Ok(status) if status.success()) {
+        panic!(
+            "the {TARGET} target is not installed for {} and `rustup target add {TARGET}` \
+             failed ({added:?}); install the target, then build again",
+            sysroot.display()
+        );
+    }
 }
 
 /// One `cargo build` for all guests, with the outer build's settings removed.
