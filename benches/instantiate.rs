@@ -10,15 +10,16 @@
 use http_body_util::{BodyExt, Empty};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use trellis::capabilities::{GuestContext, Services};
-use trellis::component::Loader;
-use trellis::engine::{EpochTicker, new_engine};
-use trellis::invoke::{Context, instantiate_once, invoke};
-use trellis::linker::new_linker;
-use trellis::manifest::{KNOWN_GRANTS, Limits, Manifest};
-use trellis::metrics::Metrics;
-use trellis::trace::TraceContext;
-use trellis::units::{ByteSize, Duration as Timeout};
+use trellis::capabilities::{Capabilities, GuestContext, Services};
+use trellis::config::env::Env;
+use trellis::config::manifest::{KNOWN_GRANTS, Limits, Manifest, RouteSpec};
+use trellis::config::units::{ByteSize, Duration as Timeout};
+use trellis::observability::metrics::Metrics;
+use trellis::observability::trace::TraceContext;
+use trellis::runtime::component::Loader;
+use trellis::runtime::engine::{EpochTicker, new_engine};
+use trellis::runtime::invoke::{Context, instantiate_once, invoke};
+use trellis::runtime::linker::new_linker;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -38,15 +39,27 @@ async fn main() -> anyhow::Result<()> {
     let grants: Vec<String> = KNOWN_GRANTS.iter().map(|g| g.to_string()).collect();
     let (handler, _) = loader.load(&std::fs::read(&wasm)?, &grants)?;
     let manifest = Manifest::parse("", std::path::Path::new("bench.toml"), cache.clone())?;
-    let guest = GuestContext {
-        services: Arc::new(Services::new(&manifest)?),
-        route: "hello".into(),
-        component: handler.digest.clone(),
-        request_id: "bench".into(),
+    let services = Services::new(&manifest, &Env::default())?;
+    let spec = RouteSpec {
+        name: "hello".into(),
+        path: "/hello".into(),
+        methods: None,
+        grants,
+        limits: Limits::default(),
         config: Default::default(),
+        rate_limit: None,
+        cache: None,
         cache_namespace: "hello".into(),
-        trace: Arc::new(TraceContext::from_request(None)),
     };
+    let capabilities = Arc::new(Capabilities::new(&services, &spec));
+    let trace = Arc::new(TraceContext::from_request(None));
+    let guest = GuestContext::new(
+        capabilities,
+        "hello".into(),
+        handler.digest.clone(),
+        "bench".into(),
+        trace,
+    );
     let handler = Arc::new(handler);
     let metrics = Arc::new(Metrics::new());
     let series = Arc::new(metrics.route("hello"));

@@ -4,42 +4,37 @@
 //! `wasm32-wasip2` component exporting `wasi:http/incoming-handler`, with
 //! one fresh pooled instance per request and per-route limits on time,
 //! memory, body size and concurrency.
+//!
+//! The modules are layers, listed from the bottom up; each may call the
+//! ones above it in this list and never the ones below:
+//!
+//! - [`ids`]: hex and random ids, used by every layer.
+//! - [`config`]: the command line, the manifest and its units.
+//! - [`observability`]: metrics, traces, the log writer and request log.
+//! - [`services`]: the database and its pool, the tiered cache, Redis and
+//!   the rate limiter, shared by every route.
+//! - [`capabilities`]: the `trellis:api` interfaces guests import, one
+//!   module per WIT interface, on top of the services.
+//! - [`runtime`]: the wasmtime engine, loading components, the store and
+//!   running one request through one instance.
+//! - [`app`]: the state every request reads: the route table and its
+//!   limits.
+//! - [`http`]: the public HTTP server: edge, dispatch, bodies, errors.
+//! - [`ops`]: what operators drive: the admin API, hot load, watch mode,
+//!   health, and the admin API's client.
+//! - [`run`]: the listeners and shutdown, which `main` calls.
 
 #![deny(missing_docs)]
 
-pub mod access_log;
-pub mod admin;
 pub mod app;
-pub mod bindings;
-pub mod body;
-pub mod cache;
 pub mod capabilities;
-pub mod component;
 pub mod config;
-pub mod database;
-pub mod deploy;
-pub mod deployments;
-pub mod dispatch;
-pub mod edge;
-pub mod engine;
-pub mod error;
-pub mod grants;
-pub mod health;
-pub mod invoke;
-pub mod linker;
-pub mod log_writer;
-pub mod manifest;
-pub mod metrics;
-pub mod quickstart;
-pub mod rate_limit;
-pub mod redis;
-pub mod response_cache;
-pub mod routes;
-pub mod server;
-pub mod store;
-pub mod telemetry;
-pub mod trace;
-pub mod units;
-pub mod watch;
+pub mod http;
+pub mod ids;
+pub mod observability;
+pub mod ops;
+pub mod run;
+pub mod runtime;
+pub mod services;
 
-pub use server::{run, service, shutdown_signal};
+pub use run::{Listeners, run, shutdown_signal};

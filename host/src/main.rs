@@ -5,61 +5,40 @@
 use anyhow::Context as _;
 use std::sync::Arc;
 use trellis::app::App;
-use trellis::capabilities::Services;
 use trellis::config::{Config, Invocation, Mode};
+use trellis::services::Services;
+use trellis::{Listeners, observability};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log_guard = trellis::telemetry::init();
     let config = match Config::load()? {
-        Invocation::Admin(call) => return Ok(trellis::deploy::run(call).await?),
+        Invocation::Admin(call) => return Ok(trellis::ops::client::run(call).await?),
         Invocation::Host(config) => config,
     };
-    trellis::trace::start_exporter().context("starting the trace exporter")?;
-    let services = Arc::new(Services::new(&config.manifest).context("starting services")?);
-    let app = App::load(&config.manifest, &config.source, services.clone())
-        .with_context(|| format!("loading {}", config.origin))?;
-    let app = Arc::new(app);
-
+    let _log_guard = observability::telemetry::init(&config.env);
+    observability::trace::start_exporter(config.env.otlp_endpoint.as_deref())
+        .context("starting the trace exporter")?;
+    let services =
+        Arc::new(Services::new(&config.manifest, &config.env).context("starting services")?);
+    let app = Arc::new(
+        App::load(&config, services.clone())
+            .with_context(|| format!("loading {}", config.origin))?,
+    );
     if config.mode == Mode::Check {
-        let routes = app.routes.load();
-        for route in routes.iter() {
-            let label = route.label.to_str().unwrap_or_default();
-            println!("ok  {} -> {label}", route.name);
-        }
-        println!(
-            "{}: {} route(s) valid",
-            config.origin,
-            routes.iter().count()
-        );
-        return Ok(());
+        return Ok(trellis::ops::report_check(&app, &config.origin));
     }
-
     services
         .database
         .open_if_wanted()
         .await
         .context("opening the database")?;
-    let addr = app.server.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let admin = trellis::admin::bind(app.server.admin_listen, config.admin_token.as_ref())
-        .await
-        .context("binding the admin listener")?;
-    if let (Some(admin), Some(token)) = (admin, config.admin_token.clone()) {
-        let serve = trellis::admin::serve(app.clone(), admin, token, std::future::pending());
-        tokio::spawn(serve);
-    }
-    if config.watch {
-        trellis::watch::spawn(app.clone(), &config);
-    }
-    let addr = listener.local_addr()?;
+    let listeners = Listeners::bind(&config).await?;
+    let addr = listeners.public.local_addr()?;
     tracing::info!(addr = %addr, manifest = %config.origin, "listening");
-    trellis::run(app, listener, trellis::shutdown_signal()).await?;
+    trellis::run(app, &config, listeners, trellis::shutdown_signal()).await?;
     services.database.close().await;
     tracing::info!("stopped");
     Ok(())

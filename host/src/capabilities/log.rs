@@ -2,9 +2,13 @@
 //! log under target `guest`, with the route, component digest and request
 //! id attached and the route's secrets masked.
 
-use crate::bindings::trellis::api::log::{Error, Host, Level};
-use crate::store::StoreData;
+use crate::capabilities::bindings::api::log::{Error, Host, Level};
+use crate::capabilities::{View, trappable};
+use crate::config::manifest::RouteConfig;
+use std::sync::Arc;
 use tracing::Level as TracingLevel;
+use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi::TrappableError;
 
 /// Largest record (message plus fields) a guest may write: bigger ones are
 /// refused rather than truncated, so nothing misleading reaches the log.
@@ -13,7 +17,34 @@ const MAX_RECORD: usize = 16 << 10;
 /// What a secret's value is replaced with.
 const MASK: &str = "[redacted]";
 
-impl Host for StoreData {
+/// The `log` error as a host function returns it: for the guest, or a
+/// trap.
+pub type LogError = TrappableError<Error>;
+
+/// What `log` reaches: the route's secrets, masked in every record.
+pub struct LogCtx {
+    /// The route's variables; the secret ones are masked.
+    pub config: Arc<RouteConfig>,
+}
+
+/// `log` for one instance.
+pub type LogView<'a> = View<'a, LogCtx>;
+
+struct HasLog;
+
+impl HasData for HasLog {
+    type Data<'a> = LogView<'a>;
+}
+
+/// Offers `trellis:api/log` through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> LogView<'_>,
+) -> wasmtime::Result<()> {
+    crate::capabilities::bindings::api::log::add_to_linker::<T, HasLog>(linker, view)
+}
+
+impl Host for LogView<'_> {
     async fn enabled(&mut self, level: Level) -> wasmtime::Result<bool> {
         Ok(match level {
             Level::Trace => tracing::enabled!(target: "guest", TracingLevel::TRACE),
@@ -29,13 +60,13 @@ impl Host for StoreData {
         level: Level,
         message: String,
         fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<Result<(), Error>> {
+    ) -> Result<(), LogError> {
         let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if size > MAX_RECORD {
-            return Ok(Err(Error::TooLarge(MAX_RECORD as u32)));
+            return Err(Error::TooLarge(MAX_RECORD as u32).into());
         }
-        let guest = self.guest();
-        let mask = |text: &str| mask_secrets(text, guest.config.secret_values());
+        let guest = self.caller;
+        let mask = |text: &str| mask_secrets(text, self.ctx.config.secret_values());
         let message = mask(&message);
         let fields: serde_json::Map<String, serde_json::Value> = fields
             .iter()
@@ -63,7 +94,11 @@ impl Host for StoreData {
             Level::Warn => emit!(TracingLevel::WARN),
             Level::Error => emit!(TracingLevel::ERROR),
         }
-        Ok(Ok(()))
+        Ok(())
+    }
+
+    fn convert_error(&mut self, err: LogError) -> wasmtime::Result<Error> {
+        trappable(err)
     }
 }
 

@@ -1,198 +1,62 @@
 //! The `metrics` capability (`wit/metrics.wit`): guests' own counters and
-//! histograms, in the host's registry as `guest_<name>{route, ...}`.
+//! histograms, recorded in [`crate::observability::guest_metrics`].
 
-use crate::bindings::trellis::api::metrics::{Error, Host};
-use crate::metrics::Metrics;
-use crate::store::StoreData;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::capabilities::bindings::api::metrics::{Error, Host};
+use crate::capabilities::{View, trappable};
+use crate::observability::guest_metrics::{GuestMetrics, Refused, Value};
+use std::sync::Arc;
+use wasmtime::component::{HasData, Linker};
+use wasmtime_wasi::TrappableError;
 
-/// Most metrics guests may create on one host.
-const MAX_METRICS: usize = 256;
+/// The `metrics` error as a host function returns it: for the guest, or
+/// a trap.
+pub type MetricsError = TrappableError<Error>;
 
-/// Most label combinations per metric.
-const MAX_SERIES: usize = 1000;
-
-/// Histogram buckets, in seconds: a guest timing its own work.
-const BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Every guest-defined metric on this host.
-pub struct GuestMetrics {
-    registry: Arc<Metrics>,
-    families: Mutex<HashMap<String, Family>>,
+/// What `metrics` reaches: the host's guest-metric families.
+pub struct MetricsCtx {
+    /// Shared by every route, so a name means one family host-wide.
+    pub metrics: Arc<GuestMetrics>,
 }
 
-struct Family {
-    kind: Kind,
-    /// `route` first, then the guest's label names, sorted.
-    labels: Vec<String>,
-    series: usize,
+/// `metrics` for one instance.
+pub type MetricsView<'a> = View<'a, MetricsCtx>;
+
+struct HasMetrics;
+
+impl HasData for HasMetrics {
+    type Data<'a> = MetricsView<'a>;
 }
 
-enum Kind {
-    Counter(IntCounterVec),
-    Histogram(HistogramVec),
+/// Offers `trellis:api/metrics` through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> MetricsView<'_>,
+) -> wasmtime::Result<()> {
+    crate::capabilities::bindings::api::metrics::add_to_linker::<T, HasMetrics>(linker, view)
 }
 
-impl GuestMetrics {
-    /// Guest metrics registered in `registry`.
-    pub fn new(registry: Arc<Metrics>) -> GuestMetrics {
-        GuestMetrics {
-            registry,
-            families: Mutex::new(HashMap::new()),
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Error {
+        match refused {
+            Refused::InvalidName(m) => Error::InvalidName(m),
+            Refused::InvalidLabels(m) => Error::InvalidLabels(m),
+            Refused::TooMany(m) => Error::TooMany(m),
         }
     }
-
-    /// Records one value: `Ok(counter)` adds, `Err(histogram)` observes.
-    fn record(
-        &self,
-        route: &str,
-        name: &str,
-        labels: Vec<(String, String)>,
-        value: Value,
-    ) -> Result<(), Error> {
-        check_name(name).map_err(Error::InvalidName)?;
-        let mut labels = labels;
-        labels.sort_by(|a, b| a.0.cmp(&b.0));
-        for (label, _) in &labels {
-            check_name(label).map_err(Error::InvalidLabels)?;
-            if label == "route" {
-                return Err(Error::InvalidLabels("`route` is set by the host".into()));
-            }
-        }
-        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        if !families.contains_key(name) {
-            if families.len() >= MAX_METRICS {
-                return Err(Error::TooMany(format!(
-                    "guests may create at most {MAX_METRICS} metrics"
-                )));
-            }
-            let family = self.create(name, &labels, &value)?;
-            families.insert(name.to_owned(), family);
-        }
-        let family = families.get_mut(name).expect("inserted above");
-        let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
-        if family.labels[1..] != names[..] {
-            return Err(Error::InvalidLabels(format!(
-                "{name} has labels {:?}, not {names:?}",
-                &family.labels[1..]
-            )));
-        }
-        let mut values: Vec<&str> = vec![route];
-        values.extend(labels.iter().map(|(_, v)| v.as_str()));
-        match (&family.kind, value) {
-            (Kind::Counter(c), Value::Count(n)) => {
-                // A new series counts against the cap; existing ones never fail.
-                if c.get_metric_with_label_values(&values)
-                    .map(|m| m.get())
-                    .unwrap_or(0)
-                    == 0
-                {
-                    family.series += 1;
-                    if family.series > MAX_SERIES {
-                        family.series -= 1;
-                        return Err(Error::TooMany(format!(
-                            "{name} has {MAX_SERIES} label combinations already"
-                        )));
-                    }
-                }
-                c.with_label_values(&values).inc_by(n);
-            }
-            (Kind::Histogram(h), Value::Observation(v)) => {
-                let series = h.with_label_values(&values);
-                if series.get_sample_count() == 0 {
-                    family.series += 1;
-                    if family.series > MAX_SERIES {
-                        family.series -= 1;
-                        return Err(Error::TooMany(format!(
-                            "{name} has {MAX_SERIES} label combinations already"
-                        )));
-                    }
-                }
-                series.observe(v);
-            }
-            _ => {
-                return Err(Error::InvalidName(format!(
-                    "{name} is a metric of the other kind"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn create(
-        &self,
-        name: &str,
-        labels: &[(String, String)],
-        value: &Value,
-    ) -> Result<Family, Error> {
-        let full = format!("guest_{name}");
-        let help = format!("Defined by guests through trellis:api/metrics ({name}).");
-        let mut label_names = vec!["route".to_owned()];
-        label_names.extend(labels.iter().map(|(k, _)| k.clone()));
-        let refs: Vec<&str> = label_names.iter().map(String::as_str).collect();
-        let kind = match value {
-            Value::Count(_) => Kind::Counter(
-                IntCounterVec::new(Opts::new(full, help), &refs)
-                    .map_err(|e| Error::InvalidName(e.to_string()))?,
-            ),
-            Value::Observation(_) => Kind::Histogram(
-                HistogramVec::new(
-                    HistogramOpts::new(full, help).buckets(BUCKETS.to_vec()),
-                    &refs,
-                )
-                .map_err(|e| Error::InvalidName(e.to_string()))?,
-            ),
-        };
-        match &kind {
-            Kind::Counter(c) => self.registry.try_register(c),
-            Kind::Histogram(h) => self.registry.try_register(h),
-        }
-        .map_err(|e| Error::InvalidName(format!("{name}: {e}")))?;
-        Ok(Family {
-            kind,
-            labels: label_names,
-            series: 0,
-        })
-    }
 }
 
-enum Value {
-    Count(u64),
-    Observation(f64),
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let ok = name.len() <= 64
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not [a-z_][a-z0-9_]* of at most 64 bytes"
-        ))
-    }
-}
-
-impl Host for StoreData {
+impl Host for MetricsView<'_> {
     async fn counter_add(
         &mut self,
         name: String,
         value: u64,
         labels: Vec<(String, String)>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        let guest = self.guest();
-        Ok(guest
-            .services
-            .guest_metrics
-            .record(&guest.route, &name, labels, Value::Count(value)))
+    ) -> Result<(), MetricsError> {
+        let route = &self.caller.route;
+        self.ctx
+            .metrics
+            .record(route, &name, labels, Value::Count(value))
+            .map_err(|r| Error::from(r).into())
     }
 
     async fn histogram_observe(
@@ -200,76 +64,15 @@ impl Host for StoreData {
         name: String,
         value: f64,
         labels: Vec<(String, String)>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        let guest = self.guest();
-        Ok(guest.services.guest_metrics.record(
-            &guest.route,
-            &name,
-            labels,
-            Value::Observation(value),
-        ))
+    ) -> Result<(), MetricsError> {
+        let route = &self.caller.route;
+        self.ctx
+            .metrics
+            .record(route, &name, labels, Value::Observation(value))
+            .map_err(|r| Error::from(r).into())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_labels_and_caps_are_enforced() {
-        let metrics = Arc::new(Metrics::new());
-        let guest = GuestMetrics::new(metrics.clone());
-        let l = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
-        };
-        guest
-            .record("r", "orders_total", l(&[("kind", "a")]), Value::Count(2))
-            .unwrap();
-        guest
-            .record("r", "orders_total", l(&[("kind", "a")]), Value::Count(3))
-            .unwrap();
-        assert!(
-            metrics
-                .render()
-                .contains("guest_orders_total{kind=\"a\",route=\"r\"} 5"),
-            "{}",
-            metrics.render()
-        );
-        assert!(matches!(
-            guest.record("r", "orders_total", l(&[("other", "x")]), Value::Count(1)),
-            Err(Error::InvalidLabels(_))
-        ));
-        assert!(matches!(
-            guest.record(
-                "r",
-                "orders_total",
-                l(&[("kind", "a")]),
-                Value::Observation(1.0)
-            ),
-            Err(Error::InvalidName(_))
-        ));
-        assert!(matches!(
-            guest.record("r", "Bad-Name", vec![], Value::Count(1)),
-            Err(Error::InvalidName(_))
-        ));
-        assert!(matches!(
-            guest.record("r", "x", l(&[("route", "y")]), Value::Count(1)),
-            Err(Error::InvalidLabels(_))
-        ));
-        for i in 0..MAX_SERIES {
-            guest
-                .record("r", "wide", l(&[("i", &i.to_string())]), Value::Count(1))
-                .unwrap();
-        }
-        assert!(matches!(
-            guest.record("r", "wide", l(&[("i", "new")]), Value::Count(1)),
-            Err(Error::TooMany(_))
-        ));
-        guest
-            .record("r", "wide", l(&[("i", "0")]), Value::Count(1))
-            .unwrap();
+    fn convert_error(&mut self, err: MetricsError) -> wasmtime::Result<Error> {
+        trappable(err)
     }
 }

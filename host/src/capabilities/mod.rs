@@ -1,8 +1,18 @@
 //! Host capabilities offered to guests as `trellis:api` imports, one module
 //! per WIT interface. A guest reaches a capability only if it imports the
 //! interface, and it may import only what its route grants
-//! ([`crate::grants`]).
+//! ([`crate::runtime::grants`]).
+//!
+//! Each capability has the shape wasmtime's own WASI crates use: an
+//! `XCtx` with what it reaches (built once per route version and shared by
+//! its requests), an `XView` borrowing that, the [`Caller`] and the
+//! instance's resource table for one call, `impl Host for XView`, and an
+//! `add_to_linker`. So the runtime depends on the capabilities and never
+//! the reverse, and a `Host` impl can be called in a unit test without a
+//! guest (see `tests` below). Calls [`crate::services`],
+//! [`crate::observability`] and [`crate::config`].
 
+pub mod bindings;
 pub mod cache;
 pub mod config;
 pub mod log;
@@ -10,85 +20,134 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod sql;
 
-use crate::cache::Cache;
-use crate::database::Database;
-use crate::manifest::Manifest;
-use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::redis::Redis;
-use crate::trace::TraceContext;
-use config::RouteConfig;
-use metrics::GuestMetrics;
+use crate::config::manifest::RouteSpec;
+use crate::observability::trace::TraceContext;
+pub use crate::services::Services;
 use std::sync::Arc;
-use std::time::Duration;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::TrappableError;
 
-/// Host-wide services behind the capabilities, shared by every route.
-pub struct Services {
-    /// The pool behind `sql`.
-    pub database: Arc<Database>,
-    /// The shared Redis, when configured.
-    pub redis: Option<Arc<Redis>>,
-    /// The tiered cache behind `cache` and the response cache.
-    pub cache: Arc<Cache>,
-    /// What `GET /metrics` reports.
-    pub metrics: Arc<Metrics>,
-    /// The `[rate_limits]` policies and their buckets, behind both the
-    /// per-route limits and `rate-limit`.
-    pub rate_limiter: Arc<RateLimiter>,
-    /// Guests' own counters and histograms.
-    pub guest_metrics: GuestMetrics,
-}
-
-impl Services {
-    /// The services `manifest` configures. The database connects on first
-    /// use; Redis connects in the background (call within the runtime).
-    pub fn new(manifest: &Manifest) -> anyhow::Result<Services> {
-        let redis = match (std::env::var(crate::redis::URL_ENV), &manifest.redis) {
-            (Ok(url), settings) if !url.is_empty() => {
-                let timeout = settings
-                    .as_ref()
-                    .map_or(Duration::from_millis(250), |r| r.timeout.0);
-                Some(Redis::start(&url, timeout)?)
-            }
-            (_, Some(settings)) => Some(Redis::start(settings.url.get_ref(), settings.timeout.0)?),
-            (_, None) => None,
-        };
-        let metrics = Arc::new(Metrics::new());
-        let database = Arc::new(Database::new(manifest, &metrics));
-        let cache = Cache::new(
-            manifest.cache.memory.0,
-            usize::try_from(manifest.cache.max_value.0).unwrap_or(usize::MAX),
-            redis.clone(),
-            &metrics,
-        );
-        let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
-        Ok(Services {
-            database,
-            redis,
-            cache,
-            guest_metrics: GuestMetrics::new(metrics.clone()),
-            metrics,
-            rate_limiter,
-        })
-    }
-}
-
-/// What one guest instance's capability calls need to know about where
-/// they come from: carried in its store, dropped with it.
+/// Who a capability call comes from: one request (or readiness probe) on
+/// one route. Built at the edge of each request; lives in its store.
 #[derive(Clone)]
-pub struct GuestContext {
-    /// Host-wide services.
-    pub services: Arc<Services>,
-    /// The route's name, for logs.
+pub struct Caller {
+    /// The route's name, for logs and metric labels.
     pub route: Arc<str>,
     /// The component's digest, for logs.
     pub component: Arc<str>,
     /// The request's id; empty for a readiness probe.
     pub request_id: Arc<str>,
-    /// The route's variables and secrets.
-    pub config: Arc<RouteConfig>,
-    /// The namespace of the route's `cache` keys.
-    pub cache_namespace: Arc<str>,
     /// The request's trace: capability calls are its child spans.
     pub trace: Arc<TraceContext>,
 }
+
+/// One capability's view of one instance: its context, the caller, and
+/// the instance's resource table (where `sql` keeps transactions and
+/// streams, `cache` its fills).
+pub struct View<'a, C> {
+    /// The capability's context.
+    pub ctx: &'a C,
+    /// Who is calling.
+    pub caller: &'a Caller,
+    /// The instance's resources.
+    pub table: &'a mut ResourceTable,
+}
+
+/// Every capability's context for one route version, built when it loads
+/// and shared by all of its requests.
+pub struct Capabilities {
+    /// `sql`.
+    pub sql: sql::SqlCtx,
+    /// `cache`.
+    pub cache: cache::CacheCtx,
+    /// `config`.
+    pub config: config::ConfigCtx,
+    /// `log`.
+    pub log: log::LogCtx,
+    /// `metrics`.
+    pub metrics: metrics::MetricsCtx,
+    /// `rate-limit`.
+    pub rate_limit: rate_limit::RateLimitCtx,
+}
+
+impl Capabilities {
+    /// The contexts for a route with `spec`, on `services`.
+    pub fn new(services: &Services, spec: &RouteSpec) -> Capabilities {
+        Capabilities {
+            sql: sql::SqlCtx {
+                database: services.database.clone(),
+            },
+            cache: cache::CacheCtx {
+                cache: services.cache.clone(),
+                namespace: spec.cache_namespace.as_str().into(),
+            },
+            config: config::ConfigCtx {
+                values: spec.config.clone(),
+            },
+            log: log::LogCtx {
+                config: spec.config.clone(),
+            },
+            metrics: metrics::MetricsCtx {
+                metrics: services.guest_metrics.clone(),
+            },
+            rate_limit: rate_limit::RateLimitCtx {
+                limiter: services.rate_limiter.clone(),
+            },
+        }
+    }
+}
+
+/// What one guest instance's capability calls reach: the route's
+/// contexts and the caller. Carried in its store, dropped with it.
+#[derive(Clone)]
+pub struct GuestContext {
+    /// The route version's capability contexts.
+    pub capabilities: Arc<Capabilities>,
+    /// Who is calling.
+    pub caller: Caller,
+}
+
+impl GuestContext {
+    /// The context for a request `request_id` on `route`, served by
+    /// `component`.
+    pub fn new(
+        capabilities: Arc<Capabilities>,
+        route: Arc<str>,
+        component: Arc<str>,
+        request_id: Arc<str>,
+        trace: Arc<TraceContext>,
+    ) -> GuestContext {
+        GuestContext {
+            capabilities,
+            caller: Caller {
+                route,
+                component,
+                request_id,
+                trace,
+            },
+        }
+    }
+
+    /// The context for a readiness probe or test instantiation: no
+    /// request id, a trace of its own.
+    pub fn probe(capabilities: Arc<Capabilities>, route: Arc<str>, component: Arc<str>) -> Self {
+        let trace = Arc::new(TraceContext::from_request(None));
+        GuestContext::new(capabilities, route, component, Arc::from(""), trace)
+    }
+}
+
+/// The WIT error in `err`, or the trap it carries.
+fn trappable<E>(err: TrappableError<E>) -> wasmtime::Result<E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    err.downcast()
+}
+
+/// The trap for a resource-table failure (a stale or foreign handle).
+fn table_trap<E>(err: wasmtime::component::ResourceTableError) -> TrappableError<E> {
+    TrappableError::trap(err)
+}
+
+#[cfg(test)]
+pub(crate) mod test_env;

@@ -4,13 +4,13 @@
 
 mod value;
 
-use crate::bindings::trellis::api::sql::{
+use crate::capabilities::bindings::api::sql::{
     DatabaseError, Dialect, Error, Host, HostRowStream, HostTransaction, Row, Rows, Value,
 };
-use crate::database::pool::Conn;
-use crate::database::{Database, Kind, Pool};
-use crate::store::StoreData;
-use crate::trace::SpanGuard;
+use crate::capabilities::{View, table_trap, trappable};
+use crate::observability::trace::SpanGuard;
+use crate::services::database::pool::Conn;
+use crate::services::database::{Database, Kind, Pool};
 use futures::TryStreamExt as _;
 use prometheus::Histogram;
 use sqlx::{Executor, IntoArguments, TransactionManager as _};
@@ -18,11 +18,39 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use value::Backend;
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Linker, Resource};
+use wasmtime_wasi::TrappableError;
 
 /// Rows a stream reads ahead of the guest: enough to hide a round trip,
 /// few enough that a million-row export stays small.
 const READ_AHEAD: usize = 256;
+
+/// The `sql` error as a host function returns it: for the guest, or a
+/// trap.
+pub type SqlError = TrappableError<Error>;
+
+/// What `sql` reaches: the host's database and its pool.
+pub struct SqlCtx {
+    /// Opened on first use; credentials never leave it.
+    pub database: Arc<Database>,
+}
+
+/// `sql` for one instance: transactions and row streams live in its table.
+pub type SqlView<'a> = View<'a, SqlCtx>;
+
+struct HasSql;
+
+impl HasData for HasSql {
+    type Data<'a> = SqlView<'a>;
+}
+
+/// Offers `trellis:api/sql` through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> SqlView<'_>,
+) -> wasmtime::Result<()> {
+    crate::capabilities::bindings::api::sql::add_to_linker::<T, HasSql>(linker, view)
+}
 
 /// A transaction on one pooled connection. Dropping it (the guest drops
 /// the handle, or the store goes away after a trap) rolls it back.
@@ -97,7 +125,7 @@ macro_rules! on_a_pooled_connection {
         let span = $store.sql_span($span, Some(&$statement));
         let (pool, timeout, waited) = match open($store.database()).await {
             Ok(opened) => opened,
-            Err(e) => return Ok(span.finish(Err(e))),
+            Err(e) => return span.finish(Err(e)).map_err(Into::into),
         };
         let result = match &pool {
             Pool::Sqlite(p) => {
@@ -121,7 +149,7 @@ macro_rules! on_a_pooled_connection {
                 .await
             }
         };
-        Ok(span.finish(result))
+        span.finish(result).map_err(Into::into)
     }};
 }
 
@@ -130,8 +158,8 @@ macro_rules! on_a_pooled_connection {
 macro_rules! in_the_transaction {
     ($store:ident, $tx:ident, $span:literal, $statement:ident, $params:ident, $run:ident) => {{
         let span = $store.sql_span($span, Some(&$statement));
-        let timeout = $store.guest().services.database.statement_timeout();
-        let result = match $store.table().get_mut(&$tx)? {
+        let timeout = $store.ctx.database.statement_timeout();
+        let result = match $store.table.get_mut(&$tx).map_err(table_trap)? {
             Transaction::Sqlite(t) => {
                 within(
                     timeout,
@@ -148,21 +176,21 @@ macro_rules! in_the_transaction {
             }
             Transaction::Closed => Err(Error::Closed),
         };
-        Ok(span.finish(result))
+        span.finish(result).map_err(Into::into)
     }};
 }
 
-impl StoreData {
+impl SqlView<'_> {
     /// The database; a clone, so no borrow of the store lives across an
     /// `.await` (the store is not `Sync`).
     fn database(&self) -> Arc<Database> {
-        self.guest().services.database.clone()
+        self.ctx.database.clone()
     }
 
     /// A child span of the request for one SQL call, naming the statement
     /// (its text only: parameters may be personal data).
     fn sql_span(&self, name: &'static str, statement: Option<&str>) -> SpanGuard {
-        let mut span = self.guest().trace.child(name);
+        let mut span = self.caller.trace.child(name);
         if let Some(statement) = statement {
             span.attribute("db.statement", || statement.to_owned());
         }
@@ -186,27 +214,19 @@ async fn open(database: Arc<Database>) -> Result<(Pool, Duration, Histogram), Er
     }
 }
 
-impl Host for StoreData {
+impl Host for SqlView<'_> {
     async fn current_dialect(&mut self) -> wasmtime::Result<Dialect> {
-        Ok(match self.guest().services.database.kind() {
+        Ok(match self.ctx.database.kind() {
             Kind::Sqlite => Dialect::Sqlite,
             Kind::Postgres => Dialect::Postgres,
         })
     }
 
-    async fn query(
-        &mut self,
-        statement: String,
-        params: Vec<Value>,
-    ) -> wasmtime::Result<Result<Rows, Error>> {
+    async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<Rows, SqlError> {
         on_a_pooled_connection!(self, "sql.query", statement, params, fetch_all)
     }
 
-    async fn execute(
-        &mut self,
-        statement: String,
-        params: Vec<Value>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+    async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, SqlError> {
         on_a_pooled_connection!(self, "sql.execute", statement, params, execute)
     }
 
@@ -214,14 +234,11 @@ impl Host for StoreData {
         &mut self,
         statement: String,
         params: Vec<Value>,
-    ) -> wasmtime::Result<Result<Resource<RowStream>, Error>> {
+    ) -> Result<Resource<RowStream>, SqlError> {
         // Spans the query's start, up to its first row; reading the rest
         // belongs to the guest's own time.
         let _span = self.sql_span("sql.query_stream", Some(&statement));
-        let (pool, _, waited) = match open(self.database()).await {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (pool, _, waited) = open(self.database()).await?;
         let (tx, mut rx) = mpsc::channel(READ_AHEAD);
         match pool {
             Pool::Sqlite(p) => tokio::spawn(feed(p, waited, statement, params, tx)),
@@ -231,7 +248,7 @@ impl Host for StoreData {
         // than at the first `next`.
         let columns = match rx.recv().await {
             Some(Message::Columns(columns)) => columns,
-            Some(Message::Failed(err)) => return Ok(Err(err)),
+            Some(Message::Failed(err)) => return Err(err.into()),
             Some(Message::Row(_)) | None => Vec::new(),
         };
         let stream = RowStream {
@@ -239,15 +256,12 @@ impl Host for StoreData {
             rows: rx,
             failed: None,
         };
-        Ok(Ok(self.table().push(stream)?))
+        Ok(self.table.push(stream).map_err(table_trap)?)
     }
 
-    async fn begin(&mut self) -> wasmtime::Result<Result<Resource<Transaction>, Error>> {
+    async fn begin(&mut self) -> Result<Resource<Transaction>, SqlError> {
         let _span = self.sql_span("sql.begin", None);
-        let (pool, timeout, waited) = match open(self.database()).await {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (pool, timeout, waited) = open(self.database()).await?;
         let begun = match &pool {
             Pool::Sqlite(p) => within(timeout, async {
                 let conn = acquire(p, &waited).await?;
@@ -262,20 +276,21 @@ impl Host for StoreData {
             .await
             .map(Transaction::Postgres),
         };
-        Ok(match begun {
-            Ok(tx) => Ok(self.table().push(tx)?),
-            Err(e) => Err(e),
-        })
+        Ok(self.table.push(begun?).map_err(table_trap)?)
+    }
+
+    fn convert_error(&mut self, err: SqlError) -> wasmtime::Result<Error> {
+        trappable(err)
     }
 }
 
-impl HostTransaction for StoreData {
+impl HostTransaction for SqlView<'_> {
     async fn query(
         &mut self,
         tx: Resource<Transaction>,
         statement: String,
         params: Vec<Value>,
-    ) -> wasmtime::Result<Result<Rows, Error>> {
+    ) -> Result<Rows, SqlError> {
         in_the_transaction!(self, tx, "sql.query", statement, params, fetch_all)
     }
 
@@ -284,51 +299,49 @@ impl HostTransaction for StoreData {
         tx: Resource<Transaction>,
         statement: String,
         params: Vec<Value>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+    ) -> Result<u64, SqlError> {
         in_the_transaction!(self, tx, "sql.execute", statement, params, execute)
     }
 
-    async fn commit(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
+    async fn commit(&mut self, tx: Resource<Transaction>) -> Result<(), SqlError> {
         let _span = self.sql_span("sql.commit", None);
-        let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
+        let tx = self.table.get_mut(&tx).map_err(table_trap)?;
+        let tx = std::mem::replace(tx, Transaction::Closed);
         Ok(match tx {
             Transaction::Sqlite(t) => t.end(true).await,
             Transaction::Postgres(t) => t.end(true).await,
             Transaction::Closed => Err(Error::Closed),
-        })
+        }?)
     }
 
-    async fn rollback(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<Result<(), Error>> {
+    async fn rollback(&mut self, tx: Resource<Transaction>) -> Result<(), SqlError> {
         let _span = self.sql_span("sql.rollback", None);
-        let tx = std::mem::replace(self.table().get_mut(&tx)?, Transaction::Closed);
+        let tx = self.table.get_mut(&tx).map_err(table_trap)?;
+        let tx = std::mem::replace(tx, Transaction::Closed);
         Ok(match tx {
             Transaction::Sqlite(t) => t.end(false).await,
             Transaction::Postgres(t) => t.end(false).await,
             Transaction::Closed => Err(Error::Closed),
-        })
+        }?)
     }
 
     async fn drop(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<()> {
         // An unfinished transaction rolls back when it is dropped.
-        self.table().delete(tx)?;
+        self.table.delete(tx)?;
         Ok(())
     }
 }
 
-impl HostRowStream for StoreData {
+impl HostRowStream for SqlView<'_> {
     async fn columns(&mut self, stream: Resource<RowStream>) -> wasmtime::Result<Vec<String>> {
-        Ok(self.table().get(&stream)?.columns.clone())
+        Ok(self.table.get(&stream)?.columns.clone())
     }
 
-    async fn next(
-        &mut self,
-        stream: Resource<RowStream>,
-        max: u32,
-    ) -> wasmtime::Result<Result<Vec<Row>, Error>> {
-        let stream = self.table().get_mut(&stream)?;
+    async fn next(&mut self, stream: Resource<RowStream>, max: u32) -> Result<Vec<Row>, SqlError> {
+        let stream = self.table.get_mut(&stream).map_err(table_trap)?;
         if let Some(err) = stream.failed.take() {
             stream.failed = Some(Error::Closed);
-            return Ok(Err(err));
+            return Err(err.into());
         }
         let max = (max as usize).clamp(1, 4096);
         let mut rows = Vec::new();
@@ -340,7 +353,7 @@ impl HostRowStream for StoreData {
                 Message::Failed(err) => {
                     if rows.is_empty() {
                         stream.failed = Some(Error::Closed);
-                        return Ok(Err(err));
+                        return Err(err.into());
                     }
                     stream.failed = Some(err);
                     break;
@@ -354,11 +367,11 @@ impl HostRowStream for StoreData {
             // batches whatever the timing.
             message = stream.rows.recv().await;
         }
-        Ok(Ok(rows))
+        Ok(rows)
     }
 
     async fn drop(&mut self, stream: Resource<RowStream>) -> wasmtime::Result<()> {
-        self.table().delete(stream)?;
+        self.table.delete(stream)?;
         Ok(())
     }
 }
@@ -407,7 +420,7 @@ where
 
 /// A pooled connection, recording the wait in `waited`.
 async fn acquire<DB: sqlx::Database>(
-    pool: &crate::database::pool::Pool<DB>,
+    pool: &crate::services::database::pool::Pool<DB>,
     waited: &Histogram,
 ) -> Result<Conn<DB>, Error> {
     let started = std::time::Instant::now();
@@ -429,7 +442,7 @@ fn give_back<DB: sqlx::Database, T>(conn: Conn<DB>, result: &Result<T, Error>) {
 /// sends its rows until the cursor ends, an error, or the guest drops the
 /// stream (the send fails).
 async fn feed<DB>(
-    pool: crate::database::pool::Pool<DB>,
+    pool: crate::services::database::pool::Pool<DB>,
     waited: Histogram,
     statement: String,
     params: Vec<Value>,

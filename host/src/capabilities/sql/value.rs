@@ -1,7 +1,7 @@
 //! WIT `value`s to and from each database's types: binding parameters and
 //! decoding columns, the only part of `sql` that differs by database.
 
-use crate::bindings::trellis::api::sql::{DatabaseError, Error, Row, Value};
+use crate::capabilities::bindings::api::sql::{DatabaseError, Error, Row, Value};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
@@ -239,7 +239,7 @@ fn uuid_text(bytes: &[u8]) -> Result<String, Error> {
             "a UUID is 16 bytes".into(),
         )));
     }
-    let hex = crate::component::hex(bytes);
+    let hex = crate::ids::hex(bytes);
     Ok(format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

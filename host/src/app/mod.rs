@@ -1,0 +1,128 @@
+//! Application state shared by every request: the engine, the loaded
+//! routes and the process-wide limits.
+
+pub mod routes;
+
+use crate::app::routes::{Route, RouteTable};
+use crate::capabilities::Services;
+use crate::config::manifest::{Manifest, Server, line_of};
+use crate::config::quickstart;
+use crate::config::{Config, ManifestSource};
+use crate::observability::metrics::Metrics;
+use crate::runtime::component::{Handler, Loader};
+use crate::runtime::engine::{EpochTicker, new_engine};
+use crate::runtime::linker::new_linker;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Everything a request handler needs, built once at startup.
+pub struct App {
+    /// The engine all components are compiled for.
+    pub engine: wasmtime::Engine,
+    /// Routes by path. Swapped whole on hot load: a request loads it once
+    /// and keeps the `Arc<Route>` it matched until it finishes.
+    pub routes: ArcSwap<RouteTable>,
+    /// Compiles, links and pre-instantiates components, at startup and
+    /// on hot load.
+    pub loader: Arc<Loader>,
+    /// Process-wide settings from `[server]`.
+    pub server: Server,
+    /// Live instances across all routes; sized like the pooling allocator
+    /// so a full pool is a clean 503, not an instantiation error.
+    pub instances: Arc<Semaphore>,
+    /// Set once shutdown begins; readiness then answers 503.
+    pub draining: AtomicBool,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// The services behind the capabilities (database, ...).
+    pub services: Arc<Services>,
+    _ticker: EpochTicker,
+}
+
+impl App {
+    /// Compiles, links and pre-instantiates every route's component. Any
+    /// failure names the route and the manifest line.
+    pub fn load(config: &Config, services: Arc<Services>) -> anyhow::Result<App> {
+        let (manifest, source) = (&config.manifest, &config.source);
+        let engine = new_engine(manifest.server.max_instances)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+        let linker = new_linker(&engine)
+            .map_err(anyhow::Error::from)
+            .context("creating the linker")?;
+        let loader = Arc::new(Loader::new(
+            engine.clone(),
+            linker,
+            manifest.cache_dir(&config.env),
+        ));
+        let mut routes = RouteTable::default();
+        for route in &manifest.routes {
+            let name = route.name();
+            let line = source
+                .text()
+                .map(|t| line_of(t, route.component.span().start));
+            let what = match line {
+                Some(line) => format!("route {name:?} (manifest line {line})"),
+                None => format!("route {name:?}"),
+            };
+            let handler =
+                load_route(&loader, manifest, route, source).with_context(|| what.clone())?;
+            let route_ = Route::new(route.spec(), Arc::new(handler), 1, None, &services);
+            routes
+                .insert(Arc::new(route_))
+                .with_context(|| format!("{what}: path {:?}", route.path.get_ref()))?;
+        }
+        let routes = ArcSwap::from_pointee(routes);
+        let instances = Arc::new(Semaphore::new(manifest.server.max_instances as usize));
+        let metrics = services.metrics.clone();
+        Ok(App {
+            _ticker: EpochTicker::start(&engine),
+            engine,
+            loader,
+            services,
+            routes,
+            instances,
+            server: manifest.server.clone(),
+            draining: AtomicBool::new(false),
+            metrics,
+        })
+    }
+}
+
+fn load_route(
+    loader: &Loader,
+    manifest: &Manifest,
+    route: &crate::config::manifest::RouteEntry,
+    source: &ManifestSource,
+) -> anyhow::Result<Handler> {
+    let path = route.component_path(&manifest.base_dir);
+    let bytes = read_component(&path, source)?;
+    let started = Instant::now();
+    let (handler, cache) = loader
+        .load(&bytes, &route.spec().grants)
+        .with_context(|| format!("component {}", path.display()))?;
+    tracing::info!(
+        route = %route.name(),
+        digest = %handler.digest,
+        cache = cache.as_str(),
+        compile_ms = started.elapsed().as_millis() as u64,
+        "component loaded"
+    );
+    Ok(handler)
+}
+
+/// The bytes of the component at `path` (bundled ones for the quickstart).
+pub fn read_component(path: &std::path::Path, source: &ManifestSource) -> anyhow::Result<Vec<u8>> {
+    Ok(match source {
+        ManifestSource::Bundled => quickstart::component(path)
+            .with_context(|| format!("no bundled component {}", path.display()))?
+            .to_vec(),
+        ManifestSource::File { .. } => {
+            std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?
+        }
+    })
+}

@@ -1,0 +1,160 @@
+//! The route table: path patterns to routes, each with its component,
+//! limits and version.
+//!
+//! A table is immutable once built. Hot load builds a new one and swaps it
+//! in whole (see [`crate::ops::deployments`]); a request holds the `Arc<Route>`
+//! it matched, so it finishes on the version it started with.
+
+use crate::capabilities::{Capabilities, GuestContext, Services};
+use crate::config::manifest::RouteSpec;
+use crate::observability::metrics::{Metrics, RouteMetrics};
+use crate::observability::trace::TraceContext;
+use crate::runtime::component::Handler;
+use http::{HeaderValue, Method};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// One version of one route, ready to serve.
+pub struct Route {
+    /// Name used in logs, metrics and the admin API.
+    pub name: Arc<str>,
+    /// Settings this version was deployed with.
+    pub spec: RouteSpec,
+    /// The component serving this route.
+    pub handler: Arc<Handler>,
+    /// Version number within the route's history, from 1.
+    pub version: u32,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+    /// The capability contexts its requests share.
+    pub capabilities: Arc<Capabilities>,
+    /// `x-trellis-component` value: `route@digest-prefix`.
+    pub label: HeaderValue,
+    /// Caps requests in flight at `limits.max_concurrency`. Shared by all
+    /// requests on the route, and by successive versions with the same
+    /// limits, so a swap does not hand out a fresh set of slots.
+    slots: Arc<Semaphore>,
+    /// This route's metric series, resolved on first use.
+    metrics: OnceLock<Arc<RouteMetrics>>,
+}
+
+impl Route {
+    /// Version `version` of the route `spec`, serving `handler` on
+    /// `services`. It shares `previous`'s concurrency slots when the limits
+    /// are unchanged.
+    pub fn new(
+        spec: RouteSpec,
+        handler: Arc<Handler>,
+        version: u32,
+        previous: Option<&Route>,
+        services: &Services,
+    ) -> Route {
+        let label = format!("{}@{}", spec.name, &handler.digest[..12]);
+        let slots = match previous {
+            Some(prev) if prev.spec.limits.max_concurrency == spec.limits.max_concurrency => {
+                prev.slots.clone()
+            }
+            _ => Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+        };
+        Route {
+            name: spec.name.as_str().into(),
+            label: HeaderValue::from_str(&label).unwrap_or(HeaderValue::from_static("invalid")),
+            handler,
+            version,
+            capabilities: Arc::new(Capabilities::new(services, &spec)),
+            loaded_at: SystemTime::now(),
+            slots,
+            spec,
+            metrics: OnceLock::new(),
+        }
+    }
+
+    /// This route's series of `metrics`.
+    pub fn metrics(&self, metrics: &Metrics) -> &Arc<RouteMetrics> {
+        self.metrics
+            .get_or_init(|| Arc::new(metrics.route(&self.name)))
+    }
+
+    /// The capability context for one request on this route.
+    pub fn guest_context(&self, request_id: Arc<str>, trace: Arc<TraceContext>) -> GuestContext {
+        let (route, component) = (self.name.clone(), self.handler.digest.clone());
+        GuestContext::new(
+            self.capabilities.clone(),
+            route,
+            component,
+            request_id,
+            trace,
+        )
+    }
+
+    /// The capability context for a readiness probe on this route.
+    pub fn probe_context(&self) -> GuestContext {
+        let (route, component) = (self.name.clone(), self.handler.digest.clone());
+        GuestContext::probe(self.capabilities.clone(), route, component)
+    }
+
+    /// Whether `method` is served here.
+    pub fn allows(&self, method: &Method) -> bool {
+        self.spec
+            .methods
+            .as_ref()
+            .is_none_or(|m| m.contains(method))
+    }
+
+    /// The `Allow` header for a 405.
+    pub fn allow_header(&self) -> String {
+        match &self.spec.methods {
+            Some(methods) => methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "*".to_owned(),
+        }
+    }
+
+    /// Waits up to `queue_timeout` for a slot; `None` means overloaded.
+    pub async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let wait: Duration = self.spec.limits.queue_timeout.0;
+        tokio::time::timeout(wait, self.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// All routes, matched by path. Immutable: changes build a new table.
+#[derive(Default)]
+pub struct RouteTable {
+    paths: matchit::Router<usize>,
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Adds `route` at its path.
+    pub fn insert(&mut self, route: Arc<Route>) -> Result<(), matchit::InsertError> {
+        self.paths.insert(&route.spec.path, self.routes.len())?;
+        self.routes.push(route);
+        Ok(())
+    }
+
+    /// The route whose pattern matches `path`.
+    pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
+        let matched = self.paths.at(path).ok()?;
+        self.routes.get(*matched.value)
+    }
+
+    /// The route named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    /// Every route, in manifest order (routes added later come last).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+}

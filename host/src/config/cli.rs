@@ -1,0 +1,123 @@
+//! The command line: `serve`, `check`, `deploy` and `rollback`, and the
+//! admin-API calls the last two describe.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `trellis`: serve HTTP routes from sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve the routes of MANIFEST (default: ./trellis.toml, else the
+    /// bundled quickstart).
+    Serve {
+        /// Path to trellis.toml.
+        manifest: Option<PathBuf>,
+        /// Listen on this address instead of `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serve the admin API on this address instead of
+        /// `server.admin_listen` (it also needs TRELLIS_ADMIN_TOKEN).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Reload routes when the manifest or a component file changes.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Validate MANIFEST and load every component it names, without serving.
+    Check {
+        /// Path to trellis.toml.
+        manifest: PathBuf,
+    },
+    /// Upload COMPONENT as the next version of ROUTE to a running host.
+    Deploy {
+        /// Route name.
+        route: String,
+        /// The component (.wasm).
+        component: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Route path; required when ROUTE is new.
+        #[arg(long)]
+        path: Option<String>,
+        /// Other route settings, e.g. `--set methods=GET,HEAD --set timeout=2s`
+        /// (methods, grants, timeout, memory, max_body, max_concurrency,
+        /// queue_timeout).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
+        settings: Vec<(String, String)>,
+    },
+    /// Serve ROUTE's previous version again on a running host.
+    Rollback {
+        /// Route name.
+        route: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminArgs {
+    /// Base URL of the host's admin API, e.g. http://127.0.0.1:9090.
+    #[arg(long)]
+    pub(crate) admin: String,
+    /// Bearer token (default: env TRELLIS_ADMIN_TOKEN).
+    #[arg(long)]
+    pub(crate) token: Option<String>,
+}
+
+impl AdminArgs {
+    /// The call, with `env_token` (`TRELLIS_ADMIN_TOKEN`) when `--token`
+    /// is not given.
+    pub(crate) fn call(self, action: Action, env_token: Option<String>) -> AdminCall {
+        AdminCall {
+            admin: self.admin,
+            token: self.token.or(env_token),
+            action,
+        }
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
+/// One call to the admin API.
+#[derive(Debug)]
+pub struct AdminCall {
+    /// Base URL of the admin listener, e.g. `http://127.0.0.1:9090`.
+    pub admin: String,
+    /// Bearer token (`--token` or `TRELLIS_ADMIN_TOKEN`).
+    pub token: Option<String>,
+    /// What to do.
+    pub action: Action,
+}
+
+/// What an [`AdminCall`] asks for.
+#[derive(Debug)]
+pub enum Action {
+    /// Upload `component` as the next version of `route`.
+    Deploy {
+        /// Route name.
+        route: String,
+        /// The `.wasm` file.
+        component: PathBuf,
+        /// Route settings (`path`, `methods`, `timeout`...) as query
+        /// parameters.
+        settings: Vec<(String, String)>,
+    },
+    /// Serve `route`'s previous version again.
+    Rollback {
+        /// Route name.
+        route: String,
+    },
+}

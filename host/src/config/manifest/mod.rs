@@ -1,0 +1,544 @@
+//! The `trellis.toml` manifest: its schema and defaults (here), its
+//! validation ([`validate`]) and the runtime specs it yields ([`spec`]).
+//!
+//! Every error names the file, the line and the field, because operators
+//! meet these errors at deploy time, usually in a CI log.
+
+pub mod spec;
+mod validate;
+
+use crate::config::units::{ByteSize, Duration};
+use serde::Deserialize;
+pub use spec::{Limits, RouteConfig, RouteSpec};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time;
+use toml::Spanned;
+pub use validate::{check_database_url, check_grants, check_limits, check_path, parse_methods};
+
+/// Capabilities a route may grant; see `wit/` and DESIGN.md.
+pub const KNOWN_GRANTS: &[&str] = &[
+    "sql",
+    "cache",
+    "rate-limit",
+    "health",
+    "log",
+    "metrics",
+    "config",
+    "queue",
+];
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Listener and process-wide settings.
+    #[serde(default)]
+    pub server: Server,
+    /// The database behind the `sql` capability; `None` means the
+    /// embedded default (SQLite `trellis.db` beside the manifest).
+    #[serde(default)]
+    pub database: Option<Database>,
+    /// The shared Redis; without it cache L2, cross-host invalidation and
+    /// shared rate limits are off and each host keeps its own.
+    #[serde(default)]
+    pub redis: Option<Redis>,
+    /// The in-process cache tier.
+    #[serde(default)]
+    pub cache: CacheSettings,
+    /// Named rate-limit policies, attached to routes by `rate_limit` and
+    /// usable by guests through the `rate-limit` capability.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitPolicy>,
+    /// The routes, each served by its own component.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteEntry>,
+    /// Directory the manifest lives in; component paths are relative to it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address of the public HTTP listener.
+    pub listen: SocketAddr,
+    /// Address of the admin API (hot load, rollback).
+    pub admin_listen: Option<SocketAddr>,
+    /// How long requests in flight may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Responses at least this large are compressed when the client accepts it.
+    pub compression_min_size: ByteSize,
+    /// Where precompiled components are kept (env `TRELLIS_CACHE_DIR` wins).
+    pub cache_dir: Option<PathBuf>,
+    /// Most guest instances alive at once across all routes; sizes the
+    /// pooling allocator.
+    pub max_instances: u32,
+    /// Largest component the admin API accepts in one upload.
+    pub max_component_size: ByteSize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: None,
+            shutdown_grace: Duration(time::Duration::from_secs(30)),
+            compression_min_size: ByteSize(1024),
+            cache_dir: None,
+            max_instances: 1000,
+            max_component_size: ByteSize(64 << 20),
+        }
+    }
+}
+
+/// The `[database]` table: the pool behind the `sql` capability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `sqlite://path` (relative to the manifest) or `postgres://...`;
+    /// env `TRELLIS_DATABASE_URL` wins.
+    pub url: Option<Spanned<String>>,
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// Connections the pool keeps open when idle.
+    pub min_connections: u32,
+    /// How long a statement waits for a free connection before failing
+    /// with `pool-timeout`.
+    pub acquire_timeout: Duration,
+    /// How long an idle connection above `min_connections` stays open.
+    pub idle_timeout: Duration,
+    /// How long one statement may run before failing with `timeout`.
+    pub statement_timeout: Duration,
+    /// SQL files applied once each, in order, at start.
+    pub migrations: Vec<Spanned<Migration>>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: None,
+            max_connections: 20,
+            min_connections: 0,
+            acquire_timeout: Duration(time::Duration::from_secs(5)),
+            idle_timeout: Duration(time::Duration::from_secs(600)),
+            statement_timeout: Duration(time::Duration::from_secs(30)),
+            migrations: Vec::new(),
+        }
+    }
+}
+
+/// The `[redis]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://host:port/db`; env `TRELLIS_REDIS_URL` wins.
+    pub url: Spanned<String>,
+    /// The longest one Redis call may take before the host carries on
+    /// without Redis.
+    #[serde(default = "Redis::default_timeout")]
+    pub timeout: Duration,
+}
+
+impl Redis {
+    fn default_timeout() -> Duration {
+        Duration(time::Duration::from_millis(250))
+    }
+}
+
+/// The `[cache]` table: the in-process tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Most bytes of keys and values held in process.
+    pub memory: ByteSize,
+    /// Largest value the cache accepts.
+    pub max_value: ByteSize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            memory: ByteSize(64 << 20),
+            max_value: ByteSize(1 << 20),
+        }
+    }
+}
+
+/// A `[rate_limits.NAME]` policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// Requests allowed per window (also the largest burst).
+    pub requests: u32,
+    /// The window.
+    pub window: Duration,
+    /// What a request is counted by: `ip`, `header:NAME` or `route`.
+    #[serde(default = "RateLimitPolicy::default_key")]
+    pub key: Spanned<String>,
+}
+
+impl RateLimitPolicy {
+    fn default_key() -> Spanned<String> {
+        Spanned::new(0..0, "ip".to_owned())
+    }
+
+    /// The parsed `key`.
+    pub fn key_source(&self) -> Result<KeySource, String> {
+        KeySource::parse(self.key.get_ref())
+    }
+}
+
+/// What a host-side rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The client's IP address (the TCP peer).
+    Ip,
+    /// The value of a request header, e.g. an API key or
+    /// `x-forwarded-for` behind a proxy. Requests without it share one
+    /// bucket.
+    Header(http::HeaderName),
+    /// Nothing: one bucket for the whole route.
+    Route,
+}
+
+impl KeySource {
+    /// Parses `ip`, `header:NAME` or `route`.
+    pub fn parse(key: &str) -> Result<KeySource, String> {
+        match key {
+            "ip" => Ok(KeySource::Ip),
+            "route" => Ok(KeySource::Route),
+            _ => match key.strip_prefix("header:") {
+                Some(name) => http::HeaderName::from_bytes(name.as_bytes())
+                    .map(KeySource::Header)
+                    .map_err(|_| format!("{name:?} is not a header name")),
+                None => Err(format!(
+                    "{key:?} is not a key; use \"ip\", \"header:NAME\" or \"route\""
+                )),
+            },
+        }
+    }
+}
+
+/// A route's `cache = { ... }`: the host-side response cache for GET.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCache {
+    /// How long a response is served from cache.
+    pub ttl: Duration,
+    /// Request headers whose values are part of the cache key.
+    #[serde(default)]
+    pub vary: Vec<String>,
+}
+
+/// One entry of `[database].migrations`: a file for both databases, or one
+/// file per database where their SQL differs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Migration {
+    /// The same SQL on SQLite and PostgreSQL.
+    Both(String),
+    /// Dialect-specific SQL.
+    PerDialect {
+        /// The file applied on SQLite.
+        sqlite: String,
+        /// The file applied on PostgreSQL.
+        postgres: String,
+    },
+}
+
+/// One `[[route]]` as written; [`RouteEntry::spec`] turns it into the
+/// [`RouteSpec`] the host runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    /// Name used by logs, metrics and the admin API; derived from the path
+    /// when absent.
+    pub name: Option<Spanned<String>>,
+    /// Path pattern, with `{param}` and `{*rest}` segments.
+    pub path: Spanned<String>,
+    /// Allowed methods; all when absent.
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// The component file, relative to the manifest.
+    pub component: Spanned<String>,
+    /// Capabilities the component may import.
+    pub grants: Option<Spanned<Vec<String>>>,
+    /// CPU and wall-clock deadline for one request.
+    #[serde(default = "Limits::default_timeout")]
+    pub timeout: Duration,
+    /// Most linear memory one instance may grow to.
+    #[serde(default = "Limits::default_memory")]
+    pub memory: ByteSize,
+    /// Largest request body accepted.
+    #[serde(default = "Limits::default_max_body")]
+    pub max_body: ByteSize,
+    /// Requests served at once; more wait up to `queue_timeout`.
+    #[serde(default = "Limits::default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// How long a request waits for a free slot before a 503.
+    #[serde(default = "Limits::default_queue_timeout")]
+    pub queue_timeout: Duration,
+    /// Variables the `config` capability hands the guest.
+    pub config: Option<Spanned<BTreeMap<String, ConfigValue>>>,
+    /// Like `config`, but never written to a log.
+    pub secrets: Option<Spanned<BTreeMap<String, ConfigValue>>>,
+    /// The `[rate_limits]` policy applied before the component runs.
+    pub rate_limit: Option<Spanned<String>>,
+    /// The host-side response cache for GET.
+    pub cache: Option<Spanned<ResponseCache>>,
+    /// The `cache` capability's key namespace; the route's name when
+    /// absent. Routes naming the same namespace share keys.
+    pub cache_namespace: Option<Spanned<String>>,
+    /// `config` and `secrets` with environment references resolved, at
+    /// validation.
+    #[serde(skip)]
+    resolved_config: Arc<RouteConfig>,
+}
+
+/// A `config` or `secrets` entry as written in the manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// The value itself.
+    Literal(String),
+    /// The value of a host environment variable.
+    Env(FromEnv),
+}
+
+/// `{ env = "NAME", default = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromEnv {
+    /// The environment variable to read when the manifest loads.
+    pub env: String,
+    /// The value when the variable is unset; without one, an unset
+    /// variable is a manifest error.
+    pub default: Option<String>,
+}
+
+/// A manifest that could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("manifest {path}: cannot read: {source}")]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error; the message carries line and column.
+    #[error("manifest {path}: {source}")]
+    Parse {
+        /// The manifest path.
+        path: PathBuf,
+        /// The parser's error, which quotes the offending line.
+        source: Box<toml::de::Error>,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("manifest {path}:{line}: {field}: {message}")]
+    Invalid {
+        /// The manifest path.
+        path: PathBuf,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// The field, e.g. `route[2].path`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Manifest::parse(&text, path, base_dir)
+    }
+
+    /// Parses and validates manifest `text`; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path, base_dir: PathBuf) -> Result<Manifest, ManifestError> {
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        manifest.base_dir = base_dir;
+        manifest.validate(text, path)?;
+        Ok(manifest)
+    }
+
+    /// Where precompiled components are cached: `TRELLIS_CACHE_DIR`, then
+    /// `server.cache_dir`, then the user's cache directory.
+    pub fn cache_dir(&self, env: &crate::config::env::Env) -> PathBuf {
+        if let Some(dir) = &env.cache_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = &self.server.cache_dir {
+            return self.base_dir.join(dir);
+        }
+        let base = env
+            .user_cache_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("trellis")
+    }
+}
+
+impl RouteEntry {
+    /// The route's name: explicit, or derived from its path
+    /// (`/users/{id}` → `users-id`).
+    pub fn name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.get_ref().clone();
+        }
+        let derived: Vec<&str> = self
+            .path
+            .get_ref()
+            .split('/')
+            .map(|s| s.trim_matches(|c| c == '{' || c == '}' || c == '*'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        if derived.is_empty() {
+            "root".to_owned()
+        } else {
+            derived.join("-")
+        }
+    }
+
+    /// The limits every request on this route runs under.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            memory: self.memory,
+            max_body: self.max_body,
+            max_concurrency: self.max_concurrency,
+            queue_timeout: self.queue_timeout,
+        }
+    }
+
+    /// The methods this route answers; `None` means all.
+    pub fn methods(&self) -> Option<Vec<http::Method>> {
+        self.methods.as_ref().map(|m| {
+            m.get_ref()
+                .iter()
+                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                .collect()
+        })
+    }
+
+    /// The route's settings, apart from its component.
+    pub fn spec(&self) -> RouteSpec {
+        RouteSpec {
+            name: self.name(),
+            path: self.path.get_ref().clone(),
+            methods: self.methods(),
+            grants: self
+                .grants
+                .as_ref()
+                .map(|g| g.get_ref().clone())
+                .unwrap_or_default(),
+            limits: self.limits(),
+            config: self.resolved_config.clone(),
+            rate_limit: self.rate_limit.as_ref().map(|r| r.get_ref().clone()),
+            cache: self.cache.as_ref().map(|c| c.get_ref().clone()),
+            cache_namespace: self
+                .cache_namespace
+                .as_ref()
+                .map_or_else(|| self.name(), |n| n.get_ref().clone()),
+        }
+    }
+
+    /// The component's file path, resolved against the manifest directory.
+    pub fn component_path(&self, base_dir: &Path) -> PathBuf {
+        base_dir.join(self.component.get_ref())
+    }
+}
+
+/// 1-based line number of byte offset `at` in `text`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("trellis.toml"), PathBuf::from("."))
+    }
+
+    #[test]
+    fn defaults_and_derived_names() {
+        let m = parse("[[route]]\npath = \"/users/{id}\"\ncomponent = \"u.wasm\"\n").unwrap();
+        assert_eq!(m.routes[0].name(), "users-id");
+        assert_eq!(m.routes[0].timeout.0, time::Duration::from_secs(30));
+        assert!(m.routes[0].methods().is_none());
+        assert_eq!(m.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_value() {
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ntimeout = \"2x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("timeout"), "{err}");
+        assert!(err.contains("unit must be"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ntmeout = \"2s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tmeout"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_line_and_field() {
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n\n[[route]]\npath = \"/a\"\ncomponent = \"b.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("manifest trellis.toml:6: route[1].path:"),
+            "{err}"
+        );
+
+        let err = parse("[[route]]\npath = \"/metrics\"\ncomponent = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2: route[0].path"), "{err}");
+
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\nmethods = [\"get\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":4: route[0].methods"), "{err}");
+
+        let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ngrants = [\"sql\", \"filesystem\"]\n").unwrap_err().to_string();
+        assert!(
+            err.contains(":4: route[0].grants") && err.contains("filesystem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_policy_names_cannot_split_bucket_keys() {
+        let err = parse("[rate_limits.\"a:b\"]\nrequests = 1\nwindow = \"1s\"\nkey = \"ip\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":4: rate_limits.\"a:b\""), "{err}");
+        parse("[rate_limits.per-ip_v2]\nrequests = 1\nwindow = \"1s\"\n").unwrap();
+    }
+}

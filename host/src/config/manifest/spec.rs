@@ -1,0 +1,220 @@
+//! What the host runs a route with: its limits, its resolved variables
+//! and secrets, and the [`RouteSpec`] that a `[[route]]` or an admin
+//! `PUT` becomes once validated.
+
+use super::{ConfigValue, FromEnv, ResponseCache};
+use crate::config::units::{ByteSize, Duration};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time;
+
+/// Per-route limits, as the dispatcher applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// CPU and wall-clock deadline for one request.
+    pub timeout: Duration,
+    /// Most linear memory one instance may grow to.
+    pub memory: ByteSize,
+    /// Largest request body accepted.
+    pub max_body: ByteSize,
+    /// Requests served at once; more wait up to `queue_timeout`.
+    pub max_concurrency: u32,
+    /// How long a request waits for a free slot before a 503.
+    pub queue_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Limits::default_timeout(),
+            memory: Limits::default_memory(),
+            max_body: Limits::default_max_body(),
+            max_concurrency: Limits::default_max_concurrency(),
+            queue_timeout: Limits::default_queue_timeout(),
+        }
+    }
+}
+
+impl Limits {
+    pub(super) fn default_timeout() -> Duration {
+        Duration(time::Duration::from_secs(30))
+    }
+    pub(super) fn default_memory() -> ByteSize {
+        ByteSize(64 << 20)
+    }
+    pub(super) fn default_max_body() -> ByteSize {
+        ByteSize(10 << 20)
+    }
+    pub(super) fn default_max_concurrency() -> u32 {
+        1024
+    }
+    pub(super) fn default_queue_timeout() -> Duration {
+        Duration(time::Duration::from_millis(100))
+    }
+}
+
+/// One route's settings, wherever they were written (a `[[route]]` of the
+/// manifest or the query of an admin `PUT`), validated by the same checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Name used by logs, metrics and the admin API.
+    pub name: String,
+    /// Path pattern, with `{param}` and `{*rest}` segments.
+    pub path: String,
+    /// Methods served; `None` means all.
+    pub methods: Option<Vec<http::Method>>,
+    /// Capabilities the component may import.
+    pub grants: Vec<String>,
+    /// Limits applied to each request.
+    pub limits: Limits,
+    /// Variables and secrets for the `config` capability.
+    pub config: Arc<RouteConfig>,
+    /// The rate-limit policy applied before the component runs.
+    pub rate_limit: Option<String>,
+    /// The host-side response cache.
+    pub cache: Option<ResponseCache>,
+    /// The `cache` capability's key namespace.
+    pub cache_namespace: String,
+}
+
+/// One route's resolved variables and secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Key to (value, is secret).
+    pub(crate) values: BTreeMap<String, (String, bool)>,
+}
+
+/// Why a route's configuration cannot be resolved.
+#[derive(Debug)]
+pub struct ResolveError {
+    /// The offending key.
+    pub key: String,
+    /// Whether it is in `secrets` (else `config`).
+    pub secret: bool,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl RouteConfig {
+    /// Resolves a route's `config` and `secrets` tables against the
+    /// process environment.
+    pub fn resolve(
+        config: Option<&BTreeMap<String, ConfigValue>>,
+        secrets: Option<&BTreeMap<String, ConfigValue>>,
+    ) -> Result<RouteConfig, ResolveError> {
+        let mut values = BTreeMap::new();
+        let tables = [(config, false), (secrets, true)];
+        for (table, secret) in tables {
+            for (key, value) in table.into_iter().flatten() {
+                let fail = |message: String| ResolveError {
+                    key: key.clone(),
+                    secret,
+                    message,
+                };
+                valid_key(key).map_err(fail)?;
+                let resolved = match value {
+                    ConfigValue::Literal(v) => v.clone(),
+                    ConfigValue::Env(FromEnv { env, default }) => {
+                        match (crate::config::env::var(env), default) {
+                            (Some(v), _) => v,
+                            (None, Some(d)) => d.clone(),
+                            (None, None) => {
+                                return Err(fail(format!(
+                                    "environment variable {env} is not set and no default is given"
+                                )));
+                            }
+                        }
+                    }
+                };
+                if values.insert(key.clone(), (resolved, secret)).is_some() {
+                    return Err(fail("is set in both config and secrets".into()));
+                }
+            }
+        }
+        Ok(RouteConfig { values })
+    }
+
+    /// The value of `key`, a variable or a secret.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str())
+    }
+
+    /// The secrets' values, for masking them in guest log records. Empty
+    /// ones are skipped: masking "" would mask nothing but cost a scan.
+    pub fn secret_values(&self) -> impl Iterator<Item = &str> {
+        self.values
+            .values()
+            .filter(|(v, secret)| *secret && !v.is_empty())
+            .map(|(v, _)| v.as_str())
+    }
+}
+
+impl fmt::Debug for RouteConfig {
+    /// Secrets print as `[redacted]`, so a stray `{:?}` cannot leak them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.values
+                    .iter()
+                    .map(|(k, (v, secret))| (k, if *secret { "[redacted]" } else { v.as_str() })),
+            )
+            .finish()
+    }
+}
+
+/// Whether `key` may name a config variable: letters, digits, `_`, `-`, `.`.
+pub fn valid_key(key: &str) -> Result<(), String> {
+    let ok = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key:?} is not a valid key (letters, digits, '_', '-', '.')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigValue, FromEnv};
+    use super::*;
+
+    #[test]
+    fn resolves_literals_env_and_defaults_and_hides_secrets() {
+        let table = |entries: &[(&str, ConfigValue)]| {
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let env = |name: &str, default: Option<&str>| {
+            ConfigValue::Env(FromEnv {
+                env: name.into(),
+                default: default.map(Into::into),
+            })
+        };
+        let config = table(&[
+            ("page_size", ConfigValue::Literal("20".into())),
+            ("home", env("HOME", None)),
+            ("unset", env("TRELLIS_TEST_SURELY_UNSET", Some("fallback"))),
+        ]);
+        let secrets = table(&[("token", ConfigValue::Literal("s3cret".into()))]);
+        let resolved = RouteConfig::resolve(Some(&config), Some(&secrets)).unwrap();
+        assert_eq!(resolved.get("page_size"), Some("20"));
+        assert_eq!(resolved.get("home"), std::env::var("HOME").ok().as_deref());
+        assert_eq!(resolved.get("unset"), Some("fallback"));
+        assert_eq!(resolved.get("token"), Some("s3cret"));
+        assert_eq!(resolved.secret_values().collect::<Vec<_>>(), ["s3cret"]);
+        assert!(!format!("{resolved:?}").contains("s3cret"));
+
+        let missing = table(&[("k", env("TRELLIS_TEST_SURELY_UNSET", None))]);
+        let err = RouteConfig::resolve(None, Some(&missing)).unwrap_err();
+        assert!(err.secret && err.key == "k", "{err:?}");
+        assert!(err.message.contains("TRELLIS_TEST_SURELY_UNSET"), "{err:?}");
+    }
+}

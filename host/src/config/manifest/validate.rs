@@ -1,0 +1,225 @@
+//! Validation of a parsed manifest, and the checks the admin API applies
+//! to the same settings given in a query. Every error names the field and,
+//! in a manifest, its line.
+
+use super::spec::Limits;
+use super::{KNOWN_GRANTS, Manifest, ManifestError, RouteConfig, line_of};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use toml::Spanned;
+
+/// Paths the host serves itself; routes may not shadow them.
+const RESERVED_PREFIXES: &[&str] = &["/health", "/metrics", "/openapi.json"];
+
+impl Manifest {
+    /// Checks what parsed but cannot work, and resolves each route's
+    /// `config` and `secrets`.
+    pub(super) fn validate(&mut self, text: &str, path: &Path) -> Result<(), ManifestError> {
+        let invalid = |span: Range<usize>, field: String, message: String| ManifestError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span.start),
+            field,
+            message,
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut paths = matchit::Router::new();
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            let field = |name: &str| format!("route[{i}].{name}");
+            let p = route.path.get_ref();
+            if let Err(message) = check_path(p) {
+                return Err(invalid(route.path.span(), field("path"), message));
+            }
+            if let Err(e) = paths.insert(p.as_str(), ()) {
+                return Err(invalid(route.path.span(), field("path"), e.to_string()));
+            }
+            let name = route.name();
+            if !names.insert(name.clone()) {
+                let span = route.name.as_ref().map_or(route.path.span(), Spanned::span);
+                return Err(invalid(
+                    span,
+                    field("name"),
+                    format!("route name {name:?} is used twice"),
+                ));
+            }
+            if let Some(methods) = &route.methods
+                && let Err(message) = parse_methods(methods.get_ref())
+            {
+                return Err(invalid(methods.span(), field("methods"), message));
+            }
+            if let Some(grants) = &route.grants
+                && let Err(message) = check_grants(grants.get_ref())
+            {
+                return Err(invalid(grants.span(), field("grants"), message));
+            }
+            if let Err((name, message)) = check_limits(&route.limits()) {
+                return Err(invalid(route.path.span(), field(name), message));
+            }
+            if let Some(policy) = &route.rate_limit
+                && !self.rate_limits.contains_key(policy.get_ref())
+            {
+                return Err(invalid(
+                    policy.span(),
+                    field("rate_limit"),
+                    format!("no policy {:?} in [rate_limits]", policy.get_ref()),
+                ));
+            }
+            if let Some(cache) = &route.cache {
+                let c = cache.get_ref();
+                if c.ttl.0.is_zero() {
+                    return Err(invalid(
+                        cache.span(),
+                        field("cache.ttl"),
+                        "must be more than 0".into(),
+                    ));
+                }
+                if let Some(bad) = c
+                    .vary
+                    .iter()
+                    .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+                {
+                    return Err(invalid(
+                        cache.span(),
+                        field("cache.vary"),
+                        format!("{bad:?} is not a header name"),
+                    ));
+                }
+            }
+            let config = RouteConfig::resolve(
+                route.config.as_ref().map(Spanned::get_ref),
+                route.secrets.as_ref().map(Spanned::get_ref),
+            );
+            match config {
+                Ok(config) => route.resolved_config = Arc::new(config),
+                Err(err) => {
+                    let table = if err.secret { "secrets" } else { "config" };
+                    let spanned = if err.secret {
+                        &route.secrets
+                    } else {
+                        &route.config
+                    };
+                    let span = spanned.as_ref().map_or(route.path.span(), Spanned::span);
+                    return Err(invalid(
+                        span,
+                        field(&format!("{table}.{}", err.key)),
+                        err.message,
+                    ));
+                }
+            }
+        }
+        for (name, policy) in &self.rate_limits {
+            let span = policy.key.span();
+            let field = |f: &str| format!("rate_limits.{name}.{f}");
+            // Names are part of bucket keys (`{policy}:...`), so no ':'.
+            let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
+                return Err(invalid(
+                    span,
+                    format!("rate_limits.{name:?}"),
+                    "a policy name is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into(),
+                ));
+            }
+            if let Err(message) = policy.key_source() {
+                return Err(invalid(span, field("key"), message));
+            }
+            if policy.requests == 0 {
+                return Err(invalid(
+                    span,
+                    field("requests"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if policy.window.0.is_zero() {
+                return Err(invalid(span, field("window"), "must be more than 0".into()));
+            }
+        }
+        if let Some(database) = &self.database {
+            let field = |name: &str| format!("database.{name}");
+            let span = |s: Option<Range<usize>>| s.unwrap_or(0..0);
+            let url_span = span(database.url.as_ref().map(Spanned::span));
+            if let Some(url) = &database.url
+                && let Err(message) = check_database_url(url.get_ref())
+            {
+                return Err(invalid(url_span, field("url"), message));
+            }
+            if database.max_connections == 0 {
+                return Err(invalid(
+                    url_span,
+                    field("max_connections"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if database.min_connections > database.max_connections {
+                return Err(invalid(
+                    url_span,
+                    field("min_connections"),
+                    "must not exceed max_connections".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a route path: absolute, and not under a path the host serves.
+pub fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must start with '/'"));
+    }
+    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|r| p.starts_with(**r)) {
+        return Err(format!(
+            "{p:?} is under {prefix}, which the host serves itself"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses method names, which must be upper-case HTTP methods.
+pub fn parse_methods(methods: &[String]) -> Result<Vec<http::Method>, String> {
+    methods
+        .iter()
+        .map(|m| match http::Method::from_bytes(m.as_bytes()) {
+            Ok(method) if !m.chars().any(|c| c.is_ascii_lowercase()) => Ok(method),
+            _ => Err(format!(
+                "{m:?} is not an HTTP method (use upper case, e.g. \"GET\")"
+            )),
+        })
+        .collect()
+}
+
+/// Checks that every grant names a known capability.
+pub fn check_grants(grants: &[String]) -> Result<(), String> {
+    match grants.iter().find(|g| !KNOWN_GRANTS.contains(&g.as_str())) {
+        Some(g) => Err(format!(
+            "unknown capability {g:?}; known: {}",
+            KNOWN_GRANTS.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks limits that parse but cannot work; the error names the field.
+pub fn check_limits(limits: &Limits) -> Result<(), (&'static str, String)> {
+    if limits.timeout.0.is_zero() {
+        return Err(("timeout", "must be more than 0".into()));
+    }
+    if limits.max_concurrency == 0 {
+        return Err(("max_concurrency", "must be at least 1".into()));
+    }
+    if limits.memory.0 < 1 << 20 {
+        return Err(("memory", "must be at least 1MiB".into()));
+    }
+    Ok(())
+}
+
+/// Checks that a database URL names a database the host supports.
+pub fn check_database_url(url: &str) -> Result<(), String> {
+    if url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
+        Ok(())
+    } else {
+        Err("must start with sqlite: or postgres://".into())
+    }
+}

@@ -1,0 +1,179 @@
+//! Routing a request to its component, with the route's limits applied
+//! before any guest code runs.
+
+use crate::app::App;
+use crate::app::routes::Route;
+use crate::http::body::LimitedBody;
+use crate::http::edge::{RequestId, Served, X_REQUEST_ID};
+use crate::http::error::{ApiError, ErrorKind};
+use crate::http::response_cache;
+use crate::observability::metrics::FailureKind;
+use crate::observability::trace::TraceContext;
+use crate::runtime::invoke::{self, Failure, invoke};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, header};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-component");
+
+/// Everything that is not a host endpoint: its route's component, or a
+/// JSON 404 / 405.
+pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
+    let request_id = match req.extensions().get::<RequestId>() {
+        Some(id) => id.0.clone(),
+        None => Arc::from(""),
+    };
+    let fail = |kind| {
+        ApiError {
+            kind,
+            request_id: request_id.clone(),
+        }
+        .into_response()
+    };
+
+    // One load of the table per request: the `Arc<Route>` taken here keeps
+    // this version (its component and limits) alive until the request is
+    // done, whatever hot load swaps in meanwhile.
+    let Some(route) = app.routes.load().lookup(req.uri().path()).cloned() else {
+        return fail(ErrorKind::NotFound);
+    };
+    if !route.allows(req.method()) {
+        return fail(ErrorKind::MethodNotAllowed {
+            allow: route.allow_header(),
+        });
+    }
+    // Before the cache and any instantiation: a refusal costs one check.
+    let limit = app.services.rate_limiter.check_route(&route, &req).await;
+    if let Some(refused) = limit.filter(|d| !d.allowed) {
+        crate::http::body::discard(req.into_body()).await;
+        let mut response = fail(ErrorKind::RateLimited(refused));
+        response.extensions_mut().insert(served(&app, &route));
+        return response;
+    }
+
+    let mut response = match response_cache::Plan::new(&route, &req) {
+        Some(plan) => match plan.lookup(&app.services.cache).await {
+            Some(hit) => hit,
+            None => {
+                let response = run_component(&app, &route, req, &request_id).await;
+                plan.store(
+                    &app.services.cache,
+                    response,
+                    app.services.cache.max_value(),
+                )
+                .await
+            }
+        },
+        None => run_component(&app, &route, req, &request_id).await,
+    };
+    response
+        .headers_mut()
+        .insert(X_TRELLIS_COMPONENT.clone(), route.label.clone());
+    if let Some(limit) = &limit {
+        limit.write_headers(response.headers_mut());
+    }
+    response.extensions_mut().insert(served(&app, &route));
+    response
+}
+
+/// What the request log and metrics name a response by.
+fn served(app: &App, route: &Route) -> Served {
+    Served {
+        route: route.name.clone(),
+        component: route.handler.digest.clone(),
+        version: route.version,
+        metrics: Some(route.metrics(&app.metrics).clone()),
+    }
+}
+
+/// Runs `req` through a fresh instance of the route's component, under
+/// the route's body, concurrency and time limits.
+async fn run_component(
+    app: &App,
+    route: &Route,
+    mut req: Request,
+    request_id: &Arc<str>,
+) -> Response {
+    let fail = |kind| {
+        ApiError {
+            kind,
+            request_id: request_id.clone(),
+        }
+        .into_response()
+    };
+    let max_body = route.spec.limits.max_body.0;
+    if content_length(&req).is_some_and(|len| len > max_body) {
+        crate::http::body::discard(req.into_body()).await;
+        return fail(ErrorKind::PayloadTooLarge { limit: max_body });
+    }
+    let Some(route_slot) = route.admit().await else {
+        return fail(ErrorKind::Overloaded);
+    };
+    let Ok(instance_slot) = app.instances.clone().try_acquire_owned() else {
+        return fail(ErrorKind::Overloaded);
+    };
+
+    // The guest sees the request id the client will see, even when the
+    // host made it up, so its logs and error bodies can carry it.
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        req.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    }
+    // wasi:http needs an authority; HTTP/1.0 clients may not send one.
+    if !req.headers().contains_key(header::HOST) && req.uri().authority().is_none() {
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("localhost"));
+    }
+    let trace = req
+        .extensions()
+        .get::<Arc<TraceContext>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(TraceContext::from_request(None)));
+    let (parts, body) = req.into_parts();
+    let (body, exceeded) = LimitedBody::new(body, max_body);
+    let req = Request::from_parts(parts, body);
+    let series = route.metrics(&app.metrics).clone();
+    let in_flight = series.in_flight();
+    let cx = invoke::Context {
+        metrics: app.metrics.clone(),
+        series,
+        guest: route.guest_context(request_id.clone(), trace),
+    };
+    let result = invoke(
+        &app.engine,
+        route.handler.clone(),
+        &route.spec.limits,
+        req,
+        (route_slot, instance_slot, in_flight),
+        cx,
+    )
+    .await;
+
+    if exceeded.load(Ordering::Acquire) {
+        return fail(ErrorKind::PayloadTooLarge { limit: max_body });
+    }
+    match result {
+        Ok(response) => response.map(Body::new),
+        Err(Failure::Timeout(limit)) => fail(ErrorKind::HandlerTimeout(limit)),
+        Err(failure) => {
+            if !matches!(failure, Failure::Trapped(_)) {
+                app.metrics
+                    .guest_failed(&route.name, FailureKind::NoResponse);
+                // Traps were logged where they happened, with the cause.
+                tracing::warn!(route = %route.name, request_id = %request_id, cause = %failure, "handler failed");
+            }
+            fail(ErrorKind::HandlerFailed)
+        }
+    }
+}
+
+fn content_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}

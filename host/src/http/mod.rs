@@ -1,0 +1,15 @@
+//! The public HTTP server: the edge every request crosses (request id,
+//! trace, security headers, log line), dispatch to a route's component
+//! under its limits, request bodies, JSON errors, per-route rate limits
+//! and the response cache.
+//!
+//! Calls [`crate::app`] and every layer below it; the admin API
+//! ([`crate::ops`]) sits above and may reuse its edge and errors.
+
+pub mod body;
+pub mod dispatch;
+pub mod edge;
+pub mod error;
+pub mod rate_limit;
+pub mod response_cache;
+pub mod server;

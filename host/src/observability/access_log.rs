@@ -1,0 +1,211 @@
+//! The access log: one line per request, written straight into the same
+//! non-blocking log writer as every other line and in the same shape (text,
+//! or JSON with `TRELLIS_LOG_FORMAT=json`), but without going through
+//! tracing's generic formatter, which cost more per request than a guest's
+//! whole instantiation.
+//!
+//! Filtering still follows `TRELLIS_LOG`: the line is written only if an
+//! `INFO` event with target `trellis::request` would be.
+
+use crate::observability::log_writer::LogWriter;
+use http::Method;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+/// Where lines go, and in which shape; set once at startup.
+struct Sink {
+    writer: LogWriter,
+    json: bool,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Sends access-log lines to `writer`, as JSON when `json` is set.
+pub fn install(writer: LogWriter, json: bool) {
+    let _ = SINK.set(Sink { writer, json });
+}
+
+/// One finished request.
+pub struct Entry<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// The trace the request belongs to.
+    pub trace_id: &'a str,
+    /// The request method.
+    pub method: &'a Method,
+    /// The request path (no query: it may carry secrets).
+    pub path: &'a str,
+    /// The route that served it, if any.
+    pub route: Option<&'a str>,
+    /// The digest of the component that served it, if any.
+    pub component: Option<&'a str>,
+    /// The route version that served it, if any.
+    pub version: Option<u32>,
+    /// The response status.
+    pub status: u16,
+    /// Time to the response head.
+    pub duration: Duration,
+}
+
+/// Writes `entry`, if the access log is installed and enabled.
+pub fn record(entry: &Entry<'_>) {
+    let Some(sink) = SINK.get() else { return };
+    if !tracing::enabled!(target: "trellis::request", tracing::Level::INFO) {
+        return;
+    }
+    thread_local! {
+        static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    }
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        if sink.json {
+            format_json(line, entry);
+        } else {
+            format_text(line, entry);
+        }
+        // The writer only queues the line for the log thread.
+        sink.writer.line(line.as_bytes());
+    });
+}
+
+fn format_text(out: &mut String, e: &Entry<'_>) {
+    timestamp(out, SystemTime::now());
+    let _ = write!(
+        out,
+        "  INFO trellis::request: request request_id={} trace_id={} method={} path={}",
+        e.request_id, e.trace_id, e.method, e.path
+    );
+    if let Some(route) = e.route {
+        let _ = write!(out, " route={route:?}");
+    }
+    if let Some(component) = e.component {
+        let _ = write!(out, " component={component:?}");
+    }
+    if let Some(version) = e.version {
+        let _ = write!(out, " version={version}");
+    }
+    let _ = writeln!(
+        out,
+        " status={} duration_ms={}",
+        e.status,
+        Millis(e.duration)
+    );
+}
+
+fn format_json(out: &mut String, e: &Entry<'_>) {
+    out.push_str("{\"timestamp\":\"");
+    timestamp(out, SystemTime::now());
+    out.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":");
+    json_str(out, e.request_id);
+    out.push_str(",\"trace_id\":");
+    json_str(out, e.trace_id);
+    out.push_str(",\"method\":");
+    json_str(out, e.method.as_str());
+    out.push_str(",\"path\":");
+    json_str(out, e.path);
+    if let Some(route) = e.route {
+        out.push_str(",\"route\":");
+        json_str(out, route);
+    }
+    if let Some(component) = e.component {
+        out.push_str(",\"component\":");
+        json_str(out, component);
+    }
+    if let Some(version) = e.version {
+        let _ = write!(out, ",\"version\":{version}");
+    }
+    let _ = writeln!(
+        out,
+        ",\"status\":{},\"duration_ms\":{},\"target\":\"trellis::request\"}}",
+        e.status,
+        Millis(e.duration)
+    );
+}
+
+/// Milliseconds to the microsecond (`0.028`, not `0.028000999999999998`),
+/// written without float formatting.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends `t` as RFC 3339 UTC with microseconds, like tracing's own lines.
+fn timestamp(out: &mut String, t: SystemTime) {
+    let t = chrono::DateTime::<chrono::Utc>::from(t);
+    let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn timestamps_match_the_calendar() {
+        let mut s = String::new();
+        timestamp(
+            &mut s,
+            UNIX_EPOCH + Duration::from_micros(1_795_999_808_123_456),
+        );
+        assert_eq!(s, "2026-11-30T00:50:08.123456Z");
+        s.clear();
+        timestamp(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
+        assert_eq!(s, "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn durations_are_milliseconds_to_the_microsecond() {
+        let shown = |d| Millis(d).to_string();
+        assert_eq!(shown(Duration::from_nanos(28_001)), "0.028");
+        assert_eq!(shown(Duration::from_micros(1500)), "1.500");
+        assert_eq!(shown(Duration::from_secs(61)), "61000.000");
+    }
+
+    #[test]
+    fn json_lines_parse_and_escape() {
+        let mut s = String::new();
+        let entry = Entry {
+            request_id: "a\"b\\c",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            method: &Method::GET,
+            path: "/x",
+            route: Some("r"),
+            component: None,
+            version: Some(3),
+            status: 404,
+            duration: Duration::from_micros(1500),
+        };
+        format_json(&mut s, &entry);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["request_id"], "a\"b\\c");
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["route"], "r");
+        assert!(v.get("component").is_none());
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["message"], "request");
+    }
+}

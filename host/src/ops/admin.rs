@@ -1,0 +1,459 @@
+//! The admin API, on its own listener: list routes, deploy a component to
+//! a route, roll a route back, remove it (DESIGN.md, Operators).
+//!
+//! Every request needs `authorization: Bearer <TRELLIS_ADMIN_TOKEN>`; with
+//! no token configured the API is not served at all. Answers are JSON, and
+//! errors have the host's usual `{"error":{..}}` shape.
+
+use crate::app::routes::Route;
+use crate::config::Token;
+use crate::config::manifest::{
+    Limits, RouteSpec, check_grants, check_limits, check_path, parse_methods,
+};
+use crate::config::units::{ByteSize, Duration};
+use crate::http::edge::{EdgeLayer, RequestId};
+use crate::http::error::{ApiError, ErrorKind};
+use crate::ops::deployments::{DeployError, Deployed, Deployments};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::request::Parts;
+use http::{StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::net::TcpListener;
+
+#[derive(Clone)]
+struct AdminState {
+    deployments: Arc<Deployments>,
+    token: Token,
+}
+
+/// The admin router.
+pub fn router(deployments: Arc<Deployments>, token: Token) -> Router {
+    let state = AdminState { deployments, token };
+    Router::new()
+        .route("/admin/routes", get(list))
+        .route("/admin/routes/{name}", get(show).put(deploy).delete(remove))
+        .route("/admin/routes/{name}/rollback", post(rollback))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        .with_state(state)
+        .layer(EdgeLayer::default())
+}
+
+/// Binds the admin listener when the API is on: it needs both
+/// `server.admin_listen` and a token. Logs either way.
+pub async fn bind(
+    addr: Option<SocketAddr>,
+    token: Option<&Token>,
+) -> std::io::Result<Option<TcpListener>> {
+    let (Some(addr), Some(_)) = (addr, token) else {
+        let why = if addr.is_none() {
+            "no server.admin_listen (or --admin-listen)"
+        } else {
+            "TRELLIS_ADMIN_TOKEN is not set"
+        };
+        tracing::info!(reason = why, "admin API off");
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "admin listening");
+    Ok(Some(listener))
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    deployments: Arc<Deployments>,
+    listener: TcpListener,
+    token: Token,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(deployments, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The request id the edge assigned, for error bodies.
+struct Rid(Arc<str>);
+
+impl<S: Sync> FromRequestParts<S> for Rid {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Rid, Infallible> {
+        Ok(Rid(parts
+            .extensions
+            .get::<RequestId>()
+            .map_or_else(|| Arc::from(""), |id| id.0.clone())))
+    }
+}
+
+impl Rid {
+    fn fail(&self, kind: ErrorKind) -> Response {
+        ApiError {
+            kind,
+            request_id: self.0.clone(),
+        }
+        .into_response()
+    }
+}
+
+async fn authorize(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if state.token.matches(given) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let Ok(rid) = Rid::from_request_parts(&mut parts, &()).await;
+    tracing::warn!(path = %parts.uri.path(), "admin request refused: missing or wrong token");
+    refuse(body, &rid, ErrorKind::Unauthorized).await
+}
+
+/// Answers `kind` to a request whose body was not read: reads and drops
+/// the body first (bounded, see [`crate::http::body::discard`]), or a client
+/// still uploading a component sees a reset instead of the answer.
+async fn refuse(body: Body, rid: &Rid, kind: ErrorKind) -> Response {
+    crate::http::body::discard(body).await;
+    rid.fail(kind)
+}
+
+async fn not_found(rid: Rid) -> Response {
+    rid.fail(ErrorKind::NotFound)
+}
+
+async fn list(State(state): State<AdminState>) -> Response {
+    let table = state.deployments.app().routes.load_full();
+    let mut routes = Vec::new();
+    for route in table.iter() {
+        let history = state.deployments.versions(&route.name).await;
+        routes.push(describe(route, &history));
+    }
+    axum::Json(json!({ "routes": routes })).into_response()
+}
+
+async fn show(State(state): State<AdminState>, Path(name): Path<String>, rid: Rid) -> Response {
+    let Some(route) = state.deployments.app().routes.load().get(&name).cloned() else {
+        return rid.fail(ErrorKind::NoSuchRoute(name));
+    };
+    let history = state.deployments.versions(&name).await;
+    axum::Json(describe(&route, &history)).into_response()
+}
+
+/// Route settings given as query parameters of a `PUT`; the ones left out
+/// keep their current values (or the defaults, for a new route).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsQuery {
+    path: Option<String>,
+    /// Comma-separated; empty or `*` for every method.
+    methods: Option<String>,
+    /// Comma-separated; empty for none.
+    grants: Option<String>,
+    timeout: Option<String>,
+    memory: Option<String>,
+    max_body: Option<String>,
+    max_concurrency: Option<String>,
+    queue_timeout: Option<String>,
+}
+
+async fn deploy(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    query: Result<Query<SettingsQuery>, QueryRejection>,
+    rid: Rid,
+    req: Request,
+) -> Response {
+    // Every refusal before `to_bytes` below goes through `refuse`, which
+    // reads the unread upload first.
+    let (parts, body) = req.into_parts();
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            let message = format!("query parameters: {}", rejection.body_text());
+            return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await;
+        }
+    };
+    let current = state.deployments.app().routes.load().get(&name).cloned();
+    let spec = match settings(&name, current.as_deref(), query) {
+        Ok(spec) => spec,
+        Err(message) => return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await,
+    };
+    if let Some(kind) = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|ct| !matches!(*ct, "application/wasm" | "application/octet-stream"))
+    {
+        let message = format!("content-type {kind:?}: send the component as application/wasm");
+        return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await;
+    }
+    let limit = state.deployments.app().server.max_component_size.0;
+    let too_large = || rid.fail(ErrorKind::PayloadTooLarge { limit });
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return refuse(body, &rid, ErrorKind::PayloadTooLarge { limit }).await;
+    }
+    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
+    {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let over = std::error::Error::source(&err)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if over {
+                return too_large();
+            }
+            return rid.fail(ErrorKind::ValidationFailed(format!(
+                "reading the component upload: {err}"
+            )));
+        }
+    };
+    if bytes.is_empty() {
+        return rid.fail(ErrorKind::ValidationFailed(
+            "the request body must be the component (.wasm)".into(),
+        ));
+    }
+    match state.deployments.deploy(spec, bytes.to_vec()).await {
+        Ok(deployed) => deployed_response(&state, deployed).await,
+        Err(err) => deploy_failed(&rid, &name, err),
+    }
+}
+
+async fn deployed_response(state: &AdminState, deployed: Deployed) -> Response {
+    let history = state.deployments.versions(&deployed.route.name).await;
+    let mut body = describe(&deployed.route, &history);
+    body["cache"] = json!(deployed.cache.as_str());
+    body["load_ms"] = json!(deployed.load_ms);
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn rollback(State(state): State<AdminState>, Path(name): Path<String>, rid: Rid) -> Response {
+    match state.deployments.rollback(&name).await {
+        Ok(route) => {
+            let history = state.deployments.versions(&name).await;
+            axum::Json(describe(&route, &history)).into_response()
+        }
+        Err(err) => deploy_failed(&rid, &name, err),
+    }
+}
+
+async fn remove(State(state): State<AdminState>, Path(name): Path<String>, rid: Rid) -> Response {
+    match state.deployments.remove(&name).await {
+        Ok(route) => axum::Json(json!({ "removed": describe(&route, &[]) })).into_response(),
+        Err(err) => deploy_failed(&rid, &name, err),
+    }
+}
+
+fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
+    let kind = match &err {
+        DeployError::Load(_)
+        | DeployError::Instantiate(_)
+        | DeployError::PathConflict { .. }
+        | DeployError::Database(_) => ErrorKind::ValidationFailed(err.to_string()),
+        DeployError::NoSuchRoute(name) => ErrorKind::NoSuchRoute(name.clone()),
+        DeployError::NoEarlierVersion(_) => ErrorKind::Conflict(err.to_string()),
+        DeployError::Busy(_) => ErrorKind::Overloaded,
+        DeployError::Task(_) => ErrorKind::Internal,
+    };
+    tracing::warn!(route = %name, request_id = %rid.0, cause = %err, "admin change refused; routes unchanged");
+    rid.fail(kind)
+}
+
+/// The settings of route `name` after applying `query` to the `current`
+/// version's (or the defaults, for a new route), validated like the
+/// manifest's.
+fn settings(
+    name: &str,
+    current: Option<&Route>,
+    query: SettingsQuery,
+) -> Result<RouteSpec, String> {
+    check_name(name)?;
+    let mut spec = match current {
+        Some(route) => route.spec.clone(),
+        None => RouteSpec {
+            name: name.to_owned(),
+            path: query
+                .path
+                .clone()
+                .ok_or("a new route needs a path: add ?path=/some/path")?,
+            methods: None,
+            grants: Vec::new(),
+            limits: Limits::default(),
+            // Variables and secrets come from the manifest only: they may
+            // name the host's environment, which the admin API must not
+            // reach into.
+            config: Default::default(),
+            rate_limit: None,
+            cache: None,
+            cache_namespace: name.to_owned(),
+        },
+    };
+    let bad = |field: &str, message: String| format!("query parameter {field}: {message}");
+    if let Some(path) = query.path {
+        check_path(&path).map_err(|m| bad("path", m))?;
+        spec.path = path;
+    }
+    if let Some(methods) = query.methods {
+        spec.methods = match methods.trim() {
+            "" | "*" => None,
+            list => Some(parse_methods(&split(list)).map_err(|m| bad("methods", m))?),
+        };
+    }
+    if let Some(grants) = query.grants {
+        let grants = split(&grants);
+        check_grants(&grants).map_err(|m| bad("grants", m))?;
+        spec.grants = grants;
+    }
+    let limits = &mut spec.limits;
+    parse_into(&mut limits.timeout, query.timeout, "timeout")?;
+    parse_into::<ByteSize>(&mut limits.memory, query.memory, "memory")?;
+    parse_into::<ByteSize>(&mut limits.max_body, query.max_body, "max_body")?;
+    parse_into(
+        &mut limits.max_concurrency,
+        query.max_concurrency,
+        "max_concurrency",
+    )?;
+    parse_into::<Duration>(
+        &mut limits.queue_timeout,
+        query.queue_timeout,
+        "queue_timeout",
+    )?;
+    check_limits(&spec.limits).map_err(|(field, m)| bad(field, m))?;
+    Ok(spec)
+}
+
+fn parse_into<T: FromStr>(slot: &mut T, value: Option<String>, field: &str) -> Result<(), String>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(value) = value {
+        *slot = value
+            .parse()
+            .map_err(|e| format!("query parameter {field}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Names end up in URLs, headers and log lines: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "route name {name:?}: use 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'"
+        ))
+    }
+}
+
+/// A route version as the admin API shows it.
+fn describe(route: &Route, history: &[Arc<Route>]) -> Value {
+    let spec = &route.spec;
+    json!({
+        "name": &*route.name,
+        "path": spec.path,
+        "methods": spec.methods.as_ref().map(|m| m.iter().map(http::Method::as_str).collect::<Vec<_>>()),
+        "version": route.version,
+        "digest": route.handler.digest,
+        "loaded_at": rfc3339(route.loaded_at),
+        "grants": spec.grants,
+        "limits": spec.limits,
+        "history": history.iter().map(|v| json!({
+            "version": v.version,
+            "digest": v.handler.digest,
+            "loaded_at": rfc3339(v.loaded_at),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `2026-11-24T02:49:07.123Z`.
+fn rfc3339(at: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn token_comparison() {
+        let token = Token::new("s3cret").unwrap();
+        assert!(token.matches(b"s3cret"));
+        assert!(!token.matches(b"s3creT"));
+        assert!(!token.matches(b"s3cre"));
+        assert!(!token.matches(b""));
+        assert!(Token::new("").is_none());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_795_920_547_123);
+        assert_eq!(rfc3339(t), "2026-11-29T02:49:07.123Z");
+    }
+
+    #[test]
+    fn settings_are_validated_like_the_manifest() {
+        let q = |s: &str| -> SettingsQuery {
+            serde_json::from_value(serde_json::from_str(s).unwrap()).unwrap()
+        };
+        let err = settings("x", None, SettingsQuery::default()).unwrap_err();
+        assert!(err.contains("needs a path"), "{err}");
+        let spec = settings(
+            "x",
+            None,
+            q(r#"{"path":"/x","methods":"GET,HEAD","timeout":"2s","memory":"16MiB"}"#),
+        )
+        .unwrap();
+        assert_eq!(spec.methods.unwrap().len(), 2);
+        assert_eq!(spec.limits.timeout.0, std::time::Duration::from_secs(2));
+        assert_eq!(spec.limits.memory.0, 16 << 20);
+        let err = settings("x", None, q(r#"{"path":"/health/x"}"#)).unwrap_err();
+        assert!(err.contains("path") && err.contains("/health"), "{err}");
+        let err = settings("x", None, q(r#"{"path":"/x","timeout":"2x"}"#)).unwrap_err();
+        assert!(err.contains("timeout"), "{err}");
+        let err = settings("x", None, q(r#"{"path":"/x","memory":"1KiB"}"#)).unwrap_err();
+        assert!(err.contains("memory") && err.contains("1MiB"), "{err}");
+        let err = settings("x", None, q(r#"{"path":"/x","grants":"sql,disk"}"#)).unwrap_err();
+        assert!(err.contains("disk"), "{err}");
+        let err = settings("a b", None, q(r#"{"path":"/x"}"#)).unwrap_err();
+        assert!(err.contains("route name"), "{err}");
+    }
+}

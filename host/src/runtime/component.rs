@@ -1,0 +1,166 @@
+//! Loading a handler component: compile once (or fetch the precompiled
+//! artifact from the on-disk cache), link, and pre-instantiate, so serving a
+//! request is only a cheap instantiation from the pool.
+
+use crate::runtime::store::StoreData;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// A component ready to serve: compiled, linked and pre-instantiated. It
+/// lives as long as some route points at it (requests in flight keep it
+/// alive across a swap).
+pub struct Handler {
+    /// Pre-instantiated `wasi:http/proxy` world; instantiation per request
+    /// is a pool allocation plus data-segment copy.
+    pub pre: ProxyPre<StoreData>,
+    /// Hex SHA-256 of the component bytes: what operators see in logs.
+    pub digest: Arc<str>,
+}
+
+/// Whether the compiled artifact came from the on-disk cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Loaded precompiled code.
+    Hit,
+    /// Compiled now (and stored for next time).
+    Miss,
+}
+
+impl CacheOutcome {
+    /// `"hit"` or `"miss"`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        }
+    }
+}
+
+/// A component that cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Cranelift rejected the bytes (not a component, invalid wasm...).
+    #[error("compiling component: {0:#}")]
+    Compile(wasmtime::Error),
+    /// An import the host does not provide, or a missing export.
+    #[error("linking component: {0:#}")]
+    Link(wasmtime::Error),
+    /// The component imports a capability its route does not grant.
+    #[error(transparent)]
+    Grant(#[from] crate::runtime::grants::MissingGrant),
+    /// The component does not export `wasi:http/incoming-handler`.
+    #[error("component does not export wasi:http/incoming-handler@0.2.x: {0:#}")]
+    NotAHandler(wasmtime::Error),
+}
+
+/// Compiles and links components against one engine and linker, keeping
+/// precompiled artifacts in `cache_dir`.
+pub struct Loader {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    cache_dir: PathBuf,
+    /// Distinguishes artifacts of engines with different settings or
+    /// wasmtime versions, which must never be mixed.
+    engine_key: u64,
+}
+
+impl Loader {
+    /// A loader for `engine`, caching under `cache_dir`.
+    pub fn new(engine: Engine, linker: Linker<StoreData>, cache_dir: PathBuf) -> Loader {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Loader {
+            engine_key: hasher.finish(),
+            engine,
+            linker,
+            cache_dir,
+        }
+    }
+
+    /// The engine components are compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from cache), checks against `grants`, links and
+    /// pre-instantiates `bytes`.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        grants: &[String],
+    ) -> Result<(Handler, CacheOutcome), LoadError> {
+        let digest = crate::ids::hex(&Sha256::digest(bytes));
+        let (component, outcome) = self.compile(bytes, &digest)?;
+        crate::runtime::grants::check(&self.engine, &component, grants)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(LoadError::Link)?;
+        let pre = ProxyPre::new(instance_pre).map_err(LoadError::NotAHandler)?;
+        Ok((
+            Handler {
+                pre,
+                digest: digest.into(),
+            },
+            outcome,
+        ))
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, CacheOutcome), LoadError> {
+        let path = self
+            .cache_dir
+            .join(format!("{digest}-{:016x}.cwasm", self.engine_key));
+        if let Some(component) = self.cached(&path) {
+            return Ok((component, CacheOutcome::Hit));
+        }
+        let started = Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(LoadError::Compile)?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compiled component"
+        );
+        let stored = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|artifact| store_atomically(&path, &artifact));
+        if let Err(err) = stored {
+            tracing::warn!(cause = %err, path = %path.display(), "cannot write the precompiled-component cache; continuing without it");
+        }
+        Ok((component, CacheOutcome::Miss))
+    }
+
+    fn cached(&self, path: &Path) -> Option<Component> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `precompile_component` of an engine
+        // with the same compatibility hash (it is in the file name), into a
+        // directory only the operator controls; wasmtime additionally checks
+        // the header and refuses artifacts from other versions or settings.
+        #[expect(unsafe_code, reason = "loading our own precompiled artifact")]
+        match unsafe { Component::deserialize_file(&self.engine, path) } {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(cause = %err, path = %path.display(), "ignoring unusable precompiled component");
+                None
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// concurrent reader never sees half an artifact.
+fn store_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,181 @@
+//! Serving one request with one fresh instance: instantiate from the pool,
+//! call `wasi:http/incoming-handler.handle`, and hand the guest's response
+//! back while the guest keeps streaming its body on its own task.
+
+use crate::capabilities::GuestContext;
+use crate::config::manifest::Limits;
+use crate::observability::metrics::{FailureKind, Metrics, RouteMetrics};
+use crate::runtime::component::Handler;
+use crate::runtime::store::{new_store, set_deadline};
+use bytes::Bytes;
+use http_body::Body;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Trap};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Why a guest produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The route's `timeout` passed (epoch deadline or wall clock).
+    #[error("handler exceeded its {0:?} deadline")]
+    Timeout(Duration),
+    /// The guest trapped: a panic, `unreachable`, or a memory limit.
+    #[error("handler trapped: {0:#}")]
+    Trapped(wasmtime::Error),
+    /// The guest set an error code instead of a response.
+    #[error("handler answered with error code {0:?}")]
+    ErrorCode(ErrorCode),
+    /// The guest returned without setting a response.
+    #[error("handler returned without a response")]
+    NoResponse,
+    /// Setting up the request resources failed (a host bug or a request
+    /// wasi:http cannot represent).
+    #[error("preparing the request for the guest: {0:#}")]
+    Setup(wasmtime::Error),
+}
+
+/// Who is asking, for log lines and metrics written after the response
+/// has left.
+#[derive(Clone)]
+pub struct Context {
+    /// Where failures are recorded.
+    pub metrics: Arc<Metrics>,
+    /// Where the route's instantiation and guest times are recorded.
+    pub series: Arc<RouteMetrics>,
+    /// The route, component and request, for capability calls.
+    pub guest: GuestContext,
+}
+
+/// Runs `req` through a fresh instance of `handler` under `limits`.
+///
+/// `guard` is held until the guest finishes, including streaming the
+/// response body, so concurrency limits count the whole request.
+pub async fn invoke<B, G>(
+    engine: &Engine,
+    handler: Arc<Handler>,
+    limits: &Limits,
+    req: http::Request<B>,
+    guard: G,
+    cx: Context,
+) -> Result<http::Response<HyperOutgoingBody>, Failure>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+    G: Send + 'static,
+{
+    let timeout = limits.timeout.0;
+    let deadline = Instant::now() + timeout;
+    let route = cx.guest.caller.route.clone();
+    let request_id = cx.guest.caller.request_id.clone();
+    let mut store = new_store(engine, limits, cx.guest);
+    set_deadline(&mut store, deadline);
+
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let mut http = store.data_mut().http();
+    let req = http
+        .new_incoming_request(Scheme::Http, req)
+        .map_err(Failure::Setup)?;
+    let out = http.new_response_outparam(tx).map_err(Failure::Setup)?;
+
+    let guest = async move {
+        let _guard = guard;
+        let started = Instant::now();
+        let run = async {
+            let proxy = handler.pre.instantiate_async(&mut store).await?;
+            cx.series.instantiated(started.elapsed());
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        let result = match tokio::time::timeout_at(deadline.into(), run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(Failure::Timeout(timeout))
+            }
+            Ok(Err(err)) => Err(Failure::Trapped(err)),
+            Err(_elapsed) => Err(Failure::Timeout(timeout)),
+        };
+        cx.series
+            .guest_finished(started.elapsed(), store.data().memory_peak());
+        if let Err(failure) = &result {
+            let kind = match failure {
+                Failure::Timeout(_) => FailureKind::Timeout,
+                _ => FailureKind::Trap,
+            };
+            cx.metrics.guest_failed(&route, kind);
+            // If the response head already left, this is the only trace
+            // of the failure: the client sees a truncated body.
+            tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
+        }
+        result
+    };
+    let mut guest = Box::pin(guest);
+
+    // Drive the guest on this task: most handlers finish in one go, and a
+    // spawn per request would cost a cross-thread wake-up. Only a guest
+    // still streaming its body after answering moves to a task of its own.
+    let answered = tokio::select! {
+        biased;
+        answered = &mut rx => answered,
+        finished = &mut guest => {
+            finished?;
+            return match rx.await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(code)) => Err(Failure::ErrorCode(code)),
+                Err(_) => Err(Failure::NoResponse),
+            };
+        }
+    };
+    match answered {
+        Ok(Ok(response)) => {
+            tokio::spawn(guest);
+            Ok(response)
+        }
+        Ok(Err(code)) => {
+            tokio::spawn(guest);
+            Err(Failure::ErrorCode(code))
+        }
+        // The guest dropped the outparam without answering; its own result
+        // says why.
+        Err(_) => match guest.await {
+            Err(failure) => Err(failure),
+            Ok(()) => Err(Failure::NoResponse),
+        },
+    }
+}
+
+/// The readiness export a plugin may have (`wit/health.wit`).
+const HEALTH: &str = "trellis:api/health@0.1.0";
+
+/// Instantiates `handler` once in a fresh store under `limits` and, if the
+/// component exports `trellis:api/health`, calls its `ready`; the request
+/// handler itself is not called. Catches what linking cannot, such as
+/// initial memory above `memory`, a failing start function, or a plugin
+/// that says it cannot serve.
+pub async fn instantiate_once(
+    engine: &Engine,
+    handler: &Handler,
+    limits: &Limits,
+    guest: GuestContext,
+) -> wasmtime::Result<()> {
+    let mut store = new_store(engine, limits, guest);
+    set_deadline(&mut store, Instant::now() + limits.timeout.0);
+    let instance = handler
+        .pre
+        .instance_pre()
+        .instantiate_async(&mut store)
+        .await?;
+    let Some(health) = instance.get_export_index(&mut store, None, HEALTH) else {
+        return Ok(());
+    };
+    let ready = instance
+        .get_export_index(&mut store, Some(&health), "ready")
+        .ok_or_else(|| wasmtime::format_err!("{HEALTH} has no `ready` function"))?;
+    let ready = instance.get_typed_func::<(), (Result<(), String>,)>(&mut store, &ready)?;
+    let (outcome,) = ready.call_async(&mut store, ()).await?;
+    outcome.map_err(|why| wasmtime::format_err!("the plugin reports it is not ready: {why}"))
+}

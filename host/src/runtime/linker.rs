@@ -1,0 +1,24 @@
+//! The linker: which host interfaces a guest can import.
+
+use crate::capabilities;
+use crate::runtime::store::StoreData;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// Builds the linker shared by every route: WASI 0.2 (inert: see
+/// [`StoreData`]), `wasi:http` and the `trellis:api` capabilities. Which
+/// capabilities a component may import is checked per route at load
+/// ([`crate::runtime::grants`]), so one linker serves all routes.
+pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    let l = &mut linker;
+    capabilities::sql::add_to_linker(l, StoreData::sql)?;
+    capabilities::cache::add_to_linker(l, StoreData::cache)?;
+    capabilities::config::add_to_linker(l, StoreData::config)?;
+    capabilities::log::add_to_linker(l, StoreData::log)?;
+    capabilities::metrics::add_to_linker(l, StoreData::metrics)?;
+    capabilities::rate_limit::add_to_linker(l, StoreData::rate_limit)?;
+    Ok(linker)
+}

@@ -1,0 +1,200 @@
+//! Per-request store data: one `StoreData` per guest instance, built fresh
+//! for every request and dropped with it.
+
+use crate::capabilities::cache::CacheView;
+use crate::capabilities::config::ConfigView;
+use crate::capabilities::log::LogView;
+use crate::capabilities::metrics::MetricsView;
+use crate::capabilities::rate_limit::RateLimitView;
+use crate::capabilities::sql::SqlView;
+use crate::capabilities::{Caller, GuestContext, View};
+use crate::config::manifest::Limits;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+/// Everything one instance can reach. It lives exactly as long as the
+/// request it serves, so no state leaks from one request to the next.
+pub struct StoreData {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    limits: MemoryLimiter,
+    hooks: NoOutboundHttp,
+    guest: GuestContext,
+}
+
+/// `wasi:http` hooks that refuse outgoing requests: no grant offers
+/// outbound HTTP, so a guest calling out gets `HTTP-request-denied`.
+struct NoOutboundHttp;
+
+impl WasiHttpHooks for NoOutboundHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), Error>> + Send>,
+                    ),
+                    Error,
+                >,
+            > + Send,
+    > {
+        Box::new(std::future::ready(Err(Error::HttpRequestDenied)))
+    }
+}
+
+impl StoreData {
+    fn new(limits: &Limits, guest: GuestContext) -> StoreData {
+        // The WASI context is deliberately empty: no environment, no
+        // arguments, no preopened directories and no sockets. Guests reach
+        // the outside world only through capabilities their route grants.
+        let wasi = WasiCtxBuilder::new()
+            .inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let memory = usize::try_from(limits.memory.0).unwrap_or(usize::MAX);
+        StoreData {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            limits: MemoryLimiter {
+                limit: memory,
+                peak: 0,
+            },
+            hooks: NoOutboundHttp,
+            guest,
+        }
+    }
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// One capability's view of this instance, for its `add_to_linker`.
+macro_rules! views {
+    ($($(#[$doc:meta])* $field:ident -> $view:ty;)*) => {
+        impl StoreData {
+            $(
+                $(#[$doc])*
+                pub fn $field(&mut self) -> $view {
+                    View {
+                        ctx: &self.guest.capabilities.$field,
+                        caller: &self.guest.caller,
+                        table: &mut self.table,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+views! {
+    /// `trellis:api/sql`.
+    sql -> SqlView<'_>;
+    /// `trellis:api/cache`.
+    cache -> CacheView<'_>;
+    /// `trellis:api/config`.
+    config -> ConfigView<'_>;
+    /// `trellis:api/log`.
+    log -> LogView<'_>;
+    /// `trellis:api/metrics`.
+    metrics -> MetricsView<'_>;
+    /// `trellis:api/rate-limit`.
+    rate_limit -> RateLimitView<'_>;
+}
+
+impl StoreData {
+    /// Who this instance serves.
+    pub fn caller(&self) -> &Caller {
+        &self.guest.caller
+    }
+
+    /// The largest linear memory this instance has reached, in bytes.
+    pub fn memory_peak(&self) -> usize {
+        self.limits.peak
+    }
+}
+
+/// Caps linear memory at the route's `memory` (growing past it traps, so
+/// the request fails as `HANDLER_FAILED`) and remembers the peak for the
+/// `trellis_guest_memory_peak_bytes` metric.
+struct MemoryLimiter {
+    limit: usize,
+    peak: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded: the guest asked for {desired}",
+                self.limit
+            );
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Table sizes are capped by the pooling allocator's slots.
+        Ok(true)
+    }
+}
+
+/// Arms the epoch deadline: at every tick a running guest yields to the
+/// scheduler (so a busy loop cannot starve other requests) or, past
+/// `deadline`, is interrupted with a trap.
+pub fn set_deadline(store: &mut Store<StoreData>, deadline: Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+}
+
+/// Builds the store for one request under the route's `limits`.
+pub fn new_store(engine: &Engine, limits: &Limits, guest: GuestContext) -> Store<StoreData> {
+    let mut store = Store::new(engine, StoreData::new(limits, guest));
+    store.limiter(|data| &mut data.limits);
+    store
+}

@@ -1,0 +1,77 @@
+//! Services shared by every route: the database and its pool, the tiered
+//! cache, Redis and the rate limiter.
+//!
+//! Owns the connections and the state that outlives a request. Calls
+//! [`crate::config`] and [`crate::observability`]; knows nothing of
+//! guests, routes or HTTP.
+
+pub mod cache;
+pub mod database;
+pub mod rate_limit;
+pub mod redis;
+
+use self::redis::Redis;
+use crate::config::env::Env;
+use crate::config::manifest::Manifest;
+use crate::observability::guest_metrics::GuestMetrics;
+use crate::observability::metrics::Metrics;
+use cache::Cache;
+use database::Database;
+use rate_limit::RateLimiter;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Host-wide services behind the capabilities, shared by every route.
+pub struct Services {
+    /// The pool behind `sql`.
+    pub database: Arc<Database>,
+    /// The shared Redis, when configured.
+    pub redis: Option<Arc<Redis>>,
+    /// The tiered cache behind `cache` and the response cache.
+    pub cache: Arc<Cache>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// The `[rate_limits]` policies and their buckets, behind both the
+    /// per-route limits and `rate-limit`.
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Guests' own counters and histograms.
+    pub guest_metrics: Arc<GuestMetrics>,
+}
+
+impl Services {
+    /// The services `manifest` configures. The database connects on first
+    /// use; Redis connects in the background (call within the runtime).
+    pub fn new(manifest: &Manifest, env: &Env) -> anyhow::Result<Services> {
+        let redis = match (&env.redis_url, &manifest.redis) {
+            (Some(url), settings) => {
+                let timeout = settings
+                    .as_ref()
+                    .map_or(Duration::from_millis(250), |r| r.timeout.0);
+                Some(Redis::start(url, timeout)?)
+            }
+            (_, Some(settings)) => Some(Redis::start(settings.url.get_ref(), settings.timeout.0)?),
+            (_, None) => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let database = Arc::new(Database::new(
+            manifest,
+            env.database_url.as_deref(),
+            &metrics,
+        ));
+        let cache = Cache::new(
+            manifest.cache.memory.0,
+            usize::try_from(manifest.cache.max_value.0).unwrap_or(usize::MAX),
+            redis.clone(),
+            &metrics,
+        );
+        let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
+        Ok(Services {
+            database,
+            redis,
+            cache,
+            guest_metrics: Arc::new(GuestMetrics::new(metrics.clone())),
+            metrics,
+            rate_limiter,
+        })
+    }
+}
