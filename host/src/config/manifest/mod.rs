@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time;
 use toml::Spanned;
-pub use validate::{check_database_url, check_grants, check_limits, check_path, parse_methods};
+pub use validate::{
+    check_database_url, check_grants, check_limits, check_path, check_route_name, parse_methods,
+};
 
 /// Capabilities a route may grant; see `wit/` and DESIGN.md.
 pub const KNOWN_GRANTS: &[&str] = &[
@@ -531,6 +533,26 @@ mod tests {
             err.contains(":4: route[0].grants") && err.contains("filesystem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn route_names_that_are_path_segments_are_refused() {
+        for name in [".", ".."] {
+            let text =
+                format!("[[route]]\nname = {name:?}\npath = \"/a\"\ncomponent = \"a.wasm\"\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(":2: route[0].name"), "{err}");
+            assert!(err.contains("path segment"), "{err}");
+        }
+        let err = parse("[[route]]\npath = \"/..\"\ncomponent = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("route[0].name"), "{err}");
+        let err = parse("[[route]]\nname = \"a/b\"\npath = \"/a\"\ncomponent = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("route[0].name"), "{err}");
+        parse("[[route]]\nname = \"v1.2\"\npath = \"/a\"\ncomponent = \"a.wasm\"\n").unwrap();
     }
 
     #[test]

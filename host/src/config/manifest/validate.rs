@@ -34,6 +34,17 @@ impl Manifest {
                 return Err(invalid(route.path.span(), field("path"), e.to_string()));
             }
             let name = route.name();
+            // An explicit name is held to the admin API's rule; one derived
+            // from the path only has to not be a path segment (`/..`).
+            let checked = match &route.name {
+                Some(_) => check_route_name(&name),
+                None if name == "." || name == ".." => check_route_name(&name),
+                None => Ok(()),
+            };
+            if let Err(message) = checked {
+                let span = route.name.as_ref().map_or(route.path.span(), Spanned::span);
+                return Err(invalid(span, field("name"), message));
+            }
             if !names.insert(name.clone()) {
                 let span = route.name.as_ref().map_or(route.path.span(), Spanned::span);
                 return Err(invalid(
@@ -169,6 +180,29 @@ pub fn check_path(p: &str) -> Result<(), String> {
     if let Some(prefix) = RESERVED_PREFIXES.iter().find(|r| p.starts_with(**r)) {
         return Err(format!(
             "{p:?} is under {prefix}, which the host serves itself"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a route name. Names end up in URLs (`/admin/routes/{name}`),
+/// headers, metric labels and log lines, so they are plain: 1 to 64 of
+/// A-Z, a-z, 0-9, '-', '_', '.', and not `.` or `..`, which a client or
+/// proxy would resolve as a path segment.
+pub fn check_route_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !plain {
+        return Err(format!(
+            "route name {name:?}: use 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!(
+            "route name {name:?} is a path segment; choose another name"
         ));
     }
     Ok(())
