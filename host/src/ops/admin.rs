@@ -433,6 +433,11 @@ mod tests {
         assert!(err.contains("path") && err.contains("/health"), "{err}");
         let err = settings("x", None, q(r#"{"path":"/x","timeout":"2x"}"#)).unwrap_err();
         assert!(err.contains("timeout"), "{err}");
+        for timeout in ["99999999999999h", "61m"] {
+            let query = format!(r#"{{"path":"/x","timeout":"{timeout}"}}"#);
+            let err = settings("x", None, q(&query)).unwrap_err();
+            assert!(err.starts_with("query parameter timeout:"), "{err}");
+        }
         let err = settings("x", None, q(r#"{"path":"/x","memory":"1KiB"}"#)).unwrap_err();
         assert!(err.contains("memory") && err.contains("1MiB"), "{err}");
         let err = settings("x", None, q(r#"{"path":"/x","grants":"sql,disk"}"#)).unwrap_err();

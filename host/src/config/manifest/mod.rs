@@ -556,6 +556,48 @@ mod tests {
     }
 
     #[test]
+    fn durations_have_a_maximum_per_field() {
+        let route = |line: &str| {
+            parse(&format!(
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n{line}\n"
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        route("timeout = \"1h\"").unwrap();
+        let err = route("timeout = \"61m\"").unwrap_err();
+        assert!(
+            err.contains("route[0].timeout") && err.contains("at most 3600s"),
+            "{err}"
+        );
+        let err = route("timeout = \"99999999999999h\"").unwrap_err();
+        assert!(
+            err.contains("timeout") && err.contains("too large"),
+            "{err}"
+        );
+        let err = route("queue_timeout = \"11m\"").unwrap_err();
+        assert!(err.contains("route[0].queue_timeout"), "{err}");
+        let err = route("cache = { ttl = \"169h\" }").unwrap_err();
+        assert!(err.contains("route[0].cache.ttl"), "{err}");
+        let err = parse("[server]\nshutdown_grace = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.shutdown_grace"), "{err}");
+        let err = parse("[redis]\nurl = \"redis://x\"\ntimeout = \"2m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.timeout"), "{err}");
+        let err = parse("[database]\nstatement_timeout = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.statement_timeout"), "{err}");
+        let err = parse("[rate_limits.a]\nrequests = 1\nwindow = \"25h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate_limits.a.window"), "{err}");
+    }
+
+    #[test]
     fn rate_limit_policy_names_cannot_split_bucket_keys() {
         let err = parse("[rate_limits.\"a:b\"]\nrequests = 1\nwindow = \"1s\"\nkey = \"ip\"\n")
             .unwrap_err()
