@@ -337,6 +337,11 @@ async fn broken_uploads_are_refused_with_the_reason_and_change_nothing() {
     let bytes = std::fs::read(component::VERSION_B).unwrap();
     for (query, reason) in [
         ("?timeout=2x", "timeout"),
+        // Bounded per field (at most 1h for a route's timeout), never
+        // accepted and left to overflow a timer.
+        ("?timeout=99999999999999h", "timeout"),
+        ("?timeout=2h", "timeout"),
+        ("?queue_timeout=11m", "queue_timeout"),
         ("?path=/health/x", "/health"),
         ("?memory=1KiB", "memory"),
         ("?grants=disk", "disk"),

@@ -10,6 +10,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time;
 
+/// The longest duration that parses at all: 100 years. Adding it to any
+/// `Instant` cannot overflow.
+const MAX_MILLIS: u64 = 100 * 365 * 24 * 3_600_000;
+
 /// A duration written with a unit suffix: `ms`, `s`, `m` or `h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub time::Duration);
@@ -24,18 +28,23 @@ impl FromStr for Duration {
         let n: u64 = digits.parse().map_err(|_| {
             format!("invalid duration {s:?}: expected e.g. \"500ms\", \"2s\", \"1m\"")
         })?;
-        let d = match unit {
-            "ms" => time::Duration::from_millis(n),
-            "s" => time::Duration::from_secs(n),
-            "m" => time::Duration::from_secs(n * 60),
-            "h" => time::Duration::from_secs(n * 3600),
+        let millis_per: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             _ => {
                 return Err(format!(
                     "invalid duration {s:?}: unit must be one of ms, s, m, h"
                 ));
             }
         };
-        Ok(Duration(d))
+        // Each field has its own, much lower, maximum (see
+        // `manifest::validate`); this only keeps the arithmetic exact.
+        n.checked_mul(millis_per)
+            .filter(|ms| *ms <= MAX_MILLIS)
+            .map(|ms| Duration(time::Duration::from_millis(ms)))
+            .ok_or_else(|| format!("duration {s:?} is too large"))
     }
 }
 
@@ -155,6 +164,14 @@ mod tests {
         assert!("2x".parse::<Duration>().unwrap_err().contains("unit"));
         assert!("s".parse::<Duration>().is_err());
         assert!("".parse::<Duration>().is_err());
+        for huge in [
+            "99999999999999h",
+            "18446744073709551615ms",
+            "9999999999999999999h",
+        ] {
+            let err = huge.parse::<Duration>().unwrap_err();
+            assert!(err.contains("too large"), "{huge}: {err}");
+        }
         assert_eq!(
             Duration(time::Duration::from_millis(1500)).to_string(),
             "1500ms"

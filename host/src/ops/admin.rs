@@ -8,7 +8,7 @@
 use crate::app::routes::Route;
 use crate::config::Token;
 use crate::config::manifest::{
-    Limits, RouteSpec, check_grants, check_limits, check_path, parse_methods,
+    Limits, RouteSpec, check_grants, check_limits, check_path, check_route_name, parse_methods,
 };
 use crate::config::units::{ByteSize, Duration};
 use crate::http::edge::{EdgeLayer, RequestId};
@@ -291,7 +291,7 @@ fn settings(
     current: Option<&Route>,
     query: SettingsQuery,
 ) -> Result<RouteSpec, String> {
-    check_name(name)?;
+    check_route_name(name)?;
     let mut spec = match current {
         Some(route) => route.spec.clone(),
         None => RouteSpec {
@@ -366,22 +366,6 @@ fn split(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Names end up in URLs, headers and log lines: keep them plain.
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "route name {name:?}: use 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'"
-        ))
-    }
-}
-
 /// A route version as the admin API shows it.
 fn describe(route: &Route, history: &[Arc<Route>]) -> Value {
     let spec = &route.spec;
@@ -449,11 +433,20 @@ mod tests {
         assert!(err.contains("path") && err.contains("/health"), "{err}");
         let err = settings("x", None, q(r#"{"path":"/x","timeout":"2x"}"#)).unwrap_err();
         assert!(err.contains("timeout"), "{err}");
+        for timeout in ["99999999999999h", "61m"] {
+            let query = format!(r#"{{"path":"/x","timeout":"{timeout}"}}"#);
+            let err = settings("x", None, q(&query)).unwrap_err();
+            assert!(err.starts_with("query parameter timeout:"), "{err}");
+        }
         let err = settings("x", None, q(r#"{"path":"/x","memory":"1KiB"}"#)).unwrap_err();
         assert!(err.contains("memory") && err.contains("1MiB"), "{err}");
         let err = settings("x", None, q(r#"{"path":"/x","grants":"sql,disk"}"#)).unwrap_err();
         assert!(err.contains("disk"), "{err}");
         let err = settings("a b", None, q(r#"{"path":"/x"}"#)).unwrap_err();
         assert!(err.contains("route name"), "{err}");
+        for name in [".", ".."] {
+            let err = settings(name, None, q(r#"{"path":"/x"}"#)).unwrap_err();
+            assert!(err.contains("route name"), "{err}");
+        }
     }
 }

@@ -58,7 +58,9 @@ async fn ready(State(state): State<Arc<Endpoints>>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
     let report = state.readiness.report(app).await;
-    let status = if report.is_ok() {
+    // A soft failure (Redis) is reported as `degraded` with 200; see
+    // `ops::health`.
+    let status = if report.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -1,5 +1,13 @@
 //! Readiness: what `GET /health/ready` (and `/health`) reports.
 //!
+//! A failed check is *hard* or *soft*. Hard: the database (once opened)
+//! and each component's own check; the host cannot serve those requests,
+//! so readiness answers 503 and a load balancer should send traffic
+//! elsewhere. Soft: Redis, which the host degrades around (the cache falls
+//! back to its in-process tier, rate limits to local buckets); readiness
+//! stays 200 with `"status":"degraded"` and the check `failed`, so that
+//! replicas sharing one Redis are not all dropped at once when it fails.
+//!
 //! Each loaded component is checked by instantiating it once, fresh,
 //! under its route's limits (without calling its handler), so a component
 //! that can no longer start (its initial memory exceeds the route's cap,
@@ -41,14 +49,35 @@ pub struct Report {
     pub status: &'static str,
     /// Checks by name, e.g. `component:hello`.
     pub checks: BTreeMap<String, Check>,
+    /// Whether every hard check passed: the host can serve (200), perhaps
+    /// degraded by a soft failure. `false` answers 503.
+    #[serde(skip)]
+    pub ready: bool,
 }
 
 impl Report {
-    /// Whether every check passed.
-    pub fn is_ok(&self) -> bool {
-        self.status == "ok"
+    /// Builds the report from the checks; `soft` names the checks whose
+    /// failure degrades the host without making it unready.
+    fn new(checks: BTreeMap<String, Check>, soft: &[&str]) -> Report {
+        let ok = checks.values().all(|c| c.status == "ok");
+        let ready = checks
+            .iter()
+            .all(|(name, c)| c.status == "ok" || soft.contains(&name.as_str()));
+        Report {
+            status: if ok { "ok" } else { "degraded" },
+            checks,
+            ready,
+        }
+    }
+
+    /// Whether the host is ready: every hard check passed.
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 }
+
+/// Checks whose failure the host degrades around.
+const SOFT_CHECKS: &[&str] = &["redis"];
 
 /// The cached last report; lives as long as the app.
 #[derive(Default)]
@@ -83,7 +112,8 @@ async fn run_checks(app: &App) -> Report {
     }
     if let Some(redis) = &app.services.redis {
         // Requests survive a Redis outage (the cache falls back to its
-        // in-process tier), but an operator must see it.
+        // in-process tier), so it is a soft check, but an operator must
+        // see it.
         let check = timed("redis", async { redis.ping().await }).await;
         checks.insert("redis".to_owned(), check);
     }
@@ -104,11 +134,7 @@ async fn run_checks(app: &App) -> Report {
         .await;
         checks.insert(name, check);
     }
-    let ok = checks.values().all(|c| c.status == "ok");
-    Report {
-        status: if ok { "ok" } else { "degraded" },
-        checks,
-    }
+    Report::new(checks, SOFT_CHECKS)
 }
 
 /// Runs one check under [`CHECK_TIMEOUT`], logging why it failed.
@@ -125,5 +151,47 @@ async fn timed(name: &str, check: impl Future<Output = anyhow::Result<()>>) -> C
     Check {
         status: if failure.is_none() { "ok" } else { "failed" },
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checks(failed: &[&str]) -> BTreeMap<String, Check> {
+        ["database", "redis", "component:a"]
+            .into_iter()
+            .map(|name| {
+                let status = if failed.contains(&name) {
+                    "failed"
+                } else {
+                    "ok"
+                };
+                let check = Check {
+                    status,
+                    latency_ms: 0.0,
+                };
+                (name.to_owned(), check)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_hard_failures_make_the_host_unready() {
+        let all_ok = Report::new(checks(&[]), SOFT_CHECKS);
+        assert_eq!((all_ok.status, all_ok.is_ready()), ("ok", true));
+        let redis_down = Report::new(checks(&["redis"]), SOFT_CHECKS);
+        assert_eq!(
+            (redis_down.status, redis_down.is_ready()),
+            ("degraded", true)
+        );
+        for hard in [&["database"][..], &["component:a"], &["redis", "database"]] {
+            let report = Report::new(checks(hard), SOFT_CHECKS);
+            assert_eq!(
+                (report.status, report.is_ready()),
+                ("degraded", false),
+                "{hard:?}"
+            );
+        }
     }
 }

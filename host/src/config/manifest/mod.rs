@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time;
 use toml::Spanned;
-pub use validate::{check_database_url, check_grants, check_limits, check_path, parse_methods};
+pub use validate::{
+    check_database_url, check_grants, check_limits, check_path, check_route_name, parse_methods,
+};
 
 /// Capabilities a route may grant; see `wit/` and DESIGN.md.
 pub const KNOWN_GRANTS: &[&str] = &[
@@ -531,6 +533,68 @@ mod tests {
             err.contains(":4: route[0].grants") && err.contains("filesystem"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn route_names_that_are_path_segments_are_refused() {
+        for name in [".", ".."] {
+            let text =
+                format!("[[route]]\nname = {name:?}\npath = \"/a\"\ncomponent = \"a.wasm\"\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(":2: route[0].name"), "{err}");
+            assert!(err.contains("path segment"), "{err}");
+        }
+        let err = parse("[[route]]\npath = \"/..\"\ncomponent = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("route[0].name"), "{err}");
+        let err = parse("[[route]]\nname = \"a/b\"\npath = \"/a\"\ncomponent = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("route[0].name"), "{err}");
+        parse("[[route]]\nname = \"v1.2\"\npath = \"/a\"\ncomponent = \"a.wasm\"\n").unwrap();
+    }
+
+    #[test]
+    fn durations_have_a_maximum_per_field() {
+        let route = |line: &str| {
+            parse(&format!(
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n{line}\n"
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        route("timeout = \"1h\"").unwrap();
+        let err = route("timeout = \"61m\"").unwrap_err();
+        assert!(
+            err.contains("route[0].timeout") && err.contains("at most 3600s"),
+            "{err}"
+        );
+        let err = route("timeout = \"99999999999999h\"").unwrap_err();
+        assert!(
+            err.contains("timeout") && err.contains("too large"),
+            "{err}"
+        );
+        let err = route("queue_timeout = \"11m\"").unwrap_err();
+        assert!(err.contains("route[0].queue_timeout"), "{err}");
+        let err = route("cache = { ttl = \"169h\" }").unwrap_err();
+        assert!(err.contains("route[0].cache.ttl"), "{err}");
+        let err = parse("[server]\nshutdown_grace = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.shutdown_grace"), "{err}");
+        let err = parse("[redis]\nurl = \"redis://x\"\ntimeout = \"2m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.timeout"), "{err}");
+        let err = parse("[database]\nstatement_timeout = \"2h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.statement_timeout"), "{err}");
+        let err = parse("[rate_limits.a]\nrequests = 1\nwindow = \"25h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate_limits.a.window"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::spec::Limits;
 use super::{KNOWN_GRANTS, Manifest, ManifestError, RouteConfig, line_of};
+use crate::config::units::Duration;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +35,17 @@ impl Manifest {
                 return Err(invalid(route.path.span(), field("path"), e.to_string()));
             }
             let name = route.name();
+            // An explicit name is held to the admin API's rule; one derived
+            // from the path only has to not be a path segment (`/..`).
+            let checked = match &route.name {
+                Some(_) => check_route_name(&name),
+                None if name == "." || name == ".." => check_route_name(&name),
+                None => Ok(()),
+            };
+            if let Err(message) = checked {
+                let span = route.name.as_ref().map_or(route.path.span(), Spanned::span);
+                return Err(invalid(span, field("name"), message));
+            }
             if !names.insert(name.clone()) {
                 let span = route.name.as_ref().map_or(route.path.span(), Spanned::span);
                 return Err(invalid(
@@ -72,6 +84,9 @@ impl Manifest {
                         field("cache.ttl"),
                         "must be more than 0".into(),
                     ));
+                }
+                if let Err(message) = at_most(c.ttl, max::CACHE_TTL) {
+                    return Err(invalid(cache.span(), field("cache.ttl"), message));
                 }
                 if let Some(bad) = c
                     .vary
@@ -132,6 +147,9 @@ impl Manifest {
             if policy.window.0.is_zero() {
                 return Err(invalid(span, field("window"), "must be more than 0".into()));
             }
+            if let Err(message) = at_most(policy.window, max::RATE_LIMIT_WINDOW) {
+                return Err(invalid(span, field("window"), message));
+            }
         }
         if let Some(database) = &self.database {
             let field = |name: &str| format!("database.{name}");
@@ -141,6 +159,23 @@ impl Manifest {
                 && let Err(message) = check_database_url(url.get_ref())
             {
                 return Err(invalid(url_span, field("url"), message));
+            }
+            for (name, value, max) in [
+                (
+                    "acquire_timeout",
+                    database.acquire_timeout,
+                    max::ACQUIRE_TIMEOUT,
+                ),
+                (
+                    "statement_timeout",
+                    database.statement_timeout,
+                    max::STATEMENT_TIMEOUT,
+                ),
+                ("idle_timeout", database.idle_timeout, max::IDLE_TIMEOUT),
+            ] {
+                if let Err(message) = at_most(value, max) {
+                    return Err(invalid(url_span.clone(), field(name), message));
+                }
             }
             if database.max_connections == 0 {
                 return Err(invalid(
@@ -157,6 +192,14 @@ impl Manifest {
                 ));
             }
         }
+        if let Err(message) = at_most(self.server.shutdown_grace, max::SHUTDOWN_GRACE) {
+            return Err(invalid(0..0, "server.shutdown_grace".into(), message));
+        }
+        if let Some(redis) = &self.redis
+            && let Err(message) = at_most(redis.timeout, max::REDIS_TIMEOUT)
+        {
+            return Err(invalid(redis.url.span(), "redis.timeout".into(), message));
+        }
         Ok(())
     }
 }
@@ -169,6 +212,29 @@ pub fn check_path(p: &str) -> Result<(), String> {
     if let Some(prefix) = RESERVED_PREFIXES.iter().find(|r| p.starts_with(**r)) {
         return Err(format!(
             "{p:?} is under {prefix}, which the host serves itself"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a route name. Names end up in URLs (`/admin/routes/{name}`),
+/// headers, metric labels and log lines, so they are plain: 1 to 64 of
+/// A-Z, a-z, 0-9, '-', '_', '.', and not `.` or `..`, which a client or
+/// proxy would resolve as a path segment.
+pub fn check_route_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !plain {
+        return Err(format!(
+            "route name {name:?}: use 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!(
+            "route name {name:?} is a path segment; choose another name"
         ));
     }
     Ok(())
@@ -198,11 +264,51 @@ pub fn check_grants(grants: &[String]) -> Result<(), String> {
     }
 }
 
+/// The longest each duration setting may be. Values beyond these are
+/// mistakes (a unit typed wrong, a number pasted twice), and some would
+/// overflow timer arithmetic, so they are refused with the field named:
+///
+/// - route `timeout`: 1h. A request that runs longer belongs in a job queue.
+/// - route `queue_timeout`: 10m. Waiting longer for a slot only holds the
+///   client's connection.
+/// - `[server].shutdown_grace`: 1h.
+/// - `[database].acquire_timeout`: 10m; `statement_timeout`: 1h;
+///   `idle_timeout`: 24h.
+/// - `[redis].timeout`: 1m. Redis is a fast path the host can do without.
+/// - `[rate_limits.NAME].window`: 24h.
+/// - a route's `cache.ttl`: 7 days (168h).
+mod max {
+    use std::time::Duration;
+
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 60 * MINUTE;
+    pub(super) const ROUTE_TIMEOUT: Duration = Duration::from_secs(HOUR);
+    pub(super) const QUEUE_TIMEOUT: Duration = Duration::from_secs(10 * MINUTE);
+    pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(HOUR);
+    pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10 * MINUTE);
+    pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(HOUR);
+    pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(24 * HOUR);
+    pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(MINUTE);
+    pub(super) const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(24 * HOUR);
+    pub(super) const CACHE_TTL: Duration = Duration::from_secs(7 * 24 * HOUR);
+}
+
+/// `Err("at most MAX")` when `value` is over `max`.
+fn at_most(value: Duration, max: std::time::Duration) -> Result<(), String> {
+    if value.0 > max {
+        Err(format!("{value} is too long: at most {}", Duration(max)))
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks limits that parse but cannot work; the error names the field.
 pub fn check_limits(limits: &Limits) -> Result<(), (&'static str, String)> {
     if limits.timeout.0.is_zero() {
         return Err(("timeout", "must be more than 0".into()));
     }
+    at_most(limits.timeout, max::ROUTE_TIMEOUT).map_err(|m| ("timeout", m))?;
+    at_most(limits.queue_timeout, max::QUEUE_TIMEOUT).map_err(|m| ("queue_timeout", m))?;
     if limits.max_concurrency == 0 {
         return Err(("max_concurrency", "must be at least 1".into()));
     }
