@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         trace,
     );
     let handler = Arc::new(handler);
+    let slow_slots = Arc::new(tokio::sync::Semaphore::new(4));
     let metrics = Arc::new(Metrics::new());
     let series = Arc::new(metrics.route("hello"));
     let limits = Limits {
@@ -94,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             metrics: metrics.clone(),
             series: series.clone(),
             guest: guest.clone(),
+            slow_slots: slow_slots.clone(),
         };
         let response = invoke(&engine, handler.clone(), &limits, req, (), cx)
             .await

@@ -10,6 +10,7 @@ use crate::config::manifest::RouteSpec;
 use crate::observability::metrics::{Metrics, RouteMetrics};
 use crate::observability::trace::TraceContext;
 use crate::runtime::component::Handler;
+use crate::runtime::lane::SLOW_PER_ROUTE;
 use http::{HeaderValue, Method};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -35,6 +36,9 @@ pub struct Route {
     /// requests on the route, and by successive versions with the same
     /// limits, so a swap does not hand out a fresh set of slots.
     slots: Arc<Semaphore>,
+    /// Caps this route's guests in the slow lane; shared by its versions
+    /// like `slots`.
+    pub slow_slots: Arc<Semaphore>,
     /// This route's metric series, resolved on first use.
     metrics: OnceLock<Arc<RouteMetrics>>,
 }
@@ -57,6 +61,10 @@ impl Route {
             }
             _ => Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         };
+        let slow_slots = previous.map_or_else(
+            || Arc::new(Semaphore::new(SLOW_PER_ROUTE)),
+            |prev| prev.slow_slots.clone(),
+        );
         Route {
             name: spec.name.as_str().into(),
             label: HeaderValue::from_str(&label).unwrap_or(HeaderValue::from_static("invalid")),
@@ -65,6 +73,7 @@ impl Route {
             capabilities: Arc::new(Capabilities::new(services, &spec)),
             loaded_at: SystemTime::now(),
             slots,
+            slow_slots,
             spec,
             metrics: OnceLock::new(),
         }

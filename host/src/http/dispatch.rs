@@ -140,6 +140,7 @@ async fn run_component(
         metrics: app.metrics.clone(),
         series,
         guest: route.guest_context(request_id.clone(), trace),
+        slow_slots: route.slow_slots.clone(),
     };
     let result = invoke(
         &app.engine,

@@ -7,8 +7,10 @@ use std::time::Duration;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. A guest past its deadline is stopped
-/// within one tick; a busy guest yields to other requests once per tick.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// within one tick; a busy guest yields to other requests once per tick,
+/// which is also how soon one past its slice can leave the serving threads
+/// ([`crate::runtime::lane`]).
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Linear memory kept mapped (and reset in place) between instances, so a
 /// hot route does not page-fault its heap back in on every request.

@@ -6,11 +6,13 @@ use crate::capabilities::GuestContext;
 use crate::config::manifest::Limits;
 use crate::observability::metrics::{FailureKind, Metrics, RouteMetrics};
 use crate::runtime::component::Handler;
+use crate::runtime::lane::Lane;
 use crate::runtime::store::{new_store, set_deadline};
 use bytes::Bytes;
 use http_body::Body;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use wasmtime::{Engine, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -47,6 +49,8 @@ pub struct Context {
     pub series: Arc<RouteMetrics>,
     /// The route, component and request, for capability calls.
     pub guest: GuestContext,
+    /// Caps the route's guests in the slow lane ([`crate::runtime::lane`]).
+    pub slow_slots: Arc<Semaphore>,
 }
 
 /// Runs `req` through a fresh instance of `handler` under `limits`.
@@ -70,6 +74,7 @@ where
     let deadline = Instant::now() + timeout;
     let route = cx.guest.caller.route.clone();
     let request_id = cx.guest.caller.request_id.clone();
+    let slow_slots = cx.slow_slots.clone();
     let mut store = new_store(engine, limits, cx.guest);
     set_deadline(&mut store, deadline);
 
@@ -113,7 +118,8 @@ where
         }
         result
     };
-    let mut guest = Box::pin(guest);
+    // Timed on this thread; past its slice it moves to the slow lane.
+    let mut guest = Lane::new(guest, slow_slots);
 
     // Drive the guest on this task: most handlers finish in one go, and a
     // spawn per request would cost a cross-thread wake-up. Only a guest

@@ -10,5 +10,6 @@ pub mod component;
 pub mod engine;
 pub mod grants;
 pub mod invoke;
+pub mod lane;
 pub mod linker;
 pub mod store;
