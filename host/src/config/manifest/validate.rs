@@ -133,6 +133,15 @@ impl Manifest {
                 return Err(invalid(span, field("window"), "must be more than 0".into()));
             }
         }
+        let server_field = |key: &str, message: String| ManifestError::Invalid {
+            path: path.to_owned(),
+            line: key_line(text, "server", key),
+            field: format!("server.{key}"),
+            message,
+        };
+        if let Err((key, message)) = check_server(&self.server) {
+            return Err(server_field(key, message));
+        }
         if let Some(database) = &self.database {
             let field = |name: &str| format!("database.{name}");
             let span = |s: Option<Range<usize>>| s.unwrap_or(0..0);
@@ -159,6 +168,64 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Upper bounds of the `[server]` connection settings: past them a value
+/// is a typo (`"10h"` for `"10s"`), and an unbounded one would let a
+/// client hold a connection for ever.
+const MAX_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+const MAX_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const MAX_CONNECTIONS: u32 = 1_000_000;
+
+/// Checks the `[server]` connection settings: each non-zero and bounded.
+/// The error names the key.
+fn check_server(server: &super::Server) -> Result<(), (&'static str, String)> {
+    let timeouts = [
+        ("header_timeout", server.header_timeout, MAX_HEADER_TIMEOUT),
+        ("idle_timeout", server.idle_timeout, MAX_IDLE_TIMEOUT),
+    ];
+    for (key, value, max) in timeouts {
+        if value.0.is_zero() {
+            return Err((key, "must be more than 0".into()));
+        }
+        if value.0 > max {
+            let max = crate::config::units::Duration(max);
+            return Err((key, format!("{value} is more than the maximum, {max}")));
+        }
+    }
+    if server.max_connections == 0 {
+        return Err(("max_connections", "must be at least 1".into()));
+    }
+    if server.max_connections > MAX_CONNECTIONS {
+        return Err((
+            "max_connections",
+            format!("must be at most {MAX_CONNECTIONS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The 1-based line where `key` is set in `[table]`, else that of the
+/// table's header, else 1. For tables whose values carry no span.
+fn key_line(text: &str, table: &str, key: &str) -> usize {
+    let header = format!("[{table}]");
+    let mut in_table = false;
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_table = line.split('#').next().is_some_and(|h| h.trim() == header);
+            if in_table {
+                header_line.get_or_insert(i + 1);
+            }
+        } else if in_table
+            && let Some(rest) = line.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return i + 1;
+        }
+    }
+    header_line.unwrap_or(1)
 }
 
 /// Checks a route path: absolute, and not under a path the host serves.
