@@ -7,6 +7,7 @@
 //! ([`crate::ops`]) sits above and may reuse its edge and errors.
 
 pub mod body;
+pub mod conn;
 pub mod dispatch;
 pub mod edge;
 pub mod error;
