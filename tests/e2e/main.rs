@@ -13,6 +13,7 @@ mod database;
 mod faults;
 mod grants;
 mod health;
+mod hostile;
 mod hotload;
 mod http_edge;
 mod limits;
