@@ -14,6 +14,7 @@ mod faults;
 mod grants;
 mod health;
 mod hostile;
+mod hostile_connections;
 mod hotload;
 mod http_edge;
 mod limits;

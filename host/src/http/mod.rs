@@ -1,4 +1,5 @@
-//! The public HTTP server: the edge every request crosses (request id,
+//! The public HTTP server: its accept loop and connection limits (count,
+//! header and idle timeouts), the edge every request crosses (request id,
 //! trace, security headers, log line), dispatch to a route's component
 //! under its limits, request bodies, JSON errors, per-route rate limits
 //! and the response cache.
@@ -7,6 +8,7 @@
 //! ([`crate::ops`]) sits above and may reuse its edge and errors.
 
 pub mod body;
+pub mod conn;
 pub mod dispatch;
 pub mod edge;
 pub mod error;

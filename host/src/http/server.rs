@@ -1,21 +1,24 @@
-//! The HTTP server: the router, its layers, and serving with graceful
-//! shutdown.
+//! The HTTP server: the router, its layers, and the accept loop that
+//! serves them with connection limits and graceful shutdown.
 
 use crate::app::App;
 use crate::http::dispatch::dispatch;
-use crate::http::edge;
+use crate::http::{conn, edge};
 use axum::Router;
-use axum::ServiceExt as _;
 use axum::extract::Request;
 use axum::response::Response;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tower_http::CompressionLevel;
 use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
@@ -90,34 +93,184 @@ pub type SplitFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>>
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and gives requests in flight `shutdown_grace` to finish.
 /// `host` answers the host's own endpoints.
+///
+/// Each connection is HTTP/1.1 with keep-alive, closed when it overruns
+/// `header_timeout` or `idle_timeout` ([`conn`]). At most
+/// `max_connections` are open at once: past that the loop stops calling
+/// `accept` (new clients wait in the kernel's backlog) until one closes.
+/// An accept that fails (`EMFILE` and the like) is logged, at most once a
+/// second, and retried after a pause that doubles from 10 ms to 1 s.
 pub async fn serve(
     app: Arc<App>,
     host: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = app.server.shutdown_grace.0;
-    let draining = Arc::new(tokio::sync::Notify::new());
-    let notify = draining.clone();
-    let state = app.clone();
-    let serve = axum::serve(
-        listener,
-        service(app, host).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        state.draining.store(true, Ordering::Relaxed);
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: no longer accepting connections"
-        );
-        notify.notify_one();
-    });
+    let settings = &app.server;
+    let grace = settings.shutdown_grace.0;
+    let timeouts = conn::Timeouts {
+        header: settings.header_timeout.0,
+        idle: settings.idle_timeout.0,
+    };
+    let slots = Arc::new(Semaphore::new(settings.max_connections as usize));
+    let mut http = http1::Builder::new();
+    // hyper's header timer would also close idle keep-alive connections
+    // after `header_timeout` (see `conn`); `conn::Guarded` keeps both.
+    http.keep_alive(true).header_read_timeout(None);
+    let service = service(app.clone(), host);
+    let graceful = GracefulShutdown::new();
+    let mut errors = AcceptErrors::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    if let Some(pause) = errors.failed(&err) {
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        errors.succeeded();
+        let clock = conn::Clock::new(timeouts);
+        let io = TokioIo::new(conn::Watched::new(stream, clock.clone()));
+        let svc = conn::ConnService::new(service.clone(), peer, clock.clone());
+        let connection = graceful.watch(http.serve_connection(io, svc));
+        tokio::spawn(async move {
+            match conn::Guarded::new(connection, clock).await {
+                conn::Ended::Closed(Ok(())) => {}
+                conn::Ended::Closed(Err(err)) => {
+                    tracing::debug!(%peer, cause = %err, "connection failed");
+                }
+                conn::Ended::TimedOut(phase) => {
+                    tracing::debug!(%peer, ?phase, "connection timed out; closed");
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    app.draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no longer accepting connections"
+    );
     tokio::select! {
-        result = serve => result,
-        () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
             tracing::warn!("shutdown grace elapsed; abandoning requests still in flight");
-            Ok(())
         }
+    }
+    Ok(())
+}
+
+/// Failed accepts since the last success: the pause before the next
+/// try, and the rate limit on their log lines.
+#[derive(Debug)]
+struct AcceptErrors {
+    /// Pause before the next try; doubles per failure up to
+    /// [`AcceptErrors::MAX_PAUSE`], back to the minimum on success.
+    pause: Duration,
+    /// When the last line was logged; at most one a second.
+    logged_at: Option<Instant>,
+    /// Failures not yet counted in a logged line.
+    unlogged: u64,
+    /// Failures since the last success.
+    run: u64,
+}
+
+impl Default for AcceptErrors {
+    fn default() -> Self {
+        AcceptErrors {
+            pause: AcceptErrors::MIN_PAUSE,
+            logged_at: None,
+            unlogged: 0,
+            run: 0,
+        }
+    }
+}
+
+impl AcceptErrors {
+    const MIN_PAUSE: Duration = Duration::from_millis(10);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(1);
+
+    /// Records a failed accept and returns how long to wait before the
+    /// next; `None` for errors about one client's connection (reset or
+    /// aborted before it was accepted), where the next accept can go
+    /// ahead at once.
+    fn failed(&mut self, err: &std::io::Error) -> Option<Duration> {
+        use std::io::ErrorKind;
+        if matches!(
+            err.kind(),
+            ErrorKind::ConnectionAborted
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionRefused
+        ) {
+            return None;
+        }
+        self.unlogged += 1;
+        self.run += 1;
+        let pause = self.pause;
+        let now = Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= AcceptErrors::LOG_EVERY)
+        {
+            tracing::error!(
+                cause = %err,
+                errors = self.unlogged,
+                retry_ms = pause.as_millis() as u64,
+                "accepting connections failed; retrying"
+            );
+            self.logged_at = Some(now);
+            self.unlogged = 0;
+        }
+        self.pause = (pause * 2).min(AcceptErrors::MAX_PAUSE);
+        Some(pause)
+    }
+
+    /// Records a successful accept; logs the recovery after failures.
+    fn succeeded(&mut self) {
+        if self.run > 0 {
+            tracing::info!(errors = self.run, "accepting connections again");
+            *self = AcceptErrors::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_and_reset() {
+        let mut errors = AcceptErrors::default();
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<_> = (0..9).map(|_| errors.failed(&emfile).unwrap()).collect();
+        let ms: Vec<_> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        // Only the first of these (within a second) was logged.
+        assert_eq!(errors.unlogged, 8);
+        assert_eq!(errors.run, 9);
+
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(errors.failed(&reset), None);
+
+        errors.succeeded();
+        assert_eq!(errors.run, 0);
+        assert_eq!(errors.failed(&emfile), Some(Duration::from_millis(10)));
     }
 }

@@ -81,6 +81,16 @@ pub struct Server {
     pub max_instances: u32,
     /// Largest component the admin API accepts in one upload.
     pub max_component_size: ByteSize,
+    /// How long a client has to send a whole request head, counted from
+    /// the connection's accept or from the first byte of a later request
+    /// on it; past it the connection is closed.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests
+    /// before it is closed.
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; beyond it the host stops
+    /// accepting until one closes.
+    pub max_connections: u32,
 }
 
 impl Default for Server {
@@ -93,6 +103,9 @@ impl Default for Server {
             cache_dir: None,
             max_instances: 1000,
             max_component_size: ByteSize(64 << 20),
+            header_timeout: Duration(time::Duration::from_secs(10)),
+            idle_timeout: Duration(time::Duration::from_secs(60)),
+            max_connections: 10_000,
         }
     }
 }
@@ -595,6 +608,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rate_limits.a.window"), "{err}");
+    }
+
+    #[test]
+    fn connection_settings_default_and_are_bounded() {
+        let m = parse("").unwrap();
+        assert_eq!(m.server.header_timeout.0, time::Duration::from_secs(10));
+        assert_eq!(m.server.idle_timeout.0, time::Duration::from_secs(60));
+        assert_eq!(m.server.max_connections, 10_000);
+
+        let m = parse(
+            "[server]\nheader_timeout = \"1s\"\nidle_timeout = \"2m\"\nmax_connections = 20\n",
+        )
+        .unwrap();
+        assert_eq!(m.server.header_timeout.0, time::Duration::from_secs(1));
+        assert_eq!(m.server.idle_timeout.0, time::Duration::from_secs(120));
+        assert_eq!(m.server.max_connections, 20);
+
+        for (text, want) in [
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\nheader_timeout = \"0s\"\n",
+                ":3: server.header_timeout: must be more than 0",
+            ),
+            (
+                "[server]\nheader_timeout = \"2h\"\n",
+                ":2: server.header_timeout: 7200s is too long: at most 3600s",
+            ),
+            (
+                "[server]\nidle_timeout = \"0ms\"\n",
+                ":2: server.idle_timeout: must be more than 0",
+            ),
+            (
+                "[server]\nidle_timeout = \"25h\"\n",
+                ":2: server.idle_timeout:",
+            ),
+            (
+                "\n[server]\nmax_connections = 0\n",
+                ":3: server.max_connections: must be at least 1",
+            ),
+            (
+                "[server]\nmax_connections = 1000001\n",
+                ":2: server.max_connections: must be at most 1000000",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
     }
 
     #[test]

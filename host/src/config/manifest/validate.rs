@@ -151,6 +151,15 @@ impl Manifest {
                 return Err(invalid(span, field("window"), message));
             }
         }
+        let server_field = |key: &str, message: String| ManifestError::Invalid {
+            path: path.to_owned(),
+            line: key_line(text, "server", key),
+            field: format!("server.{key}"),
+            message,
+        };
+        if let Err((key, message)) = check_server(&self.server) {
+            return Err(server_field(key, message));
+        }
         if let Some(database) = &self.database {
             let field = |name: &str| format!("database.{name}");
             let span = |s: Option<Range<usize>>| s.unwrap_or(0..0);
@@ -192,9 +201,6 @@ impl Manifest {
                 ));
             }
         }
-        if let Err(message) = at_most(self.server.shutdown_grace, max::SHUTDOWN_GRACE) {
-            return Err(invalid(0..0, "server.shutdown_grace".into(), message));
-        }
         if let Some(redis) = &self.redis
             && let Err(message) = at_most(redis.timeout, max::REDIS_TIMEOUT)
         {
@@ -202,6 +208,58 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Most connections `max_connections` may allow.
+const MAX_CONNECTIONS: u32 = 1_000_000;
+
+/// Checks the `[server]` settings that bound time and connections: each
+/// non-zero and at most its maximum ([`max`]). The error names the key.
+fn check_server(server: &super::Server) -> Result<(), (&'static str, String)> {
+    at_most(server.shutdown_grace, max::SHUTDOWN_GRACE).map_err(|m| ("shutdown_grace", m))?;
+    let timeouts = [
+        ("header_timeout", server.header_timeout, max::HEADER_TIMEOUT),
+        ("idle_timeout", server.idle_timeout, max::CONNECTION_IDLE),
+    ];
+    for (key, value, max) in timeouts {
+        if value.0.is_zero() {
+            return Err((key, "must be more than 0".into()));
+        }
+        at_most(value, max).map_err(|m| (key, m))?;
+    }
+    if server.max_connections == 0 {
+        return Err(("max_connections", "must be at least 1".into()));
+    }
+    if server.max_connections > MAX_CONNECTIONS {
+        return Err((
+            "max_connections",
+            format!("must be at most {MAX_CONNECTIONS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The 1-based line where `key` is set in `[table]`, else that of the
+/// table's header, else 1. For tables whose values carry no span.
+fn key_line(text: &str, table: &str, key: &str) -> usize {
+    let header = format!("[{table}]");
+    let mut in_table = false;
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_table = line.split('#').next().is_some_and(|h| h.trim() == header);
+            if in_table {
+                header_line.get_or_insert(i + 1);
+            }
+        } else if in_table
+            && let Some(rest) = line.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return i + 1;
+        }
+    }
+    header_line.unwrap_or(1)
 }
 
 /// Checks a route path: absolute, and not under a path the host serves.
@@ -271,7 +329,8 @@ pub fn check_grants(grants: &[String]) -> Result<(), String> {
 /// - route `timeout`: 1h. A request that runs longer belongs in a job queue.
 /// - route `queue_timeout`: 10m. Waiting longer for a slot only holds the
 ///   client's connection.
-/// - `[server].shutdown_grace`: 1h.
+/// - `[server].shutdown_grace`: 1h; `header_timeout`: 1h; `idle_timeout`:
+///   24h.
 /// - `[database].acquire_timeout`: 10m; `statement_timeout`: 1h;
 ///   `idle_timeout`: 24h.
 /// - `[redis].timeout`: 1m. Redis is a fast path the host can do without.
@@ -285,6 +344,8 @@ mod max {
     pub(super) const ROUTE_TIMEOUT: Duration = Duration::from_secs(HOUR);
     pub(super) const QUEUE_TIMEOUT: Duration = Duration::from_secs(10 * MINUTE);
     pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(HOUR);
+    pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(HOUR);
+    pub(super) const CONNECTION_IDLE: Duration = Duration::from_secs(24 * HOUR);
     pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10 * MINUTE);
     pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(HOUR);
     pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(24 * HOUR);
