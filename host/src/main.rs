@@ -28,7 +28,8 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("loading {}", config.origin))?,
     );
     if config.mode == Mode::Check {
-        return Ok(trellis::ops::report_check(&app, &config.origin));
+        trellis::ops::report_check(&app, &config.origin);
+        return Ok(());
     }
     services
         .database

@@ -256,7 +256,7 @@ impl Host for SqlView<'_> {
             rows: rx,
             failed: None,
         };
-        Ok(self.table.push(stream).map_err(table_trap)?)
+        self.table.push(stream).map_err(table_trap)
     }
 
     async fn begin(&mut self) -> Result<Resource<Transaction>, SqlError> {
@@ -276,7 +276,7 @@ impl Host for SqlView<'_> {
             .await
             .map(Transaction::Postgres),
         };
-        Ok(self.table.push(begun?).map_err(table_trap)?)
+        self.table.push(begun?).map_err(table_trap)
     }
 
     fn convert_error(&mut self, err: SqlError) -> wasmtime::Result<Error> {
