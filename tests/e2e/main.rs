@@ -10,6 +10,7 @@ mod cache;
 mod cli;
 mod config_and_log;
 mod database;
+mod fairness;
 mod faults;
 mod grants;
 mod health;
