@@ -13,6 +13,7 @@ mod database;
 mod faults;
 mod grants;
 mod health;
+mod hostile_edge;
 mod hotload;
 mod http_edge;
 mod limits;

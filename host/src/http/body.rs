@@ -97,3 +97,23 @@ pub async fn discard(body: Body) {
     };
     let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
+
+/// Disposes of the body of a request refused before it was read, such as
+/// a 413 on its Content-Length or a 429.
+///
+/// A client that sent `Expect: 100-continue` is waiting for permission
+/// before it uploads anything; hyper sends the `100 Continue` when the body
+/// is first polled, so the body is dropped unread instead: the refusal
+/// goes out at once, with no interim response, and hyper closes the
+/// connection after it (the unsent body cannot be skipped). Any other body
+/// is [`discard`]ed so the client sees the answer.
+pub async fn discard_request(req: http::Request<Body>) {
+    let expects_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return;
+    }
+    discard(req.into_body()).await;
+}

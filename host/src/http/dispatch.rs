@@ -48,7 +48,7 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     // Before the cache and any instantiation: a refusal costs one check.
     let limit = app.services.rate_limiter.check_route(&route, &req).await;
     if let Some(refused) = limit.filter(|d| !d.allowed) {
-        crate::http::body::discard(req.into_body()).await;
+        crate::http::body::discard_request(req).await;
         let mut response = fail(ErrorKind::RateLimited(refused));
         response.extensions_mut().insert(served(&app, &route));
         return response;
@@ -106,7 +106,7 @@ async fn run_component(
     };
     let max_body = route.spec.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
-        crate::http::body::discard(req.into_body()).await;
+        crate::http::body::discard_request(req).await;
         return fail(ErrorKind::PayloadTooLarge { limit: max_body });
     }
     let Some(route_slot) = route.admit().await else {
