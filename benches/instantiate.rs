@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
             metrics: metrics.clone(),
             series: series.clone(),
             guest: guest.clone(),
+            client_fault: Default::default(),
         };
         let response = invoke(&engine, handler.clone(), &limits, req, (), cx)
             .await

@@ -6,11 +6,15 @@
 
 use std::time::Duration;
 
+use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::util::{Manifest, Trellis, WAIT, component};
+
+const GUEST_FAILURES: &str = "trellis_guest_failures_total";
+const CLIENT_BODY_FAILURES: &str = "trellis_client_body_failures_total";
 
 fn manifest() -> Manifest {
     Manifest::new()
@@ -29,6 +33,32 @@ fn manifest() -> Manifest {
         )
 }
 
+/// The sum of the samples of `name` whose labels include `labels`.
+async fn metric(trellis: &Trellis, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = trellis.get("/metrics").await.text().await.unwrap();
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => v,
+            ref other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+/// Sends `request` on a fresh connection, half-closes it when `half_close`,
+/// and returns every byte the host sends until it closes (or `WAIT`
+/// passes, which fails the test).
+async fn exchange(trellis: &Trellis, request: &[u8], half_close: bool) -> Vec<u8> {
+    let mut socket = TcpStream::connect(trellis.addr).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    if half_close {
+        socket.shutdown().await.unwrap();
+    }
+    read_to_close(&mut socket).await
+}
 
 /// Everything until the host closes the connection; a reset counts as a
 /// close (what was read before it is kept).
@@ -88,6 +118,99 @@ fn assert_json_error(wire: &Wire, status: u16, code: &str) {
         )
     });
     assert_eq!(body["error"]["code"], code, "body {body}");
+}
+
+/// Asserts a 200 whose body was cut off: for a chunked body, no
+/// terminating `0\r\n\r\n` chunk; for a fixed length, fewer bytes.
+fn assert_cut_off(wire: &Wire) {
+    assert_eq!(wire.status, 200, "head {:?}", wire.head);
+    if wire.head.contains("transfer-encoding: chunked") {
+        assert!(
+            !wire.body.ends_with(b"0\r\n\r\n"),
+            "a chunked body that failed must not end with the last chunk: {:?}",
+            String::from_utf8_lossy(&wire.body[wire.body.len().saturating_sub(64)..])
+        );
+    } else {
+        let length: usize = wire
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("neither chunked nor a length: {:?}", wire.head));
+        assert!(
+            wire.body.len() < length,
+            "{} of {length} bytes",
+            wire.body.len()
+        );
+    }
+}
+
+async fn assert_still_serving(trellis: &Trellis) {
+    let response = trellis.get("/hello").await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn malformed_chunked_bodies_are_400_and_not_guest_failures() {
+    let trellis = Trellis::start(manifest()).await;
+    let chunked = |chunks: &str, query: &str| {
+        format!(
+            "POST /echo{query} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}"
+        )
+    };
+    let cases = [
+        ("not hex", "zz\r\n"),
+        ("negative", "-5\r\nhello\r\n0\r\n\r\n"),
+        ("2^64", "10000000000000000\r\nhello\r\n0\r\n\r\n"),
+        ("after a good chunk", "5\r\nhello\r\nzz\r\n"),
+    ];
+    // `?buffer`: echo reads the whole body before it answers, so the
+    // failure comes before any head.
+    for (what, chunks) in cases {
+        let wire = parse(&exchange(&trellis, chunked(chunks, "?buffer").as_bytes(), true).await);
+        assert_eq!(wire.status, 400, "{what}: {:?}", wire.head);
+        assert_json_error(&wire, 400, "BAD_REQUEST");
+    }
+    // Streaming: echo answers before it reads, so the head may have left
+    // by the time the body fails; then the body is cut off instead.
+    for (what, chunks) in cases {
+        let wire = parse(&exchange(&trellis, chunked(chunks, "").as_bytes(), true).await);
+        if wire.status == 400 {
+            assert_json_error(&wire, 400, "BAD_REQUEST");
+        } else {
+            assert!(wire.status == 200, "{what}: {:?}", wire.head);
+            assert_cut_off(&wire);
+        }
+    }
+    assert_eq!(metric(&trellis, GUEST_FAILURES, &[]).await, 0.0);
+    assert_eq!(
+        metric(&trellis, CLIENT_BODY_FAILURES, &[("route", "echo")]).await,
+        8.0
+    );
+    let log = trellis
+        .logs()
+        .into_iter()
+        .find(|l| l["message"] == "handler failed");
+    assert!(log.is_none(), "logged as a guest failure: {log:?}");
+    assert_still_serving(&trellis).await;
+}
+
+#[tokio::test]
+async fn body_shorter_than_its_length_is_400_before_the_head() {
+    let trellis = Trellis::start(manifest()).await;
+    // `?buffer`: echo reads the whole body before answering.
+    let request = format!(
+        "POST /echo?buffer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{}",
+        "a".repeat(20)
+    );
+    let wire = parse(&exchange(&trellis, request.as_bytes(), true).await);
+    assert_json_error(&wire, 400, "BAD_REQUEST");
+    assert_eq!(metric(&trellis, GUEST_FAILURES, &[]).await, 0.0);
+    assert_eq!(
+        metric(&trellis, CLIENT_BODY_FAILURES, &[("route", "echo")]).await,
+        1.0
+    );
+    assert_still_serving(&trellis).await;
 }
 
 #[tokio::test]

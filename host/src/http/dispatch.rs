@@ -132,7 +132,7 @@ async fn run_component(
         .cloned()
         .unwrap_or_else(|| Arc::new(TraceContext::from_request(None)));
     let (parts, body) = req.into_parts();
-    let (body, exceeded) = LimitedBody::new(body, max_body);
+    let (body, faults) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
     let series = route.metrics(&app.metrics).clone();
     let in_flight = series.in_flight();
@@ -140,6 +140,7 @@ async fn run_component(
         metrics: app.metrics.clone(),
         series,
         guest: route.guest_context(request_id.clone(), trace),
+        client_fault: faults.client.clone(),
     };
     let result = invoke(
         &app.engine,
@@ -151,8 +152,15 @@ async fn run_component(
     )
     .await;
 
-    if exceeded.load(Ordering::Acquire) {
+    if faults.exceeded.load(Ordering::Acquire) {
         return fail(ErrorKind::PayloadTooLarge { limit: max_body });
+    }
+    // The guest failed on a body the client broke (malformed chunking, cut
+    // short): the client's error, already counted as such by `invoke`.
+    if result.is_err() && faults.client.load(Ordering::Acquire) {
+        return fail(ErrorKind::BadRequest(
+            "the request body is malformed or incomplete".into(),
+        ));
     }
     match result {
         Ok(response) => response.map(Body::new),

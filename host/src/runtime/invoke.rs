@@ -10,6 +10,7 @@ use crate::runtime::store::{new_store, set_deadline};
 use bytes::Bytes;
 use http_body::Body;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Trap};
 use wasmtime_wasi_http::WasiHttpView;
@@ -47,6 +48,10 @@ pub struct Context {
     pub series: Arc<RouteMetrics>,
     /// The route, component and request, for capability calls.
     pub guest: GuestContext,
+    /// Set by the caller's request body when it failed on the client's
+    /// side (malformed, cut short, too large): a guest failure that
+    /// follows is then the client's error, not the guest's.
+    pub client_fault: Arc<AtomicBool>,
 }
 
 /// Runs `req` through a fresh instance of `handler` under `limits`.
@@ -102,14 +107,19 @@ where
         cx.series
             .guest_finished(started.elapsed(), store.data().memory_peak());
         if let Err(failure) = &result {
-            let kind = match failure {
-                Failure::Timeout(_) => FailureKind::Timeout,
-                _ => FailureKind::Trap,
-            };
-            cx.metrics.guest_failed(&route, kind);
             // If the response head already left, this is the only trace
             // of the failure: the client sees a truncated body.
-            tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
+            if cx.client_fault.load(Ordering::Acquire) {
+                cx.metrics.client_body_failed(&route);
+                tracing::info!(route = %route, request_id = %request_id, cause = %failure, "handler stopped: the client's request body failed");
+            } else {
+                let kind = match failure {
+                    Failure::Timeout(_) => FailureKind::Timeout,
+                    _ => FailureKind::Trap,
+                };
+                cx.metrics.guest_failed(&route, kind);
+                tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
+            }
         }
         result
     };
