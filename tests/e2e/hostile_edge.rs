@@ -252,3 +252,69 @@ async fn oversized_expect_continue_is_413_without_100() {
     assert_eq!(wire.status, 200);
     assert_eq!(wire.body, b"hello");
 }
+
+#[tokio::test]
+async fn guest_trap_after_the_head_cuts_the_body_off() {
+    let trellis = Trellis::start(manifest()).await;
+    // echo answers first and then streams; the body ends early, so its read
+    // fails and it traps with the head already sent.
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{}",
+        "a".repeat(20)
+    );
+    let wire = parse(&exchange(&trellis, request.as_bytes(), true).await);
+    assert_cut_off(&wire);
+    // The client broke the body: counted once, as the client's.
+    assert_eq!(metric(&trellis, GUEST_FAILURES, &[]).await, 0.0);
+    assert_eq!(
+        metric(&trellis, CLIENT_BODY_FAILURES, &[("route", "echo")]).await,
+        1.0
+    );
+    assert_still_serving(&trellis).await;
+}
+
+#[tokio::test]
+async fn timeout_after_the_head_cuts_the_body_off() {
+    let trellis = Trellis::start(manifest()).await;
+
+    // Waiting for a body that never comes: echo's 1 s timeout, head sent.
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{}",
+        "a".repeat(20)
+    );
+    let wire = parse(&exchange(&trellis, request.as_bytes(), false).await);
+    assert_cut_off(&wire);
+    let echo = [("route", "echo"), ("kind", "timeout")];
+    // The count lands when the guest's task ends, just after the cut.
+    let mut count = 0.0;
+    for _ in 0..50 {
+        count = metric(&trellis, GUEST_FAILURES, &echo).await;
+        if count > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count, 1.0, "counted once");
+
+    // Streaming a body too long for the route's 500 ms.
+    let request = "GET /stream?bytes=100000000000 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let wire = parse(&exchange(&trellis, request.as_bytes(), false).await);
+    assert_cut_off(&wire);
+    assert!(wire.body.len() > 1000, "{} bytes streamed", wire.body.len());
+    assert_eq!(
+        metric(
+            &trellis,
+            GUEST_FAILURES,
+            &[("route", "stream"), ("kind", "timeout")]
+        )
+        .await,
+        1.0
+    );
+    let failures = trellis
+        .logs()
+        .into_iter()
+        .filter(|l| l["message"] == "handler failed")
+        .count();
+    assert_eq!(failures, 2, "one log line per failure");
+    assert_still_serving(&trellis).await;
+}

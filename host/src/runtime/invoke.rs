@@ -8,9 +8,11 @@ use crate::observability::metrics::{FailureKind, Metrics, RouteMetrics};
 use crate::runtime::component::Handler;
 use crate::runtime::store::{new_store, set_deadline};
 use bytes::Bytes;
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Trap};
 use wasmtime_wasi_http::WasiHttpView;
@@ -54,6 +56,64 @@ pub struct Context {
     pub client_fault: Arc<AtomicBool>,
 }
 
+/// The guest's response body as the host sends it: the guest's own body,
+/// ended with an error instead of cleanly when the guest failed (trap or
+/// timeout) after its head left. hyper then cuts the connection (no last
+/// chunk, or fewer bytes than the Content-Length), so the client sees the
+/// failure instead of a response that looks complete.
+pub struct GuestBody {
+    inner: HyperOutgoingBody,
+    /// Set by the guest's task when it fails, before its store (and with
+    /// it the sending end of `inner`) is dropped.
+    failed: Arc<AtomicBool>,
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) if self.failed.load(Ordering::Acquire) => Poll::Ready(Some(Err(
+                wasmtime_wasi_http::Error::InternalError(Some("the handler failed".into())),
+            ))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end early: hyper would skip the poll that
+        // reports a failure.
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Marks the response body failed unless disarmed: a guest future dropped
+/// before it finished (cancelled) did not finish its body either.
+struct FailOnDrop(Option<Arc<AtomicBool>>);
+
+impl FailOnDrop {
+    /// Takes the flag out, so dropping no longer sets it.
+    fn disarm(&mut self) -> Option<Arc<AtomicBool>> {
+        self.0.take()
+    }
+}
+
+impl Drop for FailOnDrop {
+    fn drop(&mut self) {
+        if let Some(failed) = self.0.take() {
+            failed.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// Runs `req` through a fresh instance of `handler` under `limits`.
 ///
 /// `guard` is held until the guest finishes, including streaming the
@@ -65,7 +125,7 @@ pub async fn invoke<B, G>(
     req: http::Request<B>,
     guard: G,
     cx: Context,
-) -> Result<http::Response<HyperOutgoingBody>, Failure>
+) -> Result<http::Response<GuestBody>, Failure>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
@@ -85,6 +145,8 @@ where
         .map_err(Failure::Setup)?;
     let out = http.new_response_outparam(tx).map_err(Failure::Setup)?;
 
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut unfinished = FailOnDrop(Some(failed.clone()));
     let guest = async move {
         let _guard = guard;
         let started = Instant::now();
@@ -107,6 +169,10 @@ where
         cx.series
             .guest_finished(started.elapsed(), store.data().memory_peak());
         if let Err(failure) = &result {
+            // Before the store goes, so the body sees it when it ends.
+            if let Some(failed) = unfinished.disarm() {
+                failed.store(true, Ordering::Release);
+            }
             // If the response head already left, this is the only trace
             // of the failure: the client sees a truncated body.
             if cx.client_fault.load(Ordering::Acquire) {
@@ -120,6 +186,8 @@ where
                 cx.metrics.guest_failed(&route, kind);
                 tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
             }
+        } else {
+            unfinished.disarm();
         }
         result
     };
@@ -134,7 +202,7 @@ where
         finished = &mut guest => {
             finished?;
             return match rx.await {
-                Ok(Ok(response)) => Ok(response),
+                Ok(Ok(response)) => Ok(response.map(|inner| GuestBody { inner, failed })),
                 Ok(Err(code)) => Err(Failure::ErrorCode(code)),
                 Err(_) => Err(Failure::NoResponse),
             };
@@ -143,7 +211,7 @@ where
     match answered {
         Ok(Ok(response)) => {
             tokio::spawn(guest);
-            Ok(response)
+            Ok(response.map(|inner| GuestBody { inner, failed }))
         }
         Ok(Err(code)) => {
             tokio::spawn(guest);
