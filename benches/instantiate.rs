@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             series: series.clone(),
             guest: guest.clone(),
             slow_slots: slow_slots.clone(),
+            client_fault: Default::default(),
         };
         let response = invoke(&engine, handler.clone(), &limits, req, (), cx)
             .await

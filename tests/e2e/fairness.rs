@@ -74,7 +74,10 @@ async fn a_looping_neighbour_leaves_hello_its_speed() {
         still_looping >= LOOPERS as i64 / 2,
         "hello was measured while the loopers ran ({still_looping} in flight at the end)"
     );
-    assert!(timeouts.load(Ordering::Relaxed) >= LOOPERS, "every looper timed out");
+    assert!(
+        timeouts.load(Ordering::Relaxed) >= LOOPERS,
+        "every looper timed out"
+    );
     // Generous: the benchmark holds the 70 % target; here a debug build,
     // and the test client on the same two cores, get 4x plus 5 ms.
     assert!(

@@ -16,6 +16,7 @@ mod grants;
 mod health;
 mod hostile;
 mod hostile_connections;
+mod hostile_edge;
 mod hotload;
 mod http_edge;
 mod limits;

@@ -11,26 +11,39 @@ use std::task::{Context, Poll};
 use wasmtime_wasi_http::Error;
 
 /// A request body that errors once more than `limit` bytes arrive, and
-/// records that it did so the dispatcher can answer 413 instead of
-/// whatever the guest made of the truncated stream.
+/// records how the client's body failed so the dispatcher can answer 413 or
+/// 400 instead of whatever the guest made of the broken stream.
 pub struct LimitedBody {
     inner: Body,
     remaining: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    faults: BodyFaults,
+}
+
+/// How a request body failed on the client's side. Shared between the
+/// body (which the guest reads, possibly on another task) and the
+/// dispatcher; lives as long as the request.
+#[derive(Clone, Default)]
+pub struct BodyFaults {
+    /// More than `max_body` bytes arrived.
+    pub exceeded: Arc<AtomicBool>,
+    /// The body failed because of the client: over `max_body`, malformed
+    /// (a bad chunk size), or cut short (shorter than its Content-Length,
+    /// then a close). A guest failure that follows is the client's fault.
+    pub client: Arc<AtomicBool>,
 }
 
 impl LimitedBody {
-    /// Wraps `inner`; the flag turns true when the limit is crossed.
-    pub fn new(inner: Body, limit: u64) -> (LimitedBody, Arc<AtomicBool>) {
-        let exceeded = Arc::new(AtomicBool::new(false));
+    /// Wraps `inner`; the flags record how the client's body failed.
+    pub fn new(inner: Body, limit: u64) -> (LimitedBody, BodyFaults) {
+        let faults = BodyFaults::default();
         let body = LimitedBody {
             inner,
             remaining: limit,
             limit,
-            exceeded: exceeded.clone(),
+            faults: faults.clone(),
         };
-        (body, exceeded)
+        (body, faults)
     }
 }
 
@@ -44,7 +57,10 @@ impl http_body::Body for LimitedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
+            // hyper's body errors are all the client's doing: a malformed
+            // chunk, a body cut short, a connection gone.
             Poll::Ready(Some(Err(_))) => {
+                self.faults.client.store(true, Ordering::Release);
                 return Poll::Ready(Some(Err(Error::ConnectionTerminated)));
             }
             Poll::Ready(None) => return Poll::Ready(None),
@@ -53,7 +69,8 @@ impl http_body::Body for LimitedBody {
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > self.remaining {
-                self.exceeded.store(true, Ordering::Release);
+                self.faults.exceeded.store(true, Ordering::Release);
+                self.faults.client.store(true, Ordering::Release);
                 self.remaining = 0;
                 return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
             }
@@ -96,4 +113,24 @@ pub async fn discard(body: Body) {
         }
     };
     let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+/// Disposes of the body of a request refused before it was read, such as
+/// a 413 on its Content-Length or a 429.
+///
+/// A client that sent `Expect: 100-continue` is waiting for permission
+/// before it uploads anything; hyper sends the `100 Continue` when the body
+/// is first polled, so the body is dropped unread instead: the refusal
+/// goes out at once, with no interim response, and hyper closes the
+/// connection after it (the unsent body cannot be skipped). Any other body
+/// is [`discard`]ed so the client sees the answer.
+pub async fn discard_request(req: http::Request<Body>) {
+    let expects_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return;
+    }
+    discard(req.into_body()).await;
 }

@@ -48,7 +48,7 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     // Before the cache and any instantiation: a refusal costs one check.
     let limit = app.services.rate_limiter.check_route(&route, &req).await;
     if let Some(refused) = limit.filter(|d| !d.allowed) {
-        crate::http::body::discard(req.into_body()).await;
+        crate::http::body::discard_request(req).await;
         let mut response = fail(ErrorKind::RateLimited(refused));
         response.extensions_mut().insert(served(&app, &route));
         return response;
@@ -106,7 +106,7 @@ async fn run_component(
     };
     let max_body = route.spec.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
-        crate::http::body::discard(req.into_body()).await;
+        crate::http::body::discard_request(req).await;
         return fail(ErrorKind::PayloadTooLarge { limit: max_body });
     }
     let Some(route_slot) = route.admit().await else {
@@ -132,7 +132,7 @@ async fn run_component(
         .cloned()
         .unwrap_or_else(|| Arc::new(TraceContext::from_request(None)));
     let (parts, body) = req.into_parts();
-    let (body, exceeded) = LimitedBody::new(body, max_body);
+    let (body, faults) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
     let series = route.metrics(&app.metrics).clone();
     let in_flight = series.in_flight();
@@ -141,6 +141,7 @@ async fn run_component(
         series,
         guest: route.guest_context(request_id.clone(), trace),
         slow_slots: route.slow_slots.clone(),
+        client_fault: faults.client.clone(),
     };
     let result = invoke(
         &app.engine,
@@ -152,8 +153,15 @@ async fn run_component(
     )
     .await;
 
-    if exceeded.load(Ordering::Acquire) {
+    if faults.exceeded.load(Ordering::Acquire) {
         return fail(ErrorKind::PayloadTooLarge { limit: max_body });
+    }
+    // The guest failed on a body the client broke (malformed chunking, cut
+    // short): the client's error, already counted as such by `invoke`.
+    if result.is_err() && faults.client.load(Ordering::Acquire) {
+        return fail(ErrorKind::BadRequest(
+            "the request body is malformed or incomplete".into(),
+        ));
     }
     match result {
         Ok(response) => response.map(Body::new),

@@ -33,6 +33,9 @@ pub enum ErrorKind {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The request itself is broken, e.g. a malformed or truncated body;
+    /// the message says how.
+    BadRequest(String),
     /// The handler ran past its deadline.
     HandlerTimeout(Duration),
     /// The handler trapped, ran out of memory or gave no response.
@@ -72,6 +75,9 @@ impl ErrorKind {
                 "PAYLOAD_TOO_LARGE",
                 format!("request body exceeds the limit of {limit} bytes"),
             ),
+            ErrorKind::BadRequest(message) => {
+                (StatusCode::BAD_REQUEST, "BAD_REQUEST", message.clone())
+            }
             ErrorKind::HandlerTimeout(d) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "HANDLER_TIMEOUT",
@@ -141,7 +147,7 @@ impl IntoResponse for ApiError {
                     headers.insert(header::ALLOW, v);
                 }
             }
-            ErrorKind::PayloadTooLarge { .. } => {
+            ErrorKind::PayloadTooLarge { .. } | ErrorKind::BadRequest(_) => {
                 // The rest of the body was never read, so this connection
                 // cannot carry another request; tell the client not to try.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

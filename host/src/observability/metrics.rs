@@ -70,6 +70,7 @@ pub struct Metrics {
     guest_time: HistogramVec,
     guest_memory: HistogramVec,
     failures: IntCounterVec,
+    client_body: IntCounterVec,
     in_flight: IntGaugeVec,
 }
 
@@ -129,6 +130,15 @@ impl Metrics {
             &["route", "kind"],
         )
         .expect("valid metric");
+        let client_body = IntCounterVec::new(
+            Opts::new(
+                "trellis_client_body_failures_total",
+                "Guest requests cut short by the client's body (malformed, shorter than \
+                 announced, or over max_body), by route; not guest failures.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
         let in_flight = IntGaugeVec::new(
             Opts::new(
                 "trellis_requests_in_flight",
@@ -144,6 +154,7 @@ impl Metrics {
             Box::new(guest_time.clone()),
             Box::new(guest_memory.clone()),
             Box::new(failures.clone()),
+            Box::new(client_body.clone()),
             Box::new(in_flight.clone()),
         ] {
             registry.register(metric).expect("metric names are unique");
@@ -156,6 +167,7 @@ impl Metrics {
             guest_time,
             guest_memory,
             failures,
+            client_body,
             in_flight,
         }
     }
@@ -186,6 +198,13 @@ impl Metrics {
         self.failures
             .with_label_values(&[route, kind.as_str()])
             .inc();
+    }
+
+    /// A guest stopped because the client's request body failed: the
+    /// client's error, kept apart from [`Metrics::guest_failed`] so that
+    /// clients cannot raise guest-failure alerts at will.
+    pub fn client_body_failed(&self, route: &str) {
+        self.client_body.with_label_values(&[route]).inc();
     }
 
     /// `route`'s own series, resolved once so that serving a request

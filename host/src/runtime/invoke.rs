@@ -9,8 +9,11 @@ use crate::runtime::component::Handler;
 use crate::runtime::lane::Lane;
 use crate::runtime::store::{new_store, set_deadline};
 use bytes::Bytes;
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Trap};
@@ -51,6 +54,68 @@ pub struct Context {
     pub guest: GuestContext,
     /// Caps the route's guests in the slow lane ([`crate::runtime::lane`]).
     pub slow_slots: Arc<Semaphore>,
+    /// Set by the caller's request body when it failed on the client's
+    /// side (malformed, cut short, too large): a guest failure that
+    /// follows is then the client's error, not the guest's.
+    pub client_fault: Arc<AtomicBool>,
+}
+
+/// The guest's response body as the host sends it: the guest's own body,
+/// ended with an error instead of cleanly when the guest failed (trap or
+/// timeout) after its head left. hyper then cuts the connection (no last
+/// chunk, or fewer bytes than the Content-Length), so the client sees the
+/// failure instead of a response that looks complete.
+pub struct GuestBody {
+    inner: HyperOutgoingBody,
+    /// Set by the guest's task when it fails, before its store (and with
+    /// it the sending end of `inner`) is dropped.
+    failed: Arc<AtomicBool>,
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) if self.failed.load(Ordering::Acquire) => Poll::Ready(Some(Err(
+                wasmtime_wasi_http::Error::InternalError(Some("the handler failed".into())),
+            ))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end early: hyper would skip the poll that
+        // reports a failure.
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Marks the response body failed unless disarmed: a guest future dropped
+/// before it finished (cancelled) did not finish its body either.
+struct FailOnDrop(Option<Arc<AtomicBool>>);
+
+impl FailOnDrop {
+    /// Takes the flag out, so dropping no longer sets it.
+    fn disarm(&mut self) -> Option<Arc<AtomicBool>> {
+        self.0.take()
+    }
+}
+
+impl Drop for FailOnDrop {
+    fn drop(&mut self) {
+        if let Some(failed) = self.0.take() {
+            failed.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Runs `req` through a fresh instance of `handler` under `limits`.
@@ -64,7 +129,7 @@ pub async fn invoke<B, G>(
     req: http::Request<B>,
     guard: G,
     cx: Context,
-) -> Result<http::Response<HyperOutgoingBody>, Failure>
+) -> Result<http::Response<GuestBody>, Failure>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
@@ -85,6 +150,8 @@ where
         .map_err(Failure::Setup)?;
     let out = http.new_response_outparam(tx).map_err(Failure::Setup)?;
 
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut unfinished = FailOnDrop(Some(failed.clone()));
     let guest = async move {
         let _guard = guard;
         let started = Instant::now();
@@ -107,14 +174,25 @@ where
         cx.series
             .guest_finished(started.elapsed(), store.data().memory_peak());
         if let Err(failure) = &result {
-            let kind = match failure {
-                Failure::Timeout(_) => FailureKind::Timeout,
-                _ => FailureKind::Trap,
-            };
-            cx.metrics.guest_failed(&route, kind);
+            // Before the store goes, so the body sees it when it ends.
+            if let Some(failed) = unfinished.disarm() {
+                failed.store(true, Ordering::Release);
+            }
             // If the response head already left, this is the only trace
             // of the failure: the client sees a truncated body.
-            tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
+            if cx.client_fault.load(Ordering::Acquire) {
+                cx.metrics.client_body_failed(&route);
+                tracing::info!(route = %route, request_id = %request_id, cause = %failure, "handler stopped: the client's request body failed");
+            } else {
+                let kind = match failure {
+                    Failure::Timeout(_) => FailureKind::Timeout,
+                    _ => FailureKind::Trap,
+                };
+                cx.metrics.guest_failed(&route, kind);
+                tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
+            }
+        } else {
+            unfinished.disarm();
         }
         result
     };
@@ -130,7 +208,7 @@ where
         finished = &mut guest => {
             finished?;
             return match rx.await {
-                Ok(Ok(response)) => Ok(response),
+                Ok(Ok(response)) => Ok(response.map(|inner| GuestBody { inner, failed })),
                 Ok(Err(code)) => Err(Failure::ErrorCode(code)),
                 Err(_) => Err(Failure::NoResponse),
             };
@@ -139,7 +217,7 @@ where
     match answered {
         Ok(Ok(response)) => {
             tokio::spawn(guest);
-            Ok(response)
+            Ok(response.map(|inner| GuestBody { inner, failed }))
         }
         Ok(Err(code)) => {
             tokio::spawn(guest);
