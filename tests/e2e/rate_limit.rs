@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::Value;
 
-use crate::util::{
+use crate::harness::{
     Manifest, RedisServer, Trellis, WAIT, assert_error, component, header, redis_url, unique,
 };
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Manifest, Trellis, component, wait_until_busy};
+use crate::harness::{Manifest, Trellis, component, wait_until_busy};
 
 /// A slow route with one slot, so `wait_until_busy` can tell when a request
 /// is in flight.
@@ -92,7 +92,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     for _ in 0..16 {
         let (url, signalled) = (url.clone(), signalled.clone());
         clients.push(tokio::spawn(async move {
-            let client = crate::util::client_builder().build().unwrap();
+            let client = crate::harness::client_builder().build().unwrap();
             let (mut ok, mut bad, mut in_flight_lost) = (0u32, Vec::new(), 0u32);
             loop {
                 let sent = Instant::now();

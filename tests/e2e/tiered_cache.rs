@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{Manifest, RedisServer, Trellis, WAIT, component, header, redis_url, unique};
+use crate::harness::{Manifest, RedisServer, Trellis, WAIT, component, header, redis_url, unique};
 
 /// A host serving the cache probe, with Redis at `redis` when given.
 /// `/cache/*` uses namespace `ns`; `/other/*` its own; `/now` has a
