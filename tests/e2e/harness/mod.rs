@@ -9,6 +9,7 @@
 //! - [`component`]: the guest components `host/build.rs` builds, their
 //!   digests, and the precompiled-component cache the tests share.
 //! - [`http`]: clients, and assertions on the responses every route gives.
+//! - [`metrics`]: one figure from `GET /metrics`.
 //! - [`wait`]: waiting on observable state, bounded by [`WAIT`].
 //! - [`redis`], [`postgres`]: the shared servers' addresses, and servers of
 //!   a test's own that it may stop and start.
@@ -19,6 +20,7 @@ pub(crate) mod component;
 mod host;
 mod http;
 mod manifest;
+mod metrics;
 mod postgres;
 mod redis;
 mod scratch;
@@ -30,6 +32,7 @@ pub(crate) use self::http::{
     assert_error, assert_security_headers, client_builder, header, raw_client,
 };
 pub(crate) use self::manifest::Manifest;
+pub(crate) use self::metrics::metric;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
 pub(crate) use self::scratch::{TempDir, unique};
