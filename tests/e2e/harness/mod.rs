@@ -36,7 +36,7 @@ pub(crate) use self::metrics::metric;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
 pub(crate) use self::scratch::{TempDir, unique};
-pub(crate) use self::wait::wait_until_busy;
+pub(crate) use self::wait::{wait_until, wait_until_busy};
 
 /// How long a host may take from spawn to `listening`. Generous: test builds
 /// of the host are unoptimized, and compiling components is their slowest part.
