@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::util::{Launch, Manifest, TempDir, Trellis, component};
+use crate::harness::{Launch, Manifest, TempDir, Trellis, component};
 
 #[tokio::test]
 async fn second_start_hits_the_precompiled_cache() {

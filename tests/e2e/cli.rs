@@ -1,7 +1,7 @@
 //! `trellis check`, and how `serve` treats a manifest it cannot use: errors
 //! name the line and the field, and nothing is served.
 
-use crate::util::{Manifest, TempDir, component, run_cli};
+use crate::harness::{Manifest, TempDir, component, run_cli};
 
 /// The 1-based number of the line of `text` that contains `needle`.
 fn line_of(text: &str, needle: &str) -> usize {

@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use crate::database::Db;
+use crate::harness::{Manifest, Trellis, component, header, sha256_hex};
 use crate::probe::{GRANTS, err, launch, ok, op, post_script, script, script_at, variant};
-use crate::util::{Manifest, Trellis, component, header, sha256_hex};
 
 /// The secret values of the config tests' route; none may reach a log.
 const SECRET_FROM_ENV: &str = "env-secret-4f1c9a7e";

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use sqlx::Connection as _;
 
-use crate::util::{Manifest, TempDir, unique};
+use crate::harness::{Manifest, TempDir, unique};
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{HEAVY, Manifest, Trellis, WAIT, component};
+use crate::harness::{HEAVY, Manifest, Trellis, WAIT, component};
 
 /// Sequential `GET /hello`s, and their median latency.
 async fn median_hello(trellis: &Trellis, n: usize) -> Duration {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use crate::util::{Manifest, Trellis, assert_error, component, header};
+use crate::harness::{Manifest, Trellis, assert_error, component, header};
 
 fn manifest() -> Manifest {
     Manifest::new()

@@ -1,8 +1,8 @@
 //! Grants: a component importing a `trellis:api` interface its route does
 //! not grant is refused at load, by `check` and by `serve`.
 
+use crate::harness::{Manifest, TempDir, component, run_cli};
 use crate::probe::GRANTS;
-use crate::util::{Manifest, TempDir, component, run_cli};
 
 /// A component importing `trellis:api/X` on a route that does not grant
 /// `X` is refused by `check` and by `serve`, naming route, interface and grant.

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::util::{Manifest, Trellis, assert_security_headers, component};
+use crate::harness::{Manifest, Trellis, assert_security_headers, component};
 
 async fn json(trellis: &Trellis, path: &str) -> (u16, Value) {
     let response = trellis.get(path).await;
@@ -85,7 +85,7 @@ async fn a_component_that_cannot_start_makes_the_host_degraded() {
 /// down, 200 again once it is back, without restarting the host.
 #[tokio::test]
 async fn readiness_follows_postgres_down_and_back() {
-    let postgres = crate::util::PostgresServer::start().await;
+    let postgres = crate::harness::PostgresServer::start().await;
     let manifest = Manifest::new()
         .database(&format!("url = {:?}", postgres.url()))
         .database("acquire_timeout = \"500ms\"")
@@ -94,7 +94,7 @@ async fn readiness_follows_postgres_down_and_back() {
     let ready = |expect: u16| {
         let trellis = &trellis;
         async move {
-            let deadline = tokio::time::Instant::now() + crate::util::WAIT;
+            let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
             loop {
                 let response = trellis.get("/health/ready").await;
                 if response.status() == expect {

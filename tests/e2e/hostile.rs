@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::util::{Launch, Manifest, Trellis, component};
+use crate::harness::{Launch, Manifest, Trellis, component};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::util::{Manifest, Trellis, component};
+use crate::harness::{Manifest, Trellis, component};
 
 fn manifest() -> Manifest {
     Manifest::new().route(

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::util::{Manifest, Trellis, WAIT, component};
+use crate::harness::{Manifest, Trellis, WAIT, component};
 
 const GUEST_FAILURES: &str = "trellis_guest_failures_total";
 const CLIENT_BODY_FAILURES: &str = "trellis_client_body_failures_total";

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{
+use crate::harness::{
     Launch, Manifest, STARTUP_TIMEOUT, TempDir, Trellis, WAIT, assert_error, component, header,
     sha256_hex, wait_until_busy,
 };
@@ -110,7 +110,7 @@ async fn swaps_under_load_drop_nothing_and_never_mix_versions() {
         let (trellis, stop, a, b) = (trellis.clone(), stop.clone(), a.clone(), b.clone());
         clients.push(tokio::spawn(async move {
             // Each task has its own client, hence its own connections.
-            let client = crate::util::client_builder().build().unwrap();
+            let client = crate::harness::client_builder().build().unwrap();
             let (mut seen_a, mut seen_b, mut failures) = (0u32, 0u32, Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 let outcome = async {

@@ -3,7 +3,7 @@
 
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderValue};
 
-use crate::util::{
+use crate::harness::{
     Manifest, Trellis, assert_error, assert_security_headers, component, header, raw_client,
     sha256_hex,
 };

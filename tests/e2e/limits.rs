@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream;
 
-use crate::util::{Manifest, Trellis, assert_error, component, header, wait_until_busy};
+use crate::harness::{Manifest, Trellis, assert_error, component, header, wait_until_busy};
 
 /// A body with no content-length (sent chunked) of `chunks` × `size` bytes.
 fn chunked(chunks: usize, size: usize) -> reqwest::Body {

@@ -5,6 +5,9 @@
 //! The guest components come from `host/build.rs`, which exports their paths
 //! as `<NAME>_COMPONENT` and lists them in `foreach_plugin!`. `plugins` has one
 //! test per plugin, named after it, and the build fails if one is missing.
+//!
+//! `harness` holds what the tests share: the host process, manifests,
+//! clients, waits, and Redis and PostgreSQL servers of a test's own.
 
 mod cache;
 mod cli;
@@ -13,6 +16,7 @@ mod database;
 mod fairness;
 mod faults;
 mod grants;
+mod harness;
 mod health;
 mod hostile;
 mod hostile_connections;
@@ -34,7 +38,6 @@ mod streaming;
 mod tiered_cache;
 mod traces;
 mod users;
-mod util;
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 

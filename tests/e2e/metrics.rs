@@ -3,7 +3,7 @@
 
 use prometheus_parse::{Sample, Scrape, Value};
 
-use crate::util::{Manifest, Trellis, component, header};
+use crate::harness::{Manifest, Trellis, component, header};
 
 /// Scrapes `/metrics` and parses it as Prometheus does.
 async fn scrape(trellis: &Trellis) -> Vec<Sample> {
@@ -171,7 +171,7 @@ async fn metrics_move_with_traffic() {
 
 #[tokio::test]
 async fn pool_and_cache_figures_move_with_capability_calls() {
-    let dir = crate::util::TempDir::new();
+    let dir = crate::harness::TempDir::new();
     let db = dir.path().join("m.db");
     let trellis = Trellis::start(
         Manifest::new()
@@ -207,7 +207,7 @@ async fn pool_and_cache_figures_move_with_capability_calls() {
     );
     // sqlx takes a connection back on a task of its own (after a ping),
     // so the gauge reaches 0 a moment after the response, not with it.
-    let deadline = tokio::time::Instant::now() + crate::util::WAIT;
+    let deadline = tokio::time::Instant::now() + crate::harness::WAIT;
     let settled = loop {
         let now = scrape(&trellis).await;
         if value(&now, "trellis_db_pool_connections", &[("state", "in_use")]) == 0.0 {

@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::database::{Db, on_both};
+use crate::harness::{TempDir, run_cli};
 use crate::probe::{int, launch, manifest, ok, query, script, text};
-use crate::util::{TempDir, run_cli};
 
 on_both!(migrations_apply_once);
 

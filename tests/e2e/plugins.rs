@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{
+use crate::harness::{
     Manifest, Trellis, assert_error, assert_security_headers, component, header, sha256_hex,
 };
 
@@ -288,7 +288,7 @@ pub(crate) async fn cache_probe() {
 
 #[tokio::test]
 pub(crate) async fn limit_probe() {
-    let policy = crate::util::unique("probe");
+    let policy = crate::harness::unique("probe");
     let trellis = Trellis::start(
         Manifest::new()
             .section(&format!(

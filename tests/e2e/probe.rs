@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::database::Db;
-use crate::util::{Launch, Manifest, Trellis, component, shared_cache_dir};
+use crate::harness::{Launch, Manifest, Trellis, component, shared_cache_dir};
 
 pub(crate) const GRANTS: &str = r#"grants = ["sql", "config", "log"]"#;
 

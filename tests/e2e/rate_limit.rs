@@ -9,11 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::Value;
 
-use crate::util::{
-    Manifest, RedisServer, Trellis, WAIT, assert_error, component, header, redis_url, unique,
+use crate::harness::{
+    Manifest, RedisServer, Trellis, WAIT, assert_error, component, header, metric, redis_url,
+    unique,
 };
 
 /// A `[rate_limits.NAME]` table.
@@ -25,22 +25,6 @@ fn policy(name: &str, requests: u32, window: &str, key: &str) -> String {
 /// noticed quickly.
 fn redis(url: &str) -> String {
     format!("[redis]\nurl = {url:?}\ntimeout = \"200ms\"")
-}
-
-/// The value of a counter (or a histogram's `_count`) with all of
-/// `labels`, summed over its other labels; 0 when absent.
-async fn metric(trellis: &Trellis, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = trellis.get("/metrics").await.text().await.unwrap();
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => v,
-            ref other => panic!("{name} is not a counter: {other:?}"),
-        })
-        .sum()
 }
 
 /// The `RateLimit-*` headers of a response: (limit, remaining, reset).

@@ -1,7 +1,7 @@
 //! Routing: path patterns, methods, host errors for unrouted requests, and
 //! which manifest `serve` picks.
 
-use crate::util::{Launch, Manifest, TempDir, Trellis, assert_error, component, header};
+use crate::harness::{Launch, Manifest, TempDir, Trellis, assert_error, component, header};
 
 fn routes() -> Manifest {
     Manifest::new()

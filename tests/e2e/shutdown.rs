@@ -1,9 +1,11 @@
 //! Graceful shutdown on SIGTERM: requests in flight finish within
 //! `shutdown_grace`, then the process exits and stops taking connections.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{Manifest, Trellis, component, wait_until_busy};
+use crate::harness::{Manifest, Trellis, component, metric, wait_until, wait_until_busy};
 
 /// A slow route with one slot, so `wait_until_busy` can tell when a request
 /// is in flight.
@@ -87,12 +89,14 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     );
     let mut trellis = Trellis::start(manifest).await;
     let url = trellis.url("/slow?ms=700");
-    let signalled: std::sync::Arc<std::sync::OnceLock<Instant>> = Default::default();
+    let signalled: Arc<std::sync::OnceLock<Instant>> = Default::default();
+    // Responses each client has had so far.
+    let answered: Arc<Vec<AtomicU32>> = Arc::new((0..16).map(|_| AtomicU32::new(0)).collect());
     let mut clients = Vec::new();
-    for _ in 0..16 {
-        let (url, signalled) = (url.clone(), signalled.clone());
+    for i in 0..16 {
+        let (url, signalled, answered) = (url.clone(), signalled.clone(), answered.clone());
         clients.push(tokio::spawn(async move {
-            let client = crate::util::client_builder().build().unwrap();
+            let client = crate::harness::client_builder().build().unwrap();
             let (mut ok, mut bad, mut in_flight_lost) = (0u32, Vec::new(), 0u32);
             loop {
                 let sent = Instant::now();
@@ -103,8 +107,12 @@ async fn sigterm_under_load_answers_every_accepted_request() {
                             Ok("slept 700\n") => ok += 1,
                             other => bad.push(format!("body {other:?}")),
                         }
+                        answered[i].fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(r) => bad.push(format!("status {}", r.status())),
+                    Ok(r) => {
+                        bad.push(format!("status {}", r.status()));
+                        answered[i].fetch_add(1, Ordering::Relaxed);
+                    }
                     // After the signal, new requests are turned away at the
                     // socket. One sent well before it was in flight and
                     // must have been answered.
@@ -122,7 +130,25 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             (ok, bad, in_flight_lost)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The signal comes under load: once every client has had two answers
+    // (the count below expects them) and the host has all sixteen requests
+    // in flight at once. A client that stopped early ends the wait, for the
+    // checks below to report.
+    wait_until(
+        "the clients never had two answers each with 16 requests in flight",
+        Duration::from_millis(20),
+        async || {
+            if clients.iter().any(|c| c.is_finished()) {
+                return Some(());
+            }
+            if answered.iter().any(|n| n.load(Ordering::Relaxed) < 2) {
+                return None;
+            }
+            let in_flight = metric(&trellis, "trellis_requests_in_flight", &[("route", "slow")]);
+            (in_flight.await >= 16.0).then_some(())
+        },
+    )
+    .await;
     signalled.set(Instant::now()).unwrap();
     trellis.sigterm();
     let status = trellis

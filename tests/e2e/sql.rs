@@ -5,11 +5,11 @@
 use serde_json::{Value, json};
 
 use crate::database::{Db, PgProxy, on_both};
+use crate::harness::{Manifest, component};
 use crate::probe::{
     GRANTS, ddl, err, execute, int, launch, ok, op, query, rows, script, start, text, tx_execute,
     variant,
 };
-use crate::util::{Manifest, component};
 
 on_both!(
     dialect_and_isolation,

@@ -8,8 +8,8 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::database::{Db, on_both};
+use crate::harness::{HEAVY, MIB, client_builder, header};
 use crate::probe::{execute, int, ok, op, query, rows, script, start, text, variant};
-use crate::util::{HEAVY, MIB, client_builder, header};
 
 on_both!(streams, million_row_export);
 

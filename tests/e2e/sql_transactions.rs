@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::database::{Db, on_both};
+use crate::harness::assert_error;
 use crate::probe::{
     ddl, execute, int, launch, manifest, ok, op, post_script, query, rows, script, start, text,
     tx_execute, tx_query, variant,
 };
 use crate::sql_streams::{BIG, assert_batches};
-use crate::util::assert_error;
 
 on_both!(
     transactions_commit_rollback_and_drop,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt as _;
 
-use crate::util::{HEAVY, MIB, Manifest, Memory, Trellis, client_builder, component};
+use crate::harness::{HEAVY, MIB, Manifest, Memory, Trellis, client_builder, component};
 
 const GIB: u64 = 1024 * MIB;
 /// How much the host's RSS may grow while a body streams through it.

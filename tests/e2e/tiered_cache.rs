@@ -4,11 +4,13 @@
 //! computes once per key across both, and a Redis outage degrades to the
 //! in-process tier and recovers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{Manifest, RedisServer, Trellis, WAIT, component, header, redis_url, unique};
+use crate::harness::{
+    Manifest, RedisServer, Trellis, component, header, redis_url, unique, wait_until,
+};
 
 /// A host serving the cache probe, with Redis at `redis` when given.
 /// `/cache/*` uses namespace `ns`; `/other/*` its own; `/now` has a
@@ -91,14 +93,30 @@ async fn keys_live_in_the_route_namespace() {
         json!({"value": null})
     );
 
-    // A short TTL expires.
-    let url = trellis.url("/cache/set?key=brief&ttl_ms=150");
-    trellis.client().post(url).body("x").send().await.unwrap();
-    assert_eq!(
-        get(&trellis, "/cache/get?key=brief").await,
-        json!({"value": "x"})
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A short TTL expires. A read answered within the TTL of sending the
+    // write must see the value; a slower one (a busy machine) may rightly
+    // miss it and proves nothing, so then the write and read are repeated.
+    let ttl = Duration::from_millis(150);
+    let written = wait_until(
+        "never read the key back within its TTL",
+        Duration::from_millis(10),
+        async || {
+            let sent = Instant::now();
+            let url = trellis.url("/cache/set?key=brief&ttl_ms=150");
+            trellis.client().post(url).body("x").send().await.unwrap();
+            let written = Instant::now();
+            let read = get(&trellis, "/cache/get?key=brief").await;
+            if sent.elapsed() < ttl {
+                assert_eq!(read, json!({"value": "x"}));
+            }
+            (read == json!({"value": "x"})).then_some(written)
+        },
+    )
+    .await;
+    // Waiting out the TTL is what is under test, and cannot race: the host
+    // stored the value before it answered the write, so twice the TTL after
+    // that answer the value is past its expiry.
+    tokio::time::sleep_until((written + 2 * ttl).into()).await;
     assert_eq!(
         get(&trellis, "/cache/get?key=brief").await,
         json!({"value": null})
@@ -123,17 +141,12 @@ async fn two_hosts_share_values_and_deletes() {
 
     // A delete on A evicts B's in-process copy too.
     assert_eq!(delete(&a, "user-1").await, json!({"deleted": true}));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if get(&b, "/cache/get?key=user-1").await == json!({"value": null}) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "B still serves the deleted key"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "B still serves the deleted key",
+        Duration::from_millis(10),
+        async || (get(&b, "/cache/get?key=user-1").await == json!({"value": null})).then_some(()),
+    )
+    .await;
 
     // An overwrite on B reaches A, which held the old value in process.
     set(&a, "user-2", "old").await;
@@ -142,14 +155,12 @@ async fn two_hosts_share_values_and_deletes() {
         json!({"value": "old"})
     );
     set(&b, "user-2", "new").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while get(&a, "/cache/get?key=user-2").await != json!({"value": "new"}) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A still serves the overwritten value"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "A still serves the overwritten value",
+        Duration::from_millis(10),
+        async || (get(&a, "/cache/get?key=user-2").await == json!({"value": "new"})).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -172,10 +183,32 @@ async fn get_or_fill_computes_once_per_key_across_hosts() {
         "every caller got the one computed value: {results:#?}"
     );
 
-    // A fill dropped without a value hands the job to the next caller.
-    let dropped = async { get(&a, "/cache/fill-drop?key=flaky&compute_ms=200").await };
+    // A fill dropped without a value hands the job to the next caller. The
+    // next caller asks once the first holds the fill, which shows as its
+    // lock in Redis (the host takes it after registering the fill), and
+    // while the first still computes: for a second, so that a busy machine
+    // cannot make the next caller arrive after the drop.
+    let lock = format!("trellis:fill:ns:{ns}:flaky");
+    let mut redis = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let dropped = async { get(&a, "/cache/fill-drop?key=flaky&compute_ms=1000").await };
     let waiter = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_until(
+            "the dropped fill never took the fill lock",
+            Duration::from_millis(5),
+            async || {
+                let held: bool = redis::cmd("EXISTS")
+                    .arg(&lock)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                held.then_some(())
+            },
+        )
+        .await;
         get(&a, "/cache/fill?key=flaky&value=second").await
     };
     let (dropped, waiter) = tokio::join!(dropped, waiter);
@@ -210,39 +243,28 @@ async fn a_redis_outage_degrades_to_the_in_process_tier_and_recovers() {
         let response = trellis.get("/health/ready").await;
         let status = response.status().as_u16();
         let body = serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap();
-        (status, body)
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (status, body) = loop {
-        let (status, body) = ready().await;
-        if body["checks"]["redis"]["status"] == "failed" {
-            break (status, body);
-        }
         assert_eq!(status, 200, "{body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readiness never reported the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        body
     };
-    assert_eq!(status, 200, "{body}");
+    let body = wait_until(
+        "readiness never reported the outage",
+        Duration::from_millis(100),
+        async || {
+            let body = ready().await;
+            (body["checks"]["redis"]["status"] == "failed").then_some(body)
+        },
+    )
+    .await;
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["checks"]["component:probe"]["status"], "ok", "{body}");
 
     redis.restart().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = ready().await;
-        assert_eq!(status, 200, "{body}");
-        if body["status"] == "ok" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readiness never recovered: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "readiness never recovered",
+        Duration::from_millis(100),
+        async || (ready().await["status"] == "ok").then_some(()),
+    )
+    .await;
     // The shared tier works again: a value set now is in this Redis.
     set(&trellis, "k3", "after").await;
     let client = redis::Client::open(redis.url()).unwrap();

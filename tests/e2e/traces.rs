@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::Value;
 
-use crate::util::{Launch, Manifest, Trellis, WAIT, component, header};
+use crate::harness::{Launch, Manifest, Trellis, WAIT, component, header};
 
 /// An OTLP/HTTP (JSON) collector: keeps every span it receives.
 struct Collector {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Connection as _;
 
 use crate::database::{Db, on_both};
-use crate::util::{
+use crate::harness::{
     Launch, Manifest, Trellis, assert_security_headers, component, header, shared_cache_dir,
 };
 
@@ -248,7 +248,7 @@ async fn create_get_and_validate(db: Db) {
         assert!(trellis.manifest_path().with_file_name("users.db").is_file());
     }
 
-    let digest = crate::util::sha256_hex(component::USERS);
+    let digest = crate::harness::sha256_hex(component::USERS);
     let log = trellis
         .wait_log("user created", |l| {
             l["message"] == "user created" && l["fields"] == format!("{{\"user_id\":\"{id}\"}}")

@@ -1,0 +1,120 @@
+//! A PostgreSQL server of a test's own (`initdb` in a temp dir), for the
+//! tests that stop and start it; the shared server is in `crate::database`.
+
+use std::process::{Command, Output};
+
+use super::scratch::TempDir;
+
+/// A PostgreSQL server of the test's own (initdb in a temp dir, on a free
+/// port), which the test may stop and start again: the shared server must
+/// stay up for the other tests.
+pub(crate) struct PostgresServer {
+    dir: TempDir,
+    port: u16,
+}
+
+impl PostgresServer {
+    pub(crate) async fn start() -> PostgresServer {
+        let dir = TempDir::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        // PostgreSQL refuses to run as root; CI runs as root.
+        let _ = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir.path())
+            .status();
+        let server = PostgresServer { dir, port };
+        let data = server.data_dir();
+        let out = server.pg(&[
+            "initdb",
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.up().await;
+        server
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs a PostgreSQL tool, as `postgres` when the test runs as root.
+    fn pg(&self, args: &[&str]) -> Output {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|mut versions| versions.next())
+            .and_then(Result::ok)
+            .map(|v| v.path().join("bin"))
+            .expect("PostgreSQL under /usr/lib/postgresql");
+        let tool = bin.join(args[0]).display().to_string();
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &tool]);
+            c
+        } else {
+            Command::new(&tool)
+        };
+        cmd.args(&args[1..])
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running a PostgreSQL tool")
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub(crate) async fn up(&self) {
+        let data = self.data_dir();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        let out = self.pg(&[
+            "pg_ctl", "start", "-D", &data, "-l", &log, "-w", "-o", &options,
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops it at once, as a crash would.
+    pub(crate) fn down(&self) {
+        let _ = self.pg(&[
+            "pg_ctl",
+            "stop",
+            "-D",
+            &self.data_dir(),
+            "-m",
+            "immediate",
+            "-w",
+        ]);
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
