@@ -163,3 +163,37 @@ async fn route_names_that_are_path_segments_are_refused_by_the_admin_api() {
     let dots = trellis.get("/dots").await;
     assert_eq!(dots.status(), 404);
 }
+
+#[tokio::test]
+async fn http11_without_one_host_header_is_400() {
+    let trellis =
+        Trellis::start(Manifest::new().route("hello", "/hello", component::HELLO, &[])).await;
+    for (request, why) in [
+        (
+            "GET /hello HTTP/1.1\r\nconnection: close\r\n\r\n",
+            "carry a Host header",
+        ),
+        (
+            "GET /hello HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nconnection: close\r\n\r\n",
+            "not several",
+        ),
+        (
+            "GET /health/live HTTP/1.1\r\nconnection: close\r\n\r\n",
+            "carry a Host header",
+        ),
+    ] {
+        let response = raw(trellis.addr, request.as_bytes()).await;
+        let body = response.assert_error(400, "BAD_REQUEST");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(why), "{request:?}: {body}");
+    }
+    // HTTP/1.0 may omit it, and one Host is served as ever.
+    let old = raw(trellis.addr, b"GET /hello HTTP/1.0\r\n\r\n").await;
+    assert_eq!(old.status, 200);
+    let ok = raw(
+        trellis.addr,
+        b"GET /hello HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+}

@@ -21,6 +21,7 @@ mod health;
 mod hostile;
 mod hostile_connections;
 mod hostile_edge;
+mod hostile_fuzz;
 mod hotload;
 mod http_edge;
 mod limits;

@@ -22,17 +22,8 @@ static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-comp
 /// Everything that is not a host endpoint: its route's component, or a
 /// JSON 404 / 405.
 pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
-    let request_id = match req.extensions().get::<RequestId>() {
-        Some(id) => id.0.clone(),
-        None => Arc::from(""),
-    };
-    let fail = |kind| {
-        ApiError {
-            kind,
-            request_id: request_id.clone(),
-        }
-        .into_response()
-    };
+    let request_id = RequestId::of(req.extensions());
+    let fail = |kind| ApiError::new(kind, &request_id).into_response();
 
     // One load of the table per request: the `Arc<Route>` taken here keeps
     // this version (its component and limits) alive until the request is
@@ -97,13 +88,7 @@ async fn run_component(
     mut req: Request,
     request_id: &Arc<str>,
 ) -> Response {
-    let fail = |kind| {
-        ApiError {
-            kind,
-            request_id: request_id.clone(),
-        }
-        .into_response()
-    };
+    let fail = |kind| ApiError::new(kind, request_id).into_response();
     let max_body = route.spec.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
         crate::http::body::discard_request(req).await;

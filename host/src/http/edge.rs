@@ -24,6 +24,16 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone, Debug)]
 pub struct RequestId(pub Arc<str>);
 
+impl RequestId {
+    /// The id [`Edge`] gave the request with `extensions`; empty outside
+    /// the edge (a router driven in-process).
+    pub fn of(extensions: &http::Extensions) -> Arc<str> {
+        extensions
+            .get::<RequestId>()
+            .map_or_else(|| Arc::from(""), |id| id.0.clone())
+    }
+}
+
 /// Which route and component answered; put in the response extensions by
 /// the dispatcher so the request log can name them.
 #[derive(Clone, Debug)]

@@ -18,6 +18,16 @@ pub struct ApiError {
     pub request_id: std::sync::Arc<str>,
 }
 
+impl ApiError {
+    /// The error `kind` for the request `request_id`.
+    pub fn new(kind: ErrorKind, request_id: &std::sync::Arc<str>) -> ApiError {
+        ApiError {
+            kind,
+            request_id: request_id.clone(),
+        }
+    }
+}
+
 /// The host's error codes.
 #[derive(Debug)]
 pub enum ErrorKind {

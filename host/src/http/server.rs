@@ -3,9 +3,12 @@
 
 use crate::app::App;
 use crate::http::dispatch::dispatch;
+use crate::http::edge::RequestId;
+use crate::http::error::{ApiError, ErrorKind};
 use crate::http::{conn, edge};
 use axum::Router;
 use axum::extract::Request;
+use axum::response::IntoResponse as _;
 use axum::response::Response;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -77,12 +80,32 @@ impl Service<Request> for Split {
     }
 
     fn call(&mut self, req: Request) -> SplitFuture {
+        if let Some(why) = bad_host(&req) {
+            let kind = ErrorKind::BadRequest(why.to_owned());
+            let response = ApiError::new(kind, &RequestId::of(req.extensions())).into_response();
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         if is_host_endpoint(req.uri().path()) {
             Box::pin(self.host.call(req))
         } else {
             let app = self.app.clone();
             Box::pin(async move { Ok(dispatch(app, req).await) })
         }
+    }
+}
+
+/// Why `req` breaks RFC 9112's rule on `Host` (section 3.2: an HTTP/1.1
+/// request has exactly one), if it does. The answer is 400 before any
+/// route is looked up: which host a request is for must not be ambiguous
+/// to anything behind us. HTTP/1.0 may omit it.
+fn bad_host(req: &Request) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("a request must carry one Host header, not several"),
+        (None, _) if req.version() == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request must carry a Host header")
+        }
+        _ => None,
     }
 }
 

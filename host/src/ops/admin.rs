@@ -94,20 +94,13 @@ impl<S: Sync> FromRequestParts<S> for Rid {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Rid, Infallible> {
-        Ok(Rid(parts
-            .extensions
-            .get::<RequestId>()
-            .map_or_else(|| Arc::from(""), |id| id.0.clone())))
+        Ok(Rid(RequestId::of(&parts.extensions)))
     }
 }
 
 impl Rid {
     fn fail(&self, kind: ErrorKind) -> Response {
-        ApiError {
-            kind,
-            request_id: self.0.clone(),
-        }
-        .into_response()
+        ApiError::new(kind, &self.0).into_response()
     }
 }
 

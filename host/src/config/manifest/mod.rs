@@ -4,6 +4,8 @@
 //! Every error names the file, the line and the field, because operators
 //! meet these errors at deploy time, usually in a CI log.
 
+#[cfg(test)]
+mod fuzz;
 pub mod spec;
 mod validate;
 
