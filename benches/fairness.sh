@@ -2,8 +2,8 @@
 # Fairness benchmark: GET /hello with wrk, the host pinned to core 0 and
 # every client (wrk, the loopers, the slowloris) to core 1, in three cases:
 #   alone      - hello only
-#   loopers    - beside LOOPERS clients that keep /loop busy (a guest that
-#                spins until its 300 ms timeout), one request after another
+#   loopers    - beside a second wrk keeping LOOPERS requests to /loop in
+#                flight (a guest that spins until its 300 ms timeout)
 #   slowloris  - beside SLOW_CONNS connections that each send one byte of a
 #                request head a second (the host closes them after its
 #                header_timeout, 10 s by default; the clients reconnect)
@@ -58,7 +58,7 @@ component = "$PWD/$GUESTS/loop_forever.wasm"
 timeout = "300ms"
 TOML
 
-TRELLIS_LOG=error TRELLIS_CACHE_DIR="$work/cache" \
+TRELLIS_LOG=${TRELLIS_LOG:-error} TRELLIS_CACHE_DIR="$work/cache" \
   taskset -c 0 "$TRELLIS_BIN" serve "$work/trellis.toml" > "$work/trellis.log" 2>&1 &
 host=$!
 pids+=("$host")
@@ -85,6 +85,9 @@ measure() {
   echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(( (after - before) * 1000000 / hz / requests ))"
 }
 
+# A wrk duration (10s, 1m) in whole seconds.
+secs() { case $1 in *m) echo $(( ${1%m} * 60 )) ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac; }
+
 # wrk latency (e.g. 512.00us, 1.20ms, 2.01s) in milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN {
@@ -96,14 +99,15 @@ to_ms() {
 taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PORT/hello" >/dev/null
 read -r a_rps a_p50 a_p99 a_cpu < <(measure)
 
-for _ in $(seq "$LOOPERS"); do
-  taskset -c 1 bash -c "while :; do curl -s -o /dev/null http://127.0.0.1:$PORT/loop; done" &
-  pids+=("$!")
-done
+# The loopers: a second wrk keeping LOOPERS requests to /loop in flight
+# (each runs until its 300 ms timeout), for longer than the measurement.
+taskset -c 1 wrk -t1 -c"$LOOPERS" -d"$(( $(secs "$DURATION") + 4 ))s" --timeout 5s \
+  "http://127.0.0.1:$PORT/loop" >/dev/null &
+loopers=$!
+pids+=("$loopers")
 sleep 1
 read -r l_rps l_p50 l_p99 l_cpu < <(measure)
-loop_pids=("${pids[@]:1}")
-for p in "${loop_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait "$loopers" 2>/dev/null || true
 pids=("$host")
 sleep 1
 

@@ -52,6 +52,8 @@
 #   WASMTIME_FEATURES  wasmtime-cli features to build (default: a minimal set
 #                    for `serve`; "default" for the crate's default features)
 #   SKIP_BUILD=1     don't run cargo build (use existing binaries)
+#   TRELLIS_BIN      the trellis binary to measure (default target/release/trellis;
+#                    e.g. an older build, for a before/after comparison)
 #   HELLO_WASM_PATH  use this hello.wasm instead of the one under target/guests
 #   USERS_WASM_PATH  use this users.wasm instead of the one under target/guests
 #   READY_TIMEOUT_S=60  how long a server may take to answer after start
@@ -347,7 +349,7 @@ if in_suite sql trellis || in_suite cached trellis || in_suite cached trellis-re
         USERS_WASM=""
     fi
 fi
-TRELLIS_BIN=$TARGET/release/trellis
+TRELLIS_BIN=${TRELLIS_BIN:-$TARGET/release/trellis}
 AXUM_BIN=$TARGET/release/axum-hello
 if needed trellis || needed trellis-resp; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
 if in_suite hello axum; then [[ -x $AXUM_BIN ]] || die "missing $AXUM_BIN"; fi

@@ -2,15 +2,18 @@
 //! serving threads.
 //!
 //! Every guest starts on the serving runtime, where most finish in well
-//! under a millisecond. [`Lane`] times each poll of a guest; once a guest
-//! has run for [`SLICE`] and yields (it yields at every epoch tick), it
-//! moves to the slow lane: a runtime of its own whose threads run at a
-//! lower priority (nice [`SLOW_NICE`]). Short requests then keep the
+//! under a millisecond. [`Lane`] times each poll of a guest. A guest that
+//! computes runs until the next epoch tick and yields, so its polls are
+//! long; after [`LONG_POLLS`] poll of at least [`LONG_POLL`] it moves to
+//! the slow lane: a runtime of its own whose threads run at a lower
+//! priority (nice [`SLOW_NICE`]). (A short guest whose thread the kernel
+//! preempted that long mid-poll moves too, and finishes there.) Short requests then keep the
 //! serving threads, and the kernel gives long guests what CPU is left. At
 //! most [`SLOW_PER_ROUTE`] guests of one route run in the slow lane at
 //! once; the others wait there, their deadlines still running, so one
 //! route's loopers cannot crowd out another's.
 
+use crate::runtime::engine::EPOCH_TICK;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -20,18 +23,23 @@ use tokio::runtime::Runtime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-/// How long a guest may run on the serving threads, summed over its
-/// polls, before it moves to the slow lane. A Rust hello handler runs
-/// for tens of microseconds; a SQL handler's guest time is under a
-/// millisecond (its waits on the database do not count).
-pub const SLICE: Duration = Duration::from_millis(2);
+/// A poll this long is the guest computing through an epoch tick (half a
+/// tick, so a poll cut short by the tick counts too). A Rust hello
+/// handler runs for tens of microseconds in all; a SQL handler's polls
+/// end at each wait on the database.
+pub const LONG_POLL: Duration = Duration::from_micros(EPOCH_TICK.as_micros() as u64 / 2);
+
+/// Long polls after which a guest moves to the slow lane. One: measured
+/// on `benches/fairness.sh`, every tick a looping guest spends on the
+/// serving threads is taken from the short requests.
+pub const LONG_POLLS: u32 = 1;
 
 /// Guests of one route running in the slow lane at once.
 pub const SLOW_PER_ROUTE: usize = 4;
 
 /// The slow lane's thread priority: under contention the kernel gives a
 /// nice-10 thread about a tenth of what a nice-0 thread gets.
-pub const SLOW_NICE: i32 = 10;
+pub const SLOW_NICE: i32 = 15;
 
 /// The slow lane's runtime, started on first use; it lives as long as
 /// the process.
@@ -78,8 +86,8 @@ enum State<F: Future> {
 /// wherever it runs.
 pub struct Lane<F: Future> {
     state: State<F>,
-    /// Time spent in the guest's polls on the serving runtime.
-    busy: Duration,
+    /// Polls of at least [`LONG_POLL`] on the serving runtime.
+    long_polls: u32,
     /// Whether it has left the serving runtime.
     moved: bool,
     slots: Arc<Semaphore>,
@@ -94,7 +102,7 @@ where
     pub fn new(guest: F, slots: Arc<Semaphore>) -> Lane<F> {
         Lane {
             state: State::Fast(Box::pin(guest)),
-            busy: Duration::ZERO,
+            long_polls: 0,
             moved: false,
             slots,
         }
@@ -120,18 +128,21 @@ where
                 State::Fast(guest) => {
                     let started = Instant::now();
                     let polled = guest.as_mut().poll(cx);
-                    this.busy += started.elapsed();
+                    if started.elapsed() >= LONG_POLL {
+                        this.long_polls += 1;
+                    }
                     if let Poll::Ready(output) = polled {
                         this.state = State::Done;
                         return Poll::Ready(output);
                     }
-                    if this.busy < SLICE {
+                    if this.long_polls < LONG_POLLS {
                         return Poll::Pending;
                     }
                     let State::Fast(guest) = std::mem::replace(&mut this.state, State::Done) else {
                         unreachable!("matched Fast above");
                     };
                     this.moved = true;
+                    tracing::debug!(long_polls = this.long_polls, "guest moves to the slow lane");
                     let slots = this.slots.clone();
                     let acquire = async move {
                         slots
@@ -211,7 +222,7 @@ mod tests {
 
         let mut long = Lane::new(
             async move {
-                spin(10, Duration::from_millis(1)).await;
+                spin(3, LONG_POLL + Duration::from_millis(1)).await;
                 thread()
             },
             slots.clone(),
@@ -229,7 +240,7 @@ mod tests {
         let flag = finished.clone();
         let mut lane = Lane::new(
             async move {
-                spin(5, Duration::from_millis(1)).await;
+                spin(2, LONG_POLL + Duration::from_millis(1)).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
             },
