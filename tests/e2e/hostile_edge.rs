@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::harness::{Manifest, Trellis, WAIT, component};
+use crate::harness::{Manifest, Trellis, WAIT, component, metric};
 
 const GUEST_FAILURES: &str = "trellis_guest_failures_total";
 const CLIENT_BODY_FAILURES: &str = "trellis_client_body_failures_total";
@@ -31,21 +30,6 @@ fn manifest() -> Manifest {
             component::STREAM,
             &[r#"timeout = "500ms""#],
         )
-}
-
-/// The sum of the samples of `name` whose labels include `labels`.
-async fn metric(trellis: &Trellis, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = trellis.get("/metrics").await.text().await.unwrap();
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => v,
-            ref other => panic!("{name} is not a counter: {other:?}"),
-        })
-        .sum()
 }
 
 /// Sends `request` on a fresh connection, half-closes it when `half_close`,

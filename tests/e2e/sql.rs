@@ -3,6 +3,7 @@
 //! type, statements, parameters that stay data, and errors as values.
 
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 use crate::database::{Db, PgProxy, on_both};
 use crate::harness::{Manifest, component};
@@ -513,4 +514,46 @@ async fn lost_database_is_an_error_value_without_credentials() {
         !trellis.stderr().contains(PASSWORD),
         "the password reached stderr"
     );
+}
+
+/// A statement in flight when PostgreSQL shuts down (`pg_ctl stop -m
+/// fast`: its session gets 57P01) is `unavailable`, the SDK's 503, as a
+/// request that cannot connect is; not a `database` error, the SDK's 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_in_flight_when_postgres_stops_is_unavailable() {
+    let postgres = crate::harness::PostgresServer::start().await;
+    let manifest = Manifest::new()
+        .database(&format!("url = {:?}", postgres.url()))
+        .database(r#"acquire_timeout = "1s""#)
+        .route("probe", "/probe", component::SQL_PROBE, &[GRANTS]);
+    let trellis = launch(manifest, &[]).await;
+    let results = script(&trellis, json!([query("SELECT 1 AS one", json!([]))])).await;
+    assert_eq!(rows(&results[0])[0][0], int(1));
+
+    let in_flight = script(&trellis, json!([query("SELECT pg_sleep(20)", json!([]))]));
+    let stop = async {
+        // The sleep is on the server once PostgreSQL lists it as active.
+        let deadline = std::time::Instant::now() + crate::harness::WAIT;
+        let mut conn = sqlx::PgConnection::connect(&postgres.url()).await.unwrap();
+        loop {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if active > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sleep never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        drop(conn);
+        postgres.stop();
+    };
+    let (results, ()) = tokio::join!(in_flight, stop);
+    assert_eq!(variant(&results[0]), "unavailable", "{}", results[0]);
 }

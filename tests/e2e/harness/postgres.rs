@@ -95,6 +95,12 @@ impl PostgresServer {
         );
     }
 
+    /// Stops it the way an operator does (`pg_ctl stop -m fast`): sessions
+    /// in flight are told the server is shutting down (57P01).
+    pub(crate) fn stop(&self) {
+        let _ = self.pg(&["pg_ctl", "stop", "-D", &self.data_dir(), "-m", "fast", "-w"]);
+    }
+
     /// Stops it at once, as a crash would.
     pub(crate) fn down(&self) {
         let _ = self.pg(&[

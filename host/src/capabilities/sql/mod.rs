@@ -511,6 +511,15 @@ async fn within<T>(
 
 /// The guest's view of a sqlx error. Connection-level detail stays in the
 /// host's log.
+/// Whether PostgreSQL's SQLSTATE `code` says the server or the connection
+/// is going away (class 08, connection exception; 57P01-57P03, shutdown
+/// or not accepting connections) rather than that the statement failed:
+/// a request in flight when the database stops is then `unavailable`
+/// (the SDK's 503), like one that could not connect at all.
+fn is_server_going_away(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
 fn to_error(err: sqlx::Error) -> Error {
     match err {
         sqlx::Error::Database(db) => {
@@ -520,6 +529,9 @@ fn to_error(err: sqlx::Error) -> Error {
             };
             if db.is_unique_violation() {
                 Error::Conflict(detail)
+            } else if detail.code.as_deref().is_some_and(is_server_going_away) {
+                tracing::warn!(cause = %detail.message, "database connection failed");
+                Error::Unavailable("the database connection failed".into())
             } else if matches!(detail.code.as_deref(), Some("57014" | "9")) {
                 // PostgreSQL's query_canceled (its statement_timeout) or
                 // SQLite's SQLITE_INTERRUPT (our progress handler).
@@ -541,5 +553,20 @@ fn to_error(err: sqlx::Error) -> Error {
             code: None,
             message: other.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_server_going_away;
+
+    #[test]
+    fn a_server_going_away_is_told_from_a_failed_statement() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08003", "08000"] {
+            assert!(is_server_going_away(code), "{code}");
+        }
+        for code in ["23505", "42601", "57014", "40001", "9"] {
+            assert!(!is_server_going_away(code), "{code}");
+        }
     }
 }
