@@ -512,12 +512,17 @@ async fn within<T>(
 /// The guest's view of a sqlx error. Connection-level detail stays in the
 /// host's log.
 /// Whether PostgreSQL's SQLSTATE `code` says the server or the connection
-/// is going away (class 08, connection exception; 57P01-57P03, shutdown
-/// or not accepting connections) rather than that the statement failed:
-/// a request in flight when the database stops is then `unavailable`
-/// (the SDK's 503), like one that could not connect at all.
+/// is going away (the connection exceptions of class 08; 57P01-57P03,
+/// shutdown or not accepting connections) rather than that the statement
+/// failed: a request in flight when the database stops is then
+/// `unavailable` (the SDK's 503), like one that could not connect at all.
+/// 08P01, a protocol violation, is left out: PostgreSQL reports a
+/// statement given too few parameters with it.
 fn is_server_going_away(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+    matches!(
+        code,
+        "08000" | "08001" | "08003" | "08004" | "08006" | "08007" | "57P01" | "57P02" | "57P03"
+    )
 }
 
 fn to_error(err: sqlx::Error) -> Error {
@@ -565,7 +570,7 @@ mod tests {
         for code in ["57P01", "57P02", "57P03", "08006", "08003", "08000"] {
             assert!(is_server_going_away(code), "{code}");
         }
-        for code in ["23505", "42601", "57014", "40001", "9"] {
+        for code in ["23505", "42601", "57014", "40001", "08P01", "9"] {
             assert!(!is_server_going_away(code), "{code}");
         }
     }
