@@ -181,6 +181,16 @@ async fn http11_without_one_host_header_is_400() {
             "GET /health/live HTTP/1.1\r\nconnection: close\r\n\r\n",
             "carry a Host header",
         ),
+        // Found by hostile_fuzz (seed 1796050509356360347, case 146): a
+        // non-ASCII byte in Host was a 500 from the guest's setup.
+        (
+            "GET /hello HTTP/1.1\r\nhost: localh\u{fffd}st\r\nconnection: close\r\n\r\n",
+            "not a valid authority",
+        ),
+        (
+            "GET /hello HTTP/1.1\r\nhost: a b\r\nconnection: close\r\n\r\n",
+            "not a valid authority",
+        ),
     ] {
         let response = raw(trellis.addr, request.as_bytes()).await;
         let body = response.assert_error(400, "BAD_REQUEST");
