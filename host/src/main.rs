@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .open_if_wanted()
         .await
         .context("opening the database")?;
+    services.reach_redis().await;
     let listeners = Listeners::bind(&config).await?;
     let addr = listeners.public.local_addr()?;
     tracing::info!(addr = %addr, manifest = %config.origin, "listening");
