@@ -4,11 +4,10 @@
 use crate::app::App;
 use crate::app::routes::Route;
 use crate::http::body::LimitedBody;
-use crate::http::edge::{RequestId, Served, X_REQUEST_ID};
+use crate::http::edge::{RequestContext, Served, X_REQUEST_ID};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::response_cache;
 use crate::observability::metrics::FailureKind;
-use crate::observability::trace::TraceContext;
 use crate::runtime::invoke::{self, Failure, invoke};
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,8 +21,8 @@ static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-comp
 /// Everything that is not a host endpoint: its route's component, or a
 /// JSON 404 / 405.
 pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
-    let request_id = RequestId::of(req.extensions());
-    let fail = |kind| ApiError::new(kind, &request_id).into_response();
+    let context = RequestContext::of(req.extensions());
+    let fail = |kind| ApiError::new(kind, &context.id).into_response();
 
     // One load of the table per request: the `Arc<Route>` taken here keeps
     // this version (its component and limits) alive until the request is
@@ -36,20 +35,19 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
             allow: route.allow_header(),
         });
     }
+    context.served_by(served(&app, &route));
     // Before the cache and any instantiation: a refusal costs one check.
     let limit = app.services.rate_limiter.check_route(&route, &req).await;
     if let Some(refused) = limit.filter(|d| !d.allowed) {
         crate::http::body::discard_request(req).await;
-        let mut response = fail(ErrorKind::RateLimited(refused));
-        response.extensions_mut().insert(served(&app, &route));
-        return response;
+        return fail(ErrorKind::RateLimited(refused));
     }
 
     let mut response = match response_cache::Plan::new(&route, &req) {
         Some(plan) => match plan.lookup(&app.services.cache).await {
             Some(hit) => hit,
             None => {
-                let response = run_component(&app, &route, req, &request_id).await;
+                let response = run_component(&app, &route, req, &context).await;
                 plan.store(
                     &app.services.cache,
                     response,
@@ -58,7 +56,7 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
                 .await
             }
         },
-        None => run_component(&app, &route, req, &request_id).await,
+        None => run_component(&app, &route, req, &context).await,
     };
     response
         .headers_mut()
@@ -66,7 +64,6 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     if let Some(limit) = &limit {
         limit.write_headers(response.headers_mut());
     }
-    response.extensions_mut().insert(served(&app, &route));
     response
 }
 
@@ -86,8 +83,9 @@ async fn run_component(
     app: &App,
     route: &Route,
     mut req: Request,
-    request_id: &Arc<str>,
+    context: &RequestContext,
 ) -> Response {
+    let request_id = &context.id;
     let fail = |kind| ApiError::new(kind, request_id).into_response();
     let max_body = route.spec.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
@@ -111,11 +109,6 @@ async fn run_component(
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    let trace = req
-        .extensions()
-        .get::<Arc<TraceContext>>()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(TraceContext::from_request(None)));
     let (parts, body) = req.into_parts();
     let (body, faults) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
@@ -124,7 +117,7 @@ async fn run_component(
     let cx = invoke::Context {
         metrics: app.metrics.clone(),
         series,
-        guest: route.guest_context(request_id.clone(), trace),
+        guest: route.guest_context(request_id.clone(), context.trace.clone()),
         slow_slots: route.slow_slots.clone(),
         client_fault: faults.client.clone(),
     };
