@@ -27,6 +27,7 @@ mod http_edge;
 mod limits;
 mod metrics;
 mod migrations;
+mod outbound;
 mod plugins;
 mod probe;
 mod rate_limit;

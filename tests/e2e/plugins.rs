@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Manifest, Trellis, assert_error, assert_security_headers, component, header, sha256_hex,
+    Manifest, Trellis, Upstream, assert_error, assert_security_headers, component, header,
+    sha256_hex,
 };
 
 #[tokio::test]
@@ -398,4 +399,31 @@ pub(crate) async fn ready_probe() {
     assert_eq!(trellis.get("/").await.text().await.unwrap(), "up\n");
     let ready = trellis.get("/health/ready").await;
     assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+pub(crate) async fn outbound_probe() {
+    let upstream = Upstream::start().await;
+    let origin = upstream.origin();
+    let trellis = Trellis::start(
+        Manifest::new()
+            .section(&format!("[upstreams.api]\nurl = \"{origin}\"\n"))
+            .route(
+                "out",
+                "/out",
+                component::OUTBOUND_PROBE,
+                &[r#"outbound = ["api"]"#],
+            ),
+    )
+    .await;
+    let response = trellis.get("/out").await;
+    assert_eq!(response.status(), 400);
+    let url = format!("{origin}/ok")
+        .replace(':', "%3A")
+        .replace('/', "%2F");
+    let response = trellis.get(&format!("/out?url={url}")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(response.headers(), "x-upstream-status"), "200");
+    assert_eq!(response.text().await.unwrap(), "hello from upstream");
+    assert_eq!(upstream.requests(), 1);
 }

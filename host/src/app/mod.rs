@@ -102,8 +102,9 @@ fn load_route(
     let path = route.component_path(&manifest.base_dir);
     let bytes = read_component(&path, source)?;
     let started = Instant::now();
+    let spec = route.spec();
     let (handler, cache) = loader
-        .load(&bytes, &route.spec().grants)
+        .load(&bytes, &spec.grants, &spec.outbound)
         .with_context(|| format!("component {}", path.display()))?;
     tracing::info!(
         route = %route.name(),

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod config;
 pub mod log;
 pub mod metrics;
+pub mod outbound;
 pub mod rate_limit;
 pub mod sql;
 
@@ -68,6 +69,8 @@ pub struct Capabilities {
     pub metrics: metrics::MetricsCtx,
     /// `rate-limit`.
     pub rate_limit: rate_limit::RateLimitCtx,
+    /// `wasi:http/outgoing-handler`: the granted upstreams.
+    pub outbound: outbound::OutboundCtx,
 }
 
 impl Capabilities {
@@ -93,6 +96,7 @@ impl Capabilities {
             rate_limit: rate_limit::RateLimitCtx {
                 limiter: services.rate_limiter.clone(),
             },
+            outbound: outbound::OutboundCtx::new(&services.upstreams, &spec.outbound),
         }
     }
 }

@@ -157,6 +157,8 @@ struct SettingsQuery {
     methods: Option<String>,
     /// Comma-separated; empty for none.
     grants: Option<String>,
+    /// Comma-separated `[upstreams]` names; empty for none.
+    outbound: Option<String>,
     /// Everything else: the route's [`Limits`] by name (`timeout=2s`);
     /// any other name is refused by [`settings`].
     #[serde(flatten)]
@@ -181,7 +183,15 @@ async fn deploy(
         }
     };
     let current = state.deployments.app().routes.load().get(&name).cloned();
-    let spec = match settings(&name, current.as_deref(), query) {
+    let upstreams = &state.deployments.app().services.upstreams;
+    let spec = match settings(&name, current.as_deref(), query).and_then(|spec| {
+        match spec.outbound.iter().find(|n| upstreams.get(n).is_none()) {
+            Some(unknown) => Err(format!(
+                "query parameter outbound: no upstream {unknown:?} in the manifest's [upstreams]"
+            )),
+            None => Ok(spec),
+        }
+    }) {
         Ok(spec) => spec,
         Err(message) => return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await,
     };
@@ -300,6 +310,7 @@ fn settings(
             rate_limit: None,
             cache: None,
             cache_namespace: name.to_owned(),
+            outbound: Vec::new(),
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");
@@ -318,10 +329,13 @@ fn settings(
         check_grants(&grants).map_err(|m| bad("grants", m))?;
         spec.grants = grants;
     }
+    if let Some(outbound) = query.outbound {
+        spec.outbound = split(&outbound);
+    }
     for (field, value) in &query.limits {
         if !spec.limits.set(field, value).map_err(|m| bad(field, m))? {
             return Err(format!(
-                "query parameter {field}: unknown; expected path, methods, grants or one of {}",
+                "query parameter {field}: unknown; expected path, methods, grants, outbound or one of {}",
                 Limits::NAMES.join(", ")
             ));
         }
@@ -349,6 +363,7 @@ fn describe(route: &Route, history: &[Arc<Route>]) -> Value {
         "digest": route.handler.digest,
         "loaded_at": rfc3339(route.loaded_at),
         "grants": spec.grants,
+        "outbound": spec.outbound,
         "limits": spec.limits,
         "history": history.iter().map(|v| json!({
             "version": v.version,

@@ -135,10 +135,11 @@ impl Deployments {
     pub async fn prepare(&self, spec: &RouteSpec, bytes: Vec<u8>) -> Result<Prepared, DeployError> {
         let started = Instant::now();
         let loader = self.app.loader.clone();
-        let grants = spec.grants.clone();
-        let (handler, cache) = tokio::task::spawn_blocking(move || loader.load(&bytes, &grants))
-            .await
-            .map_err(DeployError::Task)??;
+        let (grants, outbound) = (spec.grants.clone(), spec.outbound.clone());
+        let (handler, cache) =
+            tokio::task::spawn_blocking(move || loader.load(&bytes, &grants, &outbound))
+                .await
+                .map_err(DeployError::Task)??;
         if spec.grants.iter().any(|g| g == "sql") {
             // The first route to use SQL opens the pool: fail the deploy,
             // not its first request, when the database is unreachable.

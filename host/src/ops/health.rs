@@ -7,6 +7,8 @@
 //! back to its in-process tier, rate limits to local buckets); readiness
 //! stays 200 with `"status":"degraded"` and the check `failed`, so that
 //! replicas sharing one Redis are not all dropped at once when it fails.
+//! An upstream whose circuit breaker is open (`upstream:NAME`) is soft
+//! too: the routes calling it fail fast, the rest serve.
 //!
 //! Each loaded component is checked by instantiating it once, fresh,
 //! under its route's limits (without calling its handler), so a component
@@ -20,6 +22,7 @@
 
 use crate::app::App;
 use crate::runtime::invoke::instantiate_once;
+use crate::services::upstreams::breaker::State as BreakerState;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,9 +63,10 @@ impl Report {
     /// failure degrades the host without making it unready.
     fn new(checks: BTreeMap<String, Check>, soft: &[&str]) -> Report {
         let ok = checks.values().all(|c| c.status == "ok");
+        let is_soft = |name: &str| soft.contains(&name) || name.starts_with(UPSTREAM_CHECK_PREFIX);
         let ready = checks
             .iter()
-            .all(|(name, c)| c.status == "ok" || soft.contains(&name.as_str()));
+            .all(|(name, c)| c.status == "ok" || is_soft(name));
         Report {
             status: if ok { "ok" } else { "degraded" },
             checks,
@@ -76,8 +80,12 @@ impl Report {
     }
 }
 
-/// Checks whose failure the host degrades around.
+/// Checks whose failure the host degrades around (besides every
+/// `upstream:NAME`).
 const SOFT_CHECKS: &[&str] = &["redis"];
+
+/// Upstream breaker checks are named `upstream:NAME`.
+const UPSTREAM_CHECK_PREFIX: &str = "upstream:";
 
 /// The cached last report; lives as long as the app.
 #[derive(Default)]
@@ -116,6 +124,22 @@ async fn run_checks(app: &App) -> Report {
         // see it.
         let check = timed("redis", async { redis.ping().await }).await;
         checks.insert("redis".to_owned(), check);
+    }
+    for upstream in app.services.upstreams.iter() {
+        // No request is sent: the breaker already knows whether calls
+        // fail, and probing a paid API from every health check would cost.
+        let open = upstream.breaker_state() != BreakerState::Closed;
+        if open {
+            tracing::warn!(check = %format!("{UPSTREAM_CHECK_PREFIX}{}", upstream.spec.name), state = upstream.breaker_state().as_str(), "readiness: upstream circuit breaker is not closed");
+        }
+        let check = Check {
+            status: if open { "failed" } else { "ok" },
+            latency_ms: 0.0,
+        };
+        checks.insert(
+            format!("{UPSTREAM_CHECK_PREFIX}{}", upstream.spec.name),
+            check,
+        );
     }
     for route in routes.iter() {
         let name = format!("component:{}", route.name);
@@ -180,6 +204,16 @@ mod tests {
     fn only_hard_failures_make_the_host_unready() {
         let all_ok = Report::new(checks(&[]), SOFT_CHECKS);
         assert_eq!((all_ok.status, all_ok.is_ready()), ("ok", true));
+        let mut open = checks(&[]);
+        open.insert(
+            "upstream:payments".into(),
+            Check {
+                status: "failed",
+                latency_ms: 0.0,
+            },
+        );
+        let open = Report::new(open, SOFT_CHECKS);
+        assert_eq!((open.status, open.is_ready()), ("degraded", true));
         let redis_down = Report::new(checks(&["redis"]), SOFT_CHECKS);
         assert_eq!(
             (redis_down.status, redis_down.is_ready()),

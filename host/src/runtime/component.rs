@@ -88,16 +88,17 @@ impl Loader {
         &self.engine
     }
 
-    /// Compiles (or loads from cache), checks against `grants`, links and
-    /// pre-instantiates `bytes`.
+    /// Compiles (or loads from cache), checks against `grants` and the
+    /// `outbound` upstreams, links and pre-instantiates `bytes`.
     pub fn load(
         &self,
         bytes: &[u8],
         grants: &[String],
+        outbound: &[String],
     ) -> Result<(Handler, CacheOutcome), LoadError> {
         let digest = crate::ids::hex(&Sha256::digest(bytes));
         let (component, outcome) = self.compile(bytes, &digest)?;
-        crate::runtime::grants::check(&self.engine, &component, grants)?;
+        crate::runtime::grants::check(&self.engine, &component, grants, outbound)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)

@@ -2,9 +2,11 @@
 //! import, and a component importing more is refused when it loads, before
 //! it can serve a single request.
 //!
-//! WASI interfaces other than these are always linked, but inert: the
-//! guest's WASI context has no environment, preopened directory or socket
-//! (see [`crate::runtime::store`]), so they grant nothing.
+//! `wasi:http/outgoing-handler` is linked for every component, so it too
+//! is checked here: importing it needs the route's `outbound` grant (the
+//! upstreams it may call). Other WASI interfaces are always linked, but
+//! inert: the guest's WASI context has no environment, preopened directory
+//! or socket (see [`crate::runtime::store`]), so they grant nothing.
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -12,25 +14,37 @@ use wasmtime::component::Component;
 /// The package whose interfaces need a grant.
 const PACKAGE: &str = "trellis:api/";
 
+/// The interface that sends HTTP requests out, which needs `outbound`.
+const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
+
 /// A component importing an interface its route does not grant.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "the component imports {interface} but the route does not grant {grant:?}; add \"{grant}\" to the route's grants"
-)]
+#[error("the component imports {interface} but the route does not grant {grant:?}; {fix}")]
 pub struct MissingGrant {
     /// The imported interface, e.g. `trellis:api/sql@0.1.0`.
     pub interface: String,
     /// The grant it needs, e.g. `sql`.
     pub grant: String,
+    /// How to grant it.
+    pub fix: String,
 }
 
-/// Checks every `trellis:api` import of `component` against `grants`.
+/// Checks every `trellis:api` import of `component` against `grants`, and
+/// an import of `wasi:http/outgoing-handler` against `outbound`.
 pub fn check(
     engine: &Engine,
     component: &Component,
     grants: &[String],
+    outbound: &[String],
 ) -> Result<(), MissingGrant> {
     for (name, _) in component.component_type().imports(engine) {
+        if is_outgoing_handler(name) && outbound.is_empty() {
+            return Err(MissingGrant {
+                interface: name.to_owned(),
+                grant: "outbound".to_owned(),
+                fix: "declare the upstreams it calls with the route's outbound = [\"NAME\", ...] (each an [upstreams.NAME])".to_owned(),
+            });
+        }
         let Some(grant) = needed_grant(name) else {
             continue;
         };
@@ -38,10 +52,18 @@ pub fn check(
             return Err(MissingGrant {
                 interface: name.to_owned(),
                 grant: grant.to_owned(),
+                fix: format!("add \"{grant}\" to the route's grants"),
             });
         }
     }
     Ok(())
+}
+
+/// Whether `import` is `wasi:http/outgoing-handler` (any version).
+fn is_outgoing_handler(import: &str) -> bool {
+    import
+        .strip_prefix(OUTGOING_HANDLER)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
 }
 
 /// The grant an import needs: the interface name of a `trellis:api`
@@ -69,5 +91,13 @@ mod tests {
         assert_eq!(needed_grant("trellis:api/log"), Some("log"));
         assert_eq!(needed_grant("wasi:http/types@0.2.4"), None);
         assert_eq!(needed_grant("trellis:apix/sql@0.1.0"), None);
+    }
+
+    #[test]
+    fn outgoing_handler_is_recognised_in_any_version() {
+        assert!(is_outgoing_handler("wasi:http/outgoing-handler@0.2.4"));
+        assert!(is_outgoing_handler("wasi:http/outgoing-handler"));
+        assert!(!is_outgoing_handler("wasi:http/outgoing-handlerx@0.2.4"));
+        assert!(!is_outgoing_handler("wasi:http/types@0.2.4"));
     }
 }

@@ -5,6 +5,7 @@ use crate::capabilities::cache::CacheView;
 use crate::capabilities::config::ConfigView;
 use crate::capabilities::log::LogView;
 use crate::capabilities::metrics::MetricsView;
+use crate::capabilities::outbound::OutboundHooks;
 use crate::capabilities::rate_limit::RateLimitView;
 use crate::capabilities::sql::SqlView;
 use crate::capabilities::{Caller, GuestContext, View};
@@ -13,9 +14,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Everything one instance can reach. It lives exactly as long as the
 /// request it serves, so no state leaks from one request to the next.
@@ -24,33 +23,9 @@ pub struct StoreData {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     limits: MemoryLimiter,
-    hooks: NoOutboundHttp,
+    /// Sends a guest's outgoing requests to its route's upstreams.
+    hooks: OutboundHooks,
     guest: GuestContext,
-}
-
-/// `wasi:http` hooks that refuse outgoing requests: no grant offers
-/// outbound HTTP, so a guest calling out gets `HTTP-request-denied`.
-struct NoOutboundHttp;
-
-impl WasiHttpHooks for NoOutboundHttp {
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), Error>> + Send>,
-                    ),
-                    Error,
-                >,
-            > + Send,
-    > {
-        Box::new(std::future::ready(Err(Error::HttpRequestDenied)))
-    }
 }
 
 impl StoreData {
@@ -72,7 +47,7 @@ impl StoreData {
                 limit: memory,
                 peak: 0,
             },
-            hooks: NoOutboundHttp,
+            hooks: OutboundHooks::new(guest.capabilities.clone(), guest.caller.trace.clone()),
             guest,
         }
     }
@@ -180,8 +155,10 @@ impl ResourceLimiter for MemoryLimiter {
 
 /// Arms the epoch deadline: at every tick a running guest yields to the
 /// scheduler (so a busy loop cannot starve other requests) or, past
-/// `deadline`, is interrupted with a trap.
+/// `deadline`, is interrupted with a trap. Outgoing HTTP calls end by it
+/// too.
 pub fn set_deadline(store: &mut Store<StoreData>, deadline: Instant) {
+    store.data_mut().hooks.set_deadline(deadline);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {

@@ -1,5 +1,5 @@
 //! Services shared by every route: the database and its pool, the tiered
-//! cache, Redis and the rate limiter.
+//! cache, Redis, the rate limiter and the upstreams guests call.
 //!
 //! Owns the connections and the state that outlives a request. Calls
 //! [`crate::config`] and [`crate::observability`]; knows nothing of
@@ -9,6 +9,7 @@ pub mod cache;
 pub mod database;
 pub mod rate_limit;
 pub mod redis;
+pub mod upstreams;
 
 use self::redis::Redis;
 use crate::config::env::Env;
@@ -20,6 +21,7 @@ use database::Database;
 use rate_limit::RateLimiter;
 use std::sync::Arc;
 use std::time::Duration;
+use upstreams::Upstreams;
 
 /// Host-wide services behind the capabilities, shared by every route.
 pub struct Services {
@@ -36,6 +38,8 @@ pub struct Services {
     pub rate_limiter: Arc<RateLimiter>,
     /// Guests' own counters and histograms.
     pub guest_metrics: Arc<GuestMetrics>,
+    /// The `[upstreams]`, each with its pooled client and breaker.
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl Services {
@@ -78,7 +82,9 @@ impl Services {
             &metrics,
         );
         let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
+        let upstreams = Arc::new(Upstreams::new(manifest, &metrics)?);
         Ok(Services {
+            upstreams,
             database,
             redis,
             cache,

@@ -11,6 +11,8 @@
 //! - [`http`]: clients, and assertions on the responses every route gives.
 //! - [`metrics`]: one figure from `GET /metrics`.
 //! - [`wait`]: waiting on observable state, bounded by [`WAIT`].
+//! - [`upstream`]: an HTTP(S) server the outbound tests call through a
+//!   guest, counting connections and requests.
 //! - [`redis`], [`postgres`]: the shared servers' addresses, and servers of
 //!   a test's own that it may stop and start.
 
@@ -24,6 +26,7 @@ mod metrics;
 mod postgres;
 mod redis;
 mod scratch;
+mod upstream;
 mod wait;
 
 pub(crate) use self::component::{sha256_hex, shared_cache_dir};
@@ -36,6 +39,7 @@ pub(crate) use self::metrics::metric;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
 pub(crate) use self::scratch::{TempDir, unique};
+pub(crate) use self::upstream::Upstream;
 pub(crate) use self::wait::{wait_until, wait_until_busy};
 
 /// How long a host may take from spawn to `listening`. Generous: test builds

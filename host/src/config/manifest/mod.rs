@@ -7,6 +7,7 @@
 #[cfg(test)]
 mod fuzz;
 pub mod spec;
+pub mod upstreams;
 mod validate;
 
 use crate::config::units::{ByteSize, Duration};
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time;
 use toml::Spanned;
+pub use upstreams::{BreakerSettings, UpstreamEntry, UpstreamSpec};
 pub use validate::{
     check_database_url, check_grants, check_limits, check_path, check_route_name, parse_methods,
 };
@@ -56,6 +58,9 @@ pub struct Manifest {
     /// usable by guests through the `rate-limit` capability.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, RateLimitPolicy>,
+    /// HTTP services guests may call, granted per route by `outbound`.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamEntry>,
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -309,6 +314,8 @@ pub struct RouteEntry {
     /// The `cache` capability's key namespace; the route's name when
     /// absent. Routes naming the same namespace share keys.
     pub cache_namespace: Option<Spanned<String>>,
+    /// The `[upstreams]` the component may call.
+    pub outbound: Option<Spanned<Vec<String>>>,
     /// `config` and `secrets` with environment references resolved, at
     /// validation.
     #[serde(skip)]
@@ -469,6 +476,11 @@ impl RouteEntry {
                 .cache_namespace
                 .as_ref()
                 .map_or_else(|| self.name(), |n| n.get_ref().clone()),
+            outbound: self
+                .outbound
+                .as_ref()
+                .map(|o| o.get_ref().clone())
+                .unwrap_or_default(),
         }
     }
 

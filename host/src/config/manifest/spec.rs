@@ -110,6 +110,8 @@ pub struct RouteSpec {
     pub cache: Option<ResponseCache>,
     /// The `cache` capability's key namespace.
     pub cache_namespace: String,
+    /// The `[upstreams]` the component may call.
+    pub outbound: Vec<String>,
 }
 
 /// One route's resolved variables and secrets.

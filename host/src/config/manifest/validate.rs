@@ -76,6 +76,19 @@ impl Manifest {
                     format!("no policy {:?} in [rate_limits]", policy.get_ref()),
                 ));
             }
+            if let Some(outbound) = &route.outbound {
+                let names = outbound.get_ref();
+                if let Some(unknown) = names.iter().find(|n| !self.upstreams.contains_key(*n)) {
+                    return Err(invalid(
+                        outbound.span(),
+                        field("outbound"),
+                        format!(
+                            "no upstream {unknown:?} in [upstreams]; declared: {}",
+                            declared(self.upstreams.keys())
+                        ),
+                    ));
+                }
+            }
             if let Some(cache) = &route.cache {
                 let c = cache.get_ref();
                 if c.ttl.0.is_zero() {
@@ -149,6 +162,27 @@ impl Manifest {
             }
             if let Err(message) = at_most(policy.window, max::RATE_LIMIT_WINDOW) {
                 return Err(invalid(span, field("window"), message));
+            }
+        }
+        for (name, upstream) in &mut self.upstreams {
+            let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
+                return Err(invalid(
+                    upstream.url.span(),
+                    format!("upstreams.{name:?}"),
+                    "an upstream name is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into(),
+                ));
+            }
+            if let Err(err) = upstream.resolve(name, &self.base_dir) {
+                let span = match (&upstream.ca, err.at_ca) {
+                    (Some(ca), true) => ca.span(),
+                    _ => upstream.url.span(),
+                };
+                return Err(invalid(
+                    span,
+                    format!("upstreams.{name}.{}", err.field),
+                    err.message,
+                ));
             }
         }
         let server_field = |key: &str, message: String| ManifestError::Invalid {
@@ -309,6 +343,16 @@ pub fn parse_methods(methods: &[String]) -> Result<Vec<http::Method>, String> {
             )),
         })
         .collect()
+}
+
+/// `"a", "b"`, or `none` for an empty list.
+pub(crate) fn declared<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<String> = names.map(|n| format!("{n:?}")).collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Checks that every grant names a known capability.

@@ -1,0 +1,282 @@
+//! A real HTTP upstream for the outbound tests: hyper on `127.0.0.1:0`,
+//! plain or TLS (with a CA and certificate made by the `openssl` CLI), that
+//! counts the connections and requests it sees and records request heads.
+//!
+//! Paths: `/ok` (200 `hello from upstream`), `/status/N` (status N),
+//! `/hang` (never answers), `/trickle` (one chunk, then stalls), `/bytes/N`
+//! (N bytes of `u` in 64 KiB chunks, streamed), `/sink` (reads the body,
+//! answers its length).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+use super::scratch::TempDir;
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    heads: Mutex<Vec<http::request::Parts>>,
+}
+
+/// A running upstream; stops when dropped.
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+    /// For TLS: the CA certificate (PEM) clients should trust.
+    pub(crate) ca: Option<PathBuf>,
+    _dir: Option<TempDir>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// A plain HTTP upstream.
+    pub(crate) async fn start() -> Upstream {
+        Upstream::serve(None).await
+    }
+
+    /// An HTTPS upstream whose certificate (for `127.0.0.1`) is signed by
+    /// a CA made for this test; [`Upstream::ca`] is its PEM.
+    pub(crate) async fn start_tls() -> Upstream {
+        let dir = TempDir::new();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("running openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=trellis test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(d.join("server.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(d.join("server.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut upstream =
+            Upstream::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+        upstream.ca = Some(d.join("ca.pem"));
+        upstream._dir = Some(dir);
+        upstream
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                c.connections.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(c.clone(), req));
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream {
+            addr,
+            counters,
+            task,
+            ca: None,
+            _dir: None,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (or `https://`).
+    pub(crate) fn origin(&self) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub(crate) fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far.
+    pub(crate) fn requests(&self) -> usize {
+        self.counters.requests.load(Ordering::SeqCst)
+    }
+
+    /// The heads of the requests received so far.
+    pub(crate) fn heads(&self) -> Vec<http::request::Parts> {
+        self.counters.heads.lock().unwrap().clone()
+    }
+}
+
+async fn handle(c: Arc<Counters>, req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    c.requests.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    c.heads.lock().unwrap().push(parts.clone());
+    let path = parts.uri.path().to_owned();
+    let full = |status: u16, text: String| {
+        Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(text)).boxed())
+            .unwrap()
+    };
+    if path == "/hang" {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        return Ok(full(code.parse().unwrap_or(500), format!("status {code}")));
+    }
+    if path == "/sink" {
+        let mut body = body;
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                Err(_) => break,
+            }
+        }
+        return Ok(full(200, n.to_string()));
+    }
+    if path == "/trickle" {
+        let stream = futures::stream::unfold(0u8, |step| async move {
+            match step {
+                0 => Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first"))),
+                    1,
+                )),
+                _ => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    None
+                }
+            }
+        });
+        return Ok(Response::new(StreamBody::new(stream).boxed()));
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let total: u64 = n.parse().unwrap_or(0);
+        const CHUNK: u64 = 64 * 1024;
+        let chunk = Bytes::from(vec![b'u'; CHUNK as usize]);
+        let stream = futures::stream::unfold(total, move |left| {
+            let chunk = chunk.clone();
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                let n = left.min(CHUNK);
+                Some((
+                    Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))),
+                    left - n,
+                ))
+            }
+        });
+        return Ok(Response::builder()
+            .header("content-length", total)
+            .body(StreamBody::new(stream).boxed())
+            .unwrap());
+    }
+    Ok(full(200, "hello from upstream".into()))
+}
