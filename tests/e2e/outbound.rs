@@ -496,3 +496,52 @@ async fn large_download_streams_in_constant_memory() {
         TOTAL / MIB
     );
 }
+
+/// Retries stop before the route's deadline (the guest still answers,
+/// with the last 5xx), and connection errors count as breaker failures.
+#[tokio::test]
+async fn retries_end_by_the_deadline_and_refused_connections_open_the_breaker() {
+    let upstream = Upstream::start().await;
+    let origin = upstream.origin();
+    // A port nothing listens on.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let trellis = Trellis::start(
+        Manifest::new()
+            .section(&format!(
+                "[upstreams.api]\nurl = \"{origin}\"\nretries = 10\nbreaker = {{ failures = 100, window = \"1m\", open_for = \"1m\" }}\n"
+            ))
+            .section(&format!(
+                "[upstreams.down]\nurl = \"http://{closed}\"\nretries = 0\nbreaker = {{ failures = 2, window = \"1m\", open_for = \"1m\" }}\n"
+            ))
+            .route(
+                "out",
+                "/out",
+                component::OUTBOUND_PROBE,
+                &[r#"outbound = ["api", "down"]"#, r#"timeout = "2s""#],
+            ),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, upstream_status, _) = call(&trellis, &format!("{origin}/status/502")).await;
+    let took = started.elapsed();
+    assert_eq!((status, upstream_status.as_deref()), (200, Some("502")));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Ten retries would back off for more than 5 s in all.
+    let attempts = upstream.requests();
+    assert!((2..11).contains(&attempts), "{attempts} attempts");
+
+    for _ in 0..2 {
+        let (status, _, body) = call(&trellis, &format!("http://{closed}/x")).await;
+        assert_eq!((status, body.as_str()), (502, "ConnectionRefused"));
+    }
+    let (status, _, body) = call(&trellis, &format!("http://{closed}/x")).await;
+    assert_eq!((status, body.as_str()), (502, "DestinationUnavailable"));
+    for (outcome, count) in [("connect_error", 2.0), ("rejected", 1.0)] {
+        let labels = [("upstream", "down"), ("outcome", outcome)];
+        let value = metric(&trellis, "trellis_upstream_requests_total", &labels).await;
+        assert_eq!(value, count, "{outcome}");
+    }
+}
