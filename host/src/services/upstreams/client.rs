@@ -7,14 +7,21 @@ use crate::config::manifest::UpstreamSpec;
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntGauge;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// A request body the client sends: the guest's, streamed.
 pub type OutgoingBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -23,17 +30,18 @@ pub type OutgoingBody = UnsyncBoxBody<Bytes, BoxError>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The pooled client type.
-pub type PooledClient = Client<HttpsConnector<HttpConnector>, OutgoingBody>;
+pub type PooledClient = Client<HttpsConnector<Counting>, OutgoingBody>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// Builds the client for `spec`.
-pub fn build(spec: &UpstreamSpec) -> anyhow::Result<PooledClient> {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(spec.connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
+/// Builds the client for `spec`; `open` counts its open connections.
+pub fn build(spec: &UpstreamSpec, open: IntGauge) -> anyhow::Result<PooledClient> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(spec.connect_timeout));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let http = Counting { inner: tcp, open };
     let connector = if spec.https {
         hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(spec)?)
@@ -76,4 +84,90 @@ fn tls_config(spec: &UpstreamSpec) -> anyhow::Result<rustls::ClientConfig> {
         .with_no_client_auth();
     // ALPN (h2, http/1.1) is set by the connector builder.
     Ok(config)
+}
+
+/// The TCP connector, counting the connections it opened that are still
+/// open in a gauge (`trellis_upstream_pool_connections{state="open"}`).
+#[derive(Clone)]
+pub struct Counting {
+    inner: HttpConnector,
+    open: IntGauge,
+}
+
+impl tower::Service<http::Uri> for Counting {
+    type Response = Counted;
+    type Error = <HttpConnector as tower::Service<http::Uri>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Counted, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(dst);
+        let open = self.open.clone();
+        Box::pin(async move {
+            let stream = connecting.await?;
+            open.inc();
+            Ok(Counted { stream, open })
+        })
+    }
+}
+
+/// One counted TCP connection: leaves the gauge when dropped.
+pub struct Counted {
+    stream: TokioIo<TcpStream>,
+    open: IntGauge,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl Connection for Counted {
+    fn connected(&self) -> Connected {
+        self.stream.connected()
+    }
+}
+
+impl Read for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl Write for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
 }

@@ -161,8 +161,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Upstream {
     fn new(spec: Arc<UpstreamSpec>, series: &UpstreamMetrics) -> anyhow::Result<Upstream> {
-        let client = client::build(&spec)?;
         let metrics = series.for_upstream(&spec.name);
+        let client = client::build(&spec, metrics.open.clone())?;
         metrics.breaker.set(State::Closed.gauge());
         Ok(Upstream {
             client,
@@ -298,10 +298,11 @@ impl Upstream {
         }
         let until = tokio::time::Instant::from_std(started + timeout);
         let result: Result<Response<ResponseBody>, CallError> = async {
-            let slot = tokio::time::timeout_at(until, self.slots.clone().acquire_owned())
+            let permit = tokio::time::timeout_at(until, self.slots.clone().acquire_owned())
                 .await
                 .map_err(|_| CallError::ConnectionLimit(self.spec.max_connections))?
                 .map_err(|_| CallError::ConnectionLimit(self.spec.max_connections))?;
+            let slot = Slot::new(permit, self.metrics.in_use.clone());
             let res = tokio::time::timeout_at(until, self.client.request(req))
                 .await
                 .map_err(|_| CallError::Timeout(timeout))?
@@ -467,7 +468,29 @@ pub struct ResponseBody {
     incoming: hyper::body::Incoming,
     stall: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
+}
+
+/// A connection slot, counted in `in_use` while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    in_use: prometheus::IntGauge,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, in_use: prometheus::IntGauge) -> Slot {
+        in_use.inc();
+        Slot {
+            _permit: permit,
+            in_use,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_use.dec();
+    }
 }
 
 impl Body for ResponseBody {
@@ -514,6 +537,7 @@ struct UpstreamMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     breaker: IntGaugeVec,
+    pool: IntGaugeVec,
 }
 
 /// One upstream's series.
@@ -522,6 +546,10 @@ struct Series {
     requests: IntCounterVec,
     duration: prometheus::Histogram,
     breaker: prometheus::IntGauge,
+    /// Connections open (idle in the pool or carrying a request).
+    open: prometheus::IntGauge,
+    /// Connection slots taken: requests in flight.
+    in_use: prometheus::IntGauge,
 }
 
 impl Series {
@@ -568,10 +596,21 @@ impl UpstreamMetrics {
             )
             .expect("valid metric"),
         );
+        let pool = metrics.register(
+            &IntGaugeVec::new(
+                Opts::new(
+                    "trellis_upstream_pool_connections",
+                    "Connections to an upstream: open (pooled idle or busy) and in_use (carrying a request, out of max_connections).",
+                ),
+                &["upstream", "state"],
+            )
+            .expect("valid metric"),
+        );
         UpstreamMetrics {
             requests,
             duration,
             breaker,
+            pool,
         }
     }
 
@@ -581,6 +620,8 @@ impl UpstreamMetrics {
             requests: self.requests.clone(),
             duration: self.duration.with_label_values(&[name]),
             breaker: self.breaker.with_label_values(&[name]),
+            open: self.pool.with_label_values(&[name, "open"]),
+            in_use: self.pool.with_label_values(&[name, "in_use"]),
         }
     }
 }
