@@ -35,6 +35,7 @@ mod routing;
 mod shutdown;
 mod sql;
 mod sql_streams;
+mod sql_tls;
 mod sql_transactions;
 mod streaming;
 mod tiered_cache;

@@ -11,6 +11,7 @@
 //! - [`http`]: clients, and assertions on the responses every route gives.
 //! - [`metrics`]: one figure from `GET /metrics`.
 //! - [`wait`]: waiting on observable state, bounded by [`WAIT`].
+//! - [`tls`]: a CA and a server certificate made for a test.
 //! - [`upstream`]: an HTTP(S) server the outbound tests call through a
 //!   guest, counting connections and requests.
 //! - [`redis`], [`postgres`]: the shared servers' addresses, and servers of
@@ -26,6 +27,7 @@ mod metrics;
 mod postgres;
 mod redis;
 mod scratch;
+mod tls;
 mod upstream;
 mod wait;
 
@@ -39,6 +41,7 @@ pub(crate) use self::metrics::metric;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
 pub(crate) use self::scratch::{TempDir, unique};
+pub(crate) use self::tls::make_certs;
 pub(crate) use self::upstream::Upstream;
 pub(crate) use self::wait::{wait_until, wait_until_busy};
 

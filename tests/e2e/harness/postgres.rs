@@ -11,10 +11,28 @@ use super::scratch::TempDir;
 pub(crate) struct PostgresServer {
     dir: TempDir,
     port: u16,
+    /// Extra `postgres` options (TLS).
+    extra: String,
 }
 
 impl PostgresServer {
     pub(crate) async fn start() -> PostgresServer {
+        PostgresServer::start_with(false).await
+    }
+
+    /// A server that accepts TLS connections only (`hostssl` in
+    /// pg_hba.conf), with a certificate for 127.0.0.1 signed by
+    /// [`PostgresServer::ca`].
+    pub(crate) async fn start_tls() -> PostgresServer {
+        PostgresServer::start_with(true).await
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub(crate) fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
+    }
+
+    async fn start_with(tls: bool) -> PostgresServer {
         let dir = TempDir::new();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -25,7 +43,11 @@ impl PostgresServer {
             .args(["-R", "postgres"])
             .arg(dir.path())
             .status();
-        let server = PostgresServer { dir, port };
+        let mut server = PostgresServer {
+            dir,
+            port,
+            extra: String::new(),
+        };
         let data = server.data_dir();
         let out = server.pg(&[
             "initdb",
@@ -42,6 +64,28 @@ impl PostgresServer {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            let certs = server.dir.path().join("tls");
+            std::fs::create_dir_all(&certs).expect("creating the tls dir");
+            super::tls::make_certs(&certs);
+            // PostgreSQL wants its key private to its own user.
+            let key = certs.join("server.key");
+            let _ = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&certs)
+                .status();
+            let _ = Command::new("chmod").arg("600").arg(&key).status();
+            std::fs::write(
+                std::path::Path::new(&data).join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("writing pg_hba.conf");
+            server.extra = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                certs.join("server.pem").display(),
+                key.display()
+            );
+        }
         server.up().await;
         server
     }
@@ -80,9 +124,10 @@ impl PostgresServer {
     pub(crate) async fn up(&self) {
         let data = self.data_dir();
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            "-p {} -c listen_addresses=127.0.0.1 -k {}{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let log = self.dir.path().join("log").display().to_string();
         let out = self.pg(&[
