@@ -19,8 +19,11 @@ async fn main() -> anyhow::Result<()> {
         Invocation::Host(config) => config,
     };
     let _log_guard = observability::telemetry::init(&config.env);
-    observability::trace::start_exporter(config.env.otlp_endpoint.as_deref())
-        .context("starting the trace exporter")?;
+    observability::trace::start_exporter(
+        config.env.otlp_endpoint.as_deref(),
+        config.env.otlp_ca.as_deref(),
+    )
+    .context("starting the trace exporter")?;
     let services =
         Arc::new(Services::new(&config.manifest, &config.env).context("starting services")?);
     let app = Arc::new(

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::Value;
 
-use crate::harness::{Launch, Manifest, Trellis, WAIT, component, header};
+use crate::harness::{Launch, Manifest, Trellis, Upstream, WAIT, component, header};
 
 /// An OTLP/HTTP (JSON) collector: keeps every span it receives.
 struct Collector {
@@ -134,4 +134,47 @@ async fn traceparent_propagates_to_the_log_and_the_collector() {
         .request_log(&header(response.headers(), "x-request-id"))
         .await;
     assert_eq!(log["trace_id"], new_trace.as_str());
+}
+
+/// An `https://` collector whose certificate a test CA signed, trusted
+/// through `TRELLIS_OTLP_CA`, receives the spans.
+#[tokio::test]
+async fn spans_reach_an_https_collector() {
+    let collector = Upstream::start_tls().await;
+    let mut launch =
+        Launch::manifest(Manifest::new().route("hello", "/hello", component::HELLO, &[]));
+    launch
+        .env
+        .push(("TRELLIS_OTLP_ENDPOINT".to_owned(), collector.origin()));
+    let ca = collector.ca.as_ref().unwrap().display().to_string();
+    launch.env.push(("TRELLIS_OTLP_CA".to_owned(), ca));
+    let trellis = Trellis::launch(launch).await;
+    let response = trellis.get("/hello").await;
+    assert_eq!(response.status(), 200);
+    let trace_id = header(response.headers(), "traceparent")
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = collector.bodies().iter().any(|b| {
+            let request: Value = serde_json::from_slice(b).expect("OTLP JSON");
+            request.to_string().contains(&trace_id)
+        });
+        if found {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no span of trace {trace_id} reached the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let heads = collector.heads();
+    assert!(
+        heads
+            .iter()
+            .all(|h| h.method == "POST" && h.uri.path() == "/v1/traces")
+    );
 }

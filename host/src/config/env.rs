@@ -14,6 +14,8 @@ pub const DATABASE_URL: &str = "TRELLIS_DATABASE_URL";
 pub const REDIS_URL: &str = "TRELLIS_REDIS_URL";
 /// An OTLP/HTTP collector for traces.
 pub const OTLP_ENDPOINT: &str = "TRELLIS_OTLP_ENDPOINT";
+/// A PEM file of extra roots trusted for an `https://` OTLP endpoint.
+pub const OTLP_CA: &str = "TRELLIS_OTLP_CA";
 /// `json` for JSON log lines.
 pub const LOG_FORMAT: &str = "TRELLIS_LOG_FORMAT";
 /// The log filter (`tracing` directives; default `info`).
@@ -32,6 +34,8 @@ pub struct Env {
     pub redis_url: Option<String>,
     /// [`OTLP_ENDPOINT`].
     pub otlp_endpoint: Option<String>,
+    /// [`OTLP_CA`].
+    pub otlp_ca: Option<PathBuf>,
     /// [`LOG_FORMAT`] is `json` (any case).
     pub log_json: bool,
     /// [`LOG`].
@@ -51,6 +55,7 @@ impl Env {
             database_url: lookup(DATABASE_URL),
             redis_url: lookup(REDIS_URL),
             otlp_endpoint: lookup(OTLP_ENDPOINT),
+            otlp_ca: lookup(OTLP_CA).map(PathBuf::from),
             log_json: lookup(LOG_FORMAT).is_some_and(|f| f.eq_ignore_ascii_case("json")),
             log_filter: lookup(LOG),
             cache_dir: lookup(CACHE_DIR).map(PathBuf::from),

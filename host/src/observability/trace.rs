@@ -1,6 +1,8 @@
 //! Traces: W3C `traceparent` in and out, a span per request and a child
 //! span around each capability call, exported over OTLP/HTTP (JSON) when
-//! `TRELLIS_OTLP_ENDPOINT` is set, and not recorded at all when it is not.
+//! `TRELLIS_OTLP_ENDPOINT` is set (`http://` or `https://`, over rustls with
+//! the Mozilla roots plus `TRELLIS_OTLP_CA`), and not recorded at all when
+//! it is not.
 //!
 //! The exporter is a background task fed through a bounded channel: a
 //! slow or absent collector drops spans (counted in the log), never
@@ -10,8 +12,12 @@ use crate::ids::random_u64;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -204,32 +210,66 @@ fn submit(span: SpanRecord) {
     }
 }
 
+/// The exporter's HTTP client: pooled, TLS through rustls.
+type ExportClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// Starts the exporter when `TRELLIS_OTLP_ENDPOINT` is set (call within
-/// the runtime, once).
-pub fn start_exporter(endpoint: Option<&str>) -> anyhow::Result<()> {
+/// the runtime, once); `ca` (`TRELLIS_OTLP_CA`) adds trusted roots for an
+/// `https://` endpoint.
+pub fn start_exporter(endpoint: Option<&str>, ca: Option<&Path>) -> anyhow::Result<()> {
     let Some(endpoint) = endpoint else {
         return Ok(());
     };
     let base = endpoint.trim_end_matches('/');
-    let rest = base.strip_prefix("http://").ok_or_else(|| {
-        anyhow::anyhow!("TRELLIS_OTLP_ENDPOINT: only http:// endpoints are supported, got {base:?}")
-    })?;
-    let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let authority = authority.to_owned();
-    let path = format!(
-        "/{prefix}{}v1/traces",
-        if prefix.is_empty() { "" } else { "/" }
-    );
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        anyhow::bail!("TRELLIS_OTLP_ENDPOINT: must start with http:// or https://, got {base:?}");
+    }
+    let uri: http::Uri = format!("{base}/v1/traces")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("TRELLIS_OTLP_ENDPOINT {base:?}: {e}"))?;
+    let client = export_client(ca)?;
     let (tx, rx) = mpsc::channel(QUEUE);
     EXPORTER
         .set(tx)
         .map_err(|_| anyhow::anyhow!("the trace exporter is already running"))?;
     tracing::info!(endpoint = %base, "exporting traces over OTLP/HTTP");
-    tokio::spawn(export(rx, authority, path));
+    tokio::spawn(export(rx, client, uri));
     Ok(())
 }
 
-async fn export(mut rx: mpsc::Receiver<SpanRecord>, authority: String, path: String) {
+/// A client trusting the Mozilla roots and the PEM certificates in `ca`.
+fn export_client(ca: Option<&Path>) -> anyhow::Result<ExportClient> {
+    use anyhow::Context as _;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca {
+        let what = || format!("TRELLIS_OTLP_CA {}", path.display());
+        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+            .with_context(what)?
+            .collect::<Result<_, _>>()
+            .with_context(what)?;
+        anyhow::ensure!(!certs.is_empty(), "{}: no PEM certificate", what());
+        for cert in certs {
+            roots.add(cert).with_context(what)?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+async fn export(mut rx: mpsc::Receiver<SpanRecord>, client: ExportClient, uri: http::Uri) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let Some(first) = rx.recv().await else { return };
@@ -244,23 +284,17 @@ async fn export(mut rx: mpsc::Receiver<SpanRecord>, authority: String, path: Str
         let body = encode(&batch);
         let count = batch.len();
         batch.clear();
-        if let Err(err) = post(&authority, &path, body).await {
+        if let Err(err) = post(&client, &uri, body).await {
             tracing::warn!(cause = %err, spans = count, "trace export failed; spans dropped");
         }
     }
 }
 
-async fn post(authority: &str, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
-    let stream = tokio::net::TcpStream::connect(authority).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = Request::post(path)
-        .header(header::HOST, authority)
+async fn post(client: &ExportClient, uri: &http::Uri, body: Vec<u8>) -> anyhow::Result<()> {
+    let request = Request::post(uri)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))?;
-    let response =
-        tokio::time::timeout(Duration::from_secs(10), sender.send_request(request)).await??;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await??;
     anyhow::ensure!(
         response.status().is_success(),
         "collector answered {}",

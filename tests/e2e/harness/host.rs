@@ -88,6 +88,7 @@ impl Trellis {
             .env_remove("TRELLIS_DATABASE_URL")
             .env_remove("TRELLIS_REDIS_URL")
             .env_remove("TRELLIS_OTLP_ENDPOINT")
+            .env_remove("TRELLIS_OTLP_CA")
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .args(&launch.args);
         if let Some(token) = &launch.admin_token {

@@ -5,7 +5,7 @@
 //! Paths: `/ok` (200 `hello from upstream`), `/status/N` (status N),
 //! `/hang` (never answers), `/trickle` (one chunk, then stalls), `/bytes/N`
 //! (N bytes of `u` in 64 KiB chunks, streamed), `/sink` (reads the body,
-//! answers its length).
+//! answers its length), `/v1/traces` (keeps the body: an OTLP collector).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +29,7 @@ struct Counters {
     connections: AtomicUsize,
     requests: AtomicUsize,
     heads: Mutex<Vec<http::request::Parts>>,
+    bodies: Mutex<Vec<Bytes>>,
 }
 
 /// A running upstream; stops when dropped.
@@ -139,6 +140,11 @@ impl Upstream {
         self.counters.requests.load(Ordering::SeqCst)
     }
 
+    /// The bodies posted to `/v1/traces` so far.
+    pub(crate) fn bodies(&self) -> Vec<Bytes> {
+        self.counters.bodies.lock().unwrap().clone()
+    }
+
     /// The heads of the requests received so far.
     pub(crate) fn heads(&self) -> Vec<http::request::Parts> {
         self.counters.heads.lock().unwrap().clone()
@@ -161,6 +167,15 @@ async fn handle(c: Arc<Counters>, req: Request<Incoming>) -> Result<Response<Box
     }
     if let Some(code) = path.strip_prefix("/status/") {
         return Ok(full(code.parse().unwrap_or(500), format!("status {code}")));
+    }
+    if path == "/v1/traces" {
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        c.bodies.lock().unwrap().push(body);
+        return Ok(full(200, "{}".into()));
     }
     if path == "/sink" {
         let mut body = body;
