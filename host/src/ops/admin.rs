@@ -273,7 +273,8 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
         DeployError::Load(_)
         | DeployError::Instantiate(_)
         | DeployError::PathConflict { .. }
-        | DeployError::Database(_) => ErrorKind::ValidationFailed(err.to_string()),
+        | DeployError::Database(_)
+        | DeployError::UnknownUpstream(_) => ErrorKind::ValidationFailed(err.to_string()),
         DeployError::NoSuchRoute(name) => ErrorKind::NoSuchRoute(name.clone()),
         DeployError::NoEarlierVersion(_) => ErrorKind::Conflict(err.to_string()),
         DeployError::Busy(_) => ErrorKind::Overloaded,
@@ -437,5 +438,13 @@ mod tests {
             let err = settings(name, None, q(r#"{"path":"/x"}"#)).unwrap_err();
             assert!(err.contains("route name"), "{err}");
         }
+        let spec = settings("x", None, q(r#"{"path":"/x","outbound":"a, b"}"#)).unwrap();
+        assert_eq!(spec.outbound, ["a", "b"]);
+        assert!(
+            settings("x", None, q(r#"{"path":"/x"}"#))
+                .unwrap()
+                .outbound
+                .is_empty()
+        );
     }
 }

@@ -100,6 +100,12 @@ pub enum DeployError {
     /// The compile task panicked or was cancelled (a host bug).
     #[error("compile task: {0}")]
     Task(tokio::task::JoinError),
+    /// The route's `outbound` names an upstream this host did not declare
+    /// at start (upstreams are read once; declaring one needs a restart).
+    #[error(
+        "outbound: no upstream {0:?} in this host's [upstreams] (they are read at start; restart to add one)"
+    )]
+    UnknownUpstream(String),
 }
 
 impl Deployments {
@@ -134,6 +140,10 @@ impl Deployments {
     /// continues meanwhile.
     pub async fn prepare(&self, spec: &RouteSpec, bytes: Vec<u8>) -> Result<Prepared, DeployError> {
         let started = Instant::now();
+        let upstreams = &self.app.services.upstreams;
+        if let Some(unknown) = spec.outbound.iter().find(|n| upstreams.get(n).is_none()) {
+            return Err(DeployError::UnknownUpstream(unknown.clone()));
+        }
         let loader = self.app.loader.clone();
         let (grants, outbound) = (spec.grants.clone(), spec.outbound.clone());
         let (handler, cache) =

@@ -701,4 +701,80 @@ mod tests {
         assert!(err.contains(":4: rate_limits.\"a:b\""), "{err}");
         parse("[rate_limits.per-ip_v2]\nrequests = 1\nwindow = \"1s\"\n").unwrap();
     }
+
+    #[test]
+    fn upstreams_resolve_and_bad_ones_name_line_and_field() {
+        let dir = std::env::temp_dir().join(format!("trellis-upstreams-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("not.pem"), "hello").unwrap();
+        let parse_in = |text: &str| {
+            Manifest::parse(text, Path::new("trellis.toml"), dir.clone()).map_err(|e| e.to_string())
+        };
+        let route = "\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\noutbound = [\"pay\"]\n";
+        let m = parse_in(&format!(
+            "[upstreams.pay]\nurl = \"https://Pay.example/v1/\"\nretries = 2\nbreaker = {{ failures = 3 }}\nheaders = {{ x-key = \"k\" }}\n{route}"
+        ))
+        .unwrap();
+        let spec = m.upstreams["pay"].spec().unwrap();
+        assert_eq!(
+            (spec.host.as_str(), spec.port, spec.base_path.as_str()),
+            ("pay.example", 443, "/v1")
+        );
+        assert_eq!((spec.retries, spec.breaker.failures), (2, 3));
+        assert_eq!(spec.breaker.open_for.0, time::Duration::from_secs(30));
+        assert!(spec.headers[0].1.is_sensitive());
+        assert_eq!(m.routes[0].spec().outbound, ["pay"]);
+
+        for (text, want) in [
+            (
+                "[upstreams.pay]\nurl = \"http://x/?q=1\"\n",
+                ":2: upstreams.pay.url: ",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"ftp://x\"\n",
+                ":2: upstreams.pay.url: ",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"http://u:p@x\"\n",
+                ":2: upstreams.pay.url: ",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"https://x\"\nca = \"not.pem\"\n",
+                ":3: upstreams.pay.ca: ",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"https://x\"\nca = \"missing.pem\"\n",
+                ":3: upstreams.pay.ca: cannot read",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"http://x\"\ntimeout = \"0s\"\n",
+                "upstreams.pay.timeout: must be more than 0",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"http://x\"\nretries = 11\n",
+                "upstreams.pay.retries",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"http://x\"\nbreaker = { failures = 0 }\n",
+                "upstreams.pay.breaker.failures",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"http://x\"\nheaders = { x = { env = \"TRELLIS_TEST_SURELY_UNSET\" } }\n",
+                "TRELLIS_TEST_SURELY_UNSET",
+            ),
+            (
+                "[upstreams.pay]\nurl = \"http://x\"\nmax_connections = 0\n",
+                "upstreams.pay.max_connections",
+            ),
+        ] {
+            let err = parse_in(&format!("{text}{route}")).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let err = parse_in(&format!("[upstreams.other]\nurl = \"http://x\"\n{route}")).unwrap_err();
+        assert!(
+            err.contains(":7: route[0].outbound: no upstream \"pay\"") && err.contains("\"other\""),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
