@@ -545,3 +545,56 @@ async fn retries_end_by_the_deadline_and_refused_connections_open_the_breaker() 
         assert_eq!(value, count, "{outcome}");
     }
 }
+
+/// The admin API deploys a route with `?outbound=`, refusing names the
+/// host did not declare and components importing `outgoing-handler`
+/// without the grant; a deployed one reaches its upstream.
+#[tokio::test]
+async fn admin_deploys_with_outbound() {
+    const TOKEN: &str = "outbound-admin-token";
+    let upstream = Upstream::start().await;
+    let origin = upstream.origin();
+    let trellis = Trellis::launch(Launch {
+        admin_token: Some(TOKEN.into()),
+        ..Launch::manifest(
+            Manifest::new()
+                .section(&format!("[upstreams.api]\nurl = \"{origin}\"\n"))
+                .route("hello", "/hello", component::HELLO, &[]),
+        )
+    })
+    .await;
+    let bytes = std::fs::read(component::OUTBOUND_PROBE).unwrap();
+    let put = |query: &'static str| {
+        trellis
+            .client()
+            .put(format!("{}/admin/routes/out{query}", trellis.admin_url()))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/wasm")
+            .body(bytes.clone())
+            .send()
+    };
+    for (query, want) in [
+        ("?path=/out&outbound=nope", "no upstream \"nope\""),
+        ("?path=/out", "grant \"outbound\""),
+    ] {
+        let response = put(query).await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            (400..500).contains(&status) && message.contains(want),
+            "{query}: {status} {body}"
+        );
+    }
+    let response = put("?path=/out&outbound=api").await.unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["outbound"], serde_json::json!(["api"]), "{body}");
+    let (status, upstream_status, text) = call(&trellis, &format!("{origin}/ok")).await;
+    assert_eq!(
+        (status, upstream_status.as_deref(), text.as_str()),
+        (200, Some("200"), "hello from upstream")
+    );
+}
