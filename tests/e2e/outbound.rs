@@ -238,13 +238,26 @@ async fn timeouts_end_calls_with_wasi_error_codes() {
     ))
     .await;
     let started = Instant::now();
-    let (status, _, body) = call(&trellis, &format!("{origin}/hang")).await;
+    let response = trellis
+        .client()
+        .get(trellis.url(&out(&format!("{origin}/hang"))))
+        .header("x-request-id", "hang-1")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (response.status().as_u16(), response.text().await.unwrap());
     let took = started.elapsed();
     assert_eq!((status, body.as_str()), (502, "ConnectionReadTimeout"));
     assert!(
         took >= Duration::from_millis(400) && took < Duration::from_secs(5),
         "{took:?}"
     );
+    // The request log line says how long the guest waited on upstreams.
+    let log = trellis.request_log("hang-1").await;
+    let upstream_ms = log["upstream_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!((400.0..5000.0).contains(&upstream_ms), "{log}");
 
     // The guest's own first-byte-timeout lowers the upstream's.
     let started = Instant::now();

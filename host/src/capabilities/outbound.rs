@@ -104,7 +104,10 @@ impl WasiHttpHooks for OutboundHooks {
             parts.headers.insert("traceparent", trace.traceparent());
             let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
             let request = http::Request::from_parts(parts, body);
-            match upstream.call(request, options).await {
+            let started = Instant::now();
+            let result = upstream.call(request, options).await;
+            trace.add_upstream_time(started.elapsed());
+            match result {
                 Ok(response) => {
                     let status = response.status();
                     span.attribute("http.response.status_code", || status.as_u16().to_string());

@@ -246,6 +246,7 @@ where
             version: served.map(|s| s.version),
             status: response.status().as_u16(),
             duration,
+            upstream: trace.upstream_time(),
         });
         Poll::Ready(Ok(response))
     }

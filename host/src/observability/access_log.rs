@@ -47,6 +47,9 @@ pub struct Entry<'a> {
     pub status: u16,
     /// Time to the response head.
     pub duration: Duration,
+    /// Time the guest spent in upstream calls before the response head,
+    /// if it made any.
+    pub upstream: Option<Duration>,
 }
 
 /// Writes `entry`, if the access log is installed and enabled.
@@ -86,12 +89,16 @@ fn format_text(out: &mut String, e: &Entry<'_>) {
     if let Some(version) = e.version {
         let _ = write!(out, " version={version}");
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         " status={} duration_ms={}",
         e.status,
         Millis(e.duration)
     );
+    if let Some(upstream) = e.upstream {
+        let _ = write!(out, " upstream_ms={}", Millis(upstream));
+    }
+    out.push('\n');
 }
 
 fn format_json(out: &mut String, e: &Entry<'_>) {
@@ -115,6 +122,9 @@ fn format_json(out: &mut String, e: &Entry<'_>) {
     }
     if let Some(version) = e.version {
         let _ = write!(out, ",\"version\":{version}");
+    }
+    if let Some(upstream) = e.upstream {
+        let _ = write!(out, ",\"upstream_ms\":{}", Millis(upstream));
     }
     let _ = writeln!(
         out,
@@ -196,6 +206,7 @@ mod tests {
             version: Some(3),
             status: 404,
             duration: Duration::from_micros(1500),
+            upstream: Some(Duration::from_micros(250)),
         };
         format_json(&mut s, &entry);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
@@ -206,6 +217,13 @@ mod tests {
         assert_eq!(v["route"], "r");
         assert!(v.get("component").is_none());
         assert_eq!(v["version"], 3);
+        assert_eq!(v["upstream_ms"], 0.25);
         assert_eq!(v["message"], "request");
+        let mut text = String::new();
+        format_text(&mut text, &entry);
+        assert!(
+            text.ends_with(" duration_ms=1.500 upstream_ms=0.250\n"),
+            "{text}"
+        );
     }
 }

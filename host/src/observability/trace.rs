@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -34,7 +35,7 @@ const QUEUE: usize = 8192;
 static EXPORTER: OnceLock<mpsc::Sender<SpanRecord>> = OnceLock::new();
 
 /// One request's place in a trace.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TraceContext {
     /// 32 hex digits, from the caller's `traceparent` or new.
     pub trace_id: Arc<str>,
@@ -44,6 +45,21 @@ pub struct TraceContext {
     pub parent_id: Option<Arc<str>>,
     /// The caller's trace flags (`01`: sampled).
     flags: u8,
+    /// Time the request's guest spent in upstream calls (to their
+    /// response heads), for the request log line.
+    upstream_nanos: AtomicU64,
+}
+
+impl Clone for TraceContext {
+    fn clone(&self) -> Self {
+        TraceContext {
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+            parent_id: self.parent_id.clone(),
+            flags: self.flags,
+            upstream_nanos: AtomicU64::new(self.upstream_nanos.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl TraceContext {
@@ -57,12 +73,14 @@ impl TraceContext {
                 span_id,
                 parent_id: Some(parent_id.into()),
                 flags,
+                upstream_nanos: AtomicU64::new(0),
             },
             None => TraceContext {
                 trace_id: format!("{}{}", hex64(random_u64()), hex64(random_u64())).into(),
                 span_id,
                 parent_id: None,
                 flags: 1,
+                upstream_nanos: AtomicU64::new(0),
             },
         }
     }
@@ -72,6 +90,20 @@ impl TraceContext {
     pub fn traceparent(&self) -> HeaderValue {
         let value = format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags);
         HeaderValue::from_str(&value).expect("hex digits are a valid header")
+    }
+
+    /// Adds `took` to the request's time in upstream calls.
+    pub fn add_upstream_time(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.upstream_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The request's time in upstream calls so far; `None` if it made none.
+    pub fn upstream_time(&self) -> Option<Duration> {
+        match self.upstream_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 
     /// Starts a child span of this request's span; it is recorded when the
