@@ -82,7 +82,8 @@ impl Service<Request> for Split {
     fn call(&mut self, req: Request) -> SplitFuture {
         if let Some(why) = bad_host(&req) {
             let kind = ErrorKind::BadRequest(why.to_owned());
-            let response = ApiError::new(kind, &RequestContext::id_of(req.extensions())).into_response();
+            let response =
+                ApiError::new(kind, &RequestContext::id_of(req.extensions())).into_response();
             return Box::pin(std::future::ready(Ok(response)));
         }
         if is_host_endpoint(req.uri().path()) {

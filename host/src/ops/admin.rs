@@ -431,7 +431,10 @@ mod tests {
         let err = settings("x", None, q(r#"{"path":"/x","grants":"sql,disk"}"#)).unwrap_err();
         assert!(err.contains("disk"), "{err}");
         let err = settings("x", None, q(r#"{"path":"/x","bogus":"1"}"#)).unwrap_err();
-        assert!(err.contains("bogus") && err.contains("queue_timeout"), "{err}");
+        assert!(
+            err.contains("bogus") && err.contains("queue_timeout"),
+            "{err}"
+        );
         let err = settings("a b", None, q(r#"{"path":"/x"}"#)).unwrap_err();
         assert!(err.contains("route name"), "{err}");
         for name in [".", ".."] {

@@ -50,9 +50,8 @@ impl Services {
     /// and keeps connecting in the background.
     pub async fn reach_redis(&self) {
         let Some(redis) = &self.redis else { return };
-        let attempts = async {
-            tokio::join!(redis.first_attempt(), self.cache.invalidations_attempted())
-        };
+        let attempts =
+            async { tokio::join!(redis.first_attempt(), self.cache.invalidations_attempted()) };
         let _ = tokio::time::timeout(redis.connect_timeout() * 2, attempts).await;
     }
 

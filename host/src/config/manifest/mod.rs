@@ -520,10 +520,14 @@ mod tests {
         ];
         for name in Limits::NAMES {
             let (_, value) = values.iter().find(|(n, _)| *n == name).expect(name);
-            let text = format!("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n{name} = {value}\n");
+            let text =
+                format!("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n{name} = {value}\n");
             let from_manifest = parse(&text).unwrap().routes[0].limits();
             let mut by_name = Limits::default();
-            assert!(by_name.set(name, value.trim_matches('"')).unwrap(), "{name}");
+            assert!(
+                by_name.set(name, value.trim_matches('"')).unwrap(),
+                "{name}"
+            );
             assert_ne!(by_name, Limits::default(), "{name} changed nothing");
             assert_eq!(from_manifest, by_name, "{name}");
         }
