@@ -36,6 +36,9 @@ async fn main() -> anyhow::Result<()> {
         .open_if_wanted()
         .await
         .context("opening the database")?;
+    // JWKS URLs are fetched before serving; one that is down is logged and
+    // retried when tokens arrive (they get 503 until it answers).
+    services.auth.warm_up().await;
     let listeners = Listeners::bind(&config).await?;
     let addr = listeners.public.local_addr()?;
     tracing::info!(addr = %addr, manifest = %config.origin, "listening");

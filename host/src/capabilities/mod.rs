@@ -15,6 +15,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod config;
+pub mod identity;
 pub mod log;
 pub mod metrics;
 pub mod rate_limit;
@@ -39,6 +40,8 @@ pub struct Caller {
     pub request_id: Arc<str>,
     /// The request's trace: capability calls are its child spans.
     pub trace: Arc<TraceContext>,
+    /// The caller the route's `auth` verified; `None` without `auth`.
+    pub identity: Option<Arc<crate::services::auth::Identity>>,
 }
 
 /// One capability's view of one instance: its context, the caller, and
@@ -68,6 +71,8 @@ pub struct Capabilities {
     pub metrics: metrics::MetricsCtx,
     /// `rate-limit`.
     pub rate_limit: rate_limit::RateLimitCtx,
+    /// `identity`.
+    pub identity: identity::IdentityCtx,
 }
 
 impl Capabilities {
@@ -93,6 +98,7 @@ impl Capabilities {
             rate_limit: rate_limit::RateLimitCtx {
                 limiter: services.rate_limiter.clone(),
             },
+            identity: identity::IdentityCtx,
         }
     }
 }
@@ -109,13 +115,14 @@ pub struct GuestContext {
 
 impl GuestContext {
     /// The context for a request `request_id` on `route`, served by
-    /// `component`.
+    /// `component`, from `identity` when the route has `auth`.
     pub fn new(
         capabilities: Arc<Capabilities>,
         route: Arc<str>,
         component: Arc<str>,
         request_id: Arc<str>,
         trace: Arc<TraceContext>,
+        identity: Option<Arc<crate::services::auth::Identity>>,
     ) -> GuestContext {
         GuestContext {
             capabilities,
@@ -124,6 +131,7 @@ impl GuestContext {
                 component,
                 request_id,
                 trace,
+                identity,
             },
         }
     }
@@ -132,7 +140,7 @@ impl GuestContext {
     /// request id, a trace of its own.
     pub fn probe(capabilities: Arc<Capabilities>, route: Arc<str>, component: Arc<str>) -> Self {
         let trace = Arc::new(TraceContext::from_request(None));
-        GuestContext::new(capabilities, route, component, Arc::from(""), trace)
+        GuestContext::new(capabilities, route, component, Arc::from(""), trace, None)
     }
 }
 

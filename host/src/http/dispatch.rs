@@ -6,7 +6,8 @@ use crate::app::routes::Route;
 use crate::http::body::LimitedBody;
 use crate::http::edge::{RequestId, Served, X_REQUEST_ID};
 use crate::http::error::{ApiError, ErrorKind};
-use crate::http::response_cache;
+use crate::http::{auth, cors, response_cache};
+use crate::services::auth::Identity;
 use crate::observability::metrics::FailureKind;
 use crate::observability::trace::TraceContext;
 use crate::runtime::invoke::{self, Failure, invoke};
@@ -20,36 +21,102 @@ use std::sync::atomic::Ordering;
 static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-component");
 
 /// Everything that is not a host endpoint: its route's component, or a
-/// JSON 404 / 405.
+/// JSON error. The route's edge policies run first, in the order
+/// DESIGN.md gives: rate limit, CORS, auth, response cache, component; a
+/// refusal at any of them costs no instance.
 pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     let request_id = RequestId::of(req.extensions());
-    let fail = |kind| ApiError::new(kind, &request_id).into_response();
 
     // One load of the table per request: the `Arc<Route>` taken here keeps
     // this version (its component and limits) alive until the request is
     // done, whatever hot load swaps in meanwhile.
     let Some(route) = app.routes.load().lookup(req.uri().path()).cloned() else {
-        return fail(ErrorKind::NotFound);
+        return ApiError::new(ErrorKind::NotFound, &request_id).into_response();
     };
-    if !route.allows(req.method()) {
+    let origin = route
+        .spec
+        .cors
+        .as_ref()
+        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    let mut response = edge_then_component(&app, &route, req, &request_id).await;
+    // A preflight's answer carries its own; a handler's own wins.
+    if let Some(rules) = &route.spec.cors
+        && !response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        cors::decorate(rules, origin.as_ref(), response.headers_mut());
+    }
+    response
+}
+
+/// The route's edge policies, then (if they all pass) its component.
+async fn edge_then_component(
+    app: &Arc<App>,
+    route: &Arc<Route>,
+    mut req: Request,
+    request_id: &Arc<str>,
+) -> Response {
+    let fail = |kind| ApiError::new(kind, request_id).into_response();
+    let refuse = |kind| {
+        let mut response = fail(kind);
+        response.extensions_mut().insert(served(app, route));
+        response
+    };
+    let preflight = route.spec.cors.is_some() && cors::is_preflight(&req);
+    if !preflight && !route.allows(req.method()) {
         return fail(ErrorKind::MethodNotAllowed {
             allow: route.allow_header(),
         });
     }
+    let limiter = &app.services.rate_limiter;
+    let by_subject = limiter.by_subject(route);
     // Before the cache and any instantiation: a refusal costs one check.
-    let limit = app.services.rate_limiter.check_route(&route, &req).await;
-    if let Some(refused) = limit.filter(|d| !d.allowed) {
-        crate::http::body::discard_request(req).await;
-        let mut response = fail(ErrorKind::RateLimited(refused));
-        response.extensions_mut().insert(served(&app, &route));
-        return response;
+    let mut limit = None;
+    if !by_subject {
+        limit = limiter.check_route(route, &req).await;
+        if let Some(refused) = limit.clone().filter(|d| !d.allowed) {
+            crate::http::body::discard_request(req).await;
+            return refuse(ErrorKind::RateLimited(refused));
+        }
+    }
+    if preflight {
+        let rules = route.spec.cors.as_deref().expect("checked above");
+        return match cors::preflight(rules, route.spec.methods.as_deref(), &req) {
+            Some(mut answer) => {
+                answer.extensions_mut().insert(served(app, route));
+                answer
+            }
+            None => refuse(ErrorKind::Forbidden {
+                message: "CORS preflight refused: this origin, method or header is not allowed"
+                    .into(),
+                challenge: None,
+            }),
+        };
+    }
+    match auth::authenticate(&app.services.auth, route, &req).await {
+        Ok(None) => {}
+        Ok(Some(identity)) => {
+            req.extensions_mut().insert(identity);
+        }
+        Err(kind) => {
+            crate::http::body::discard_request(req).await;
+            return refuse(kind);
+        }
+    }
+    if by_subject {
+        limit = limiter.check_route(route, &req).await;
+        if let Some(refused) = limit.clone().filter(|d| !d.allowed) {
+            crate::http::body::discard_request(req).await;
+            return refuse(ErrorKind::RateLimited(refused));
+        }
     }
 
-    let mut response = match response_cache::Plan::new(&route, &req) {
+    let mut response = match response_cache::Plan::new(route, &req) {
         Some(plan) => match plan.lookup(&app.services.cache).await {
             Some(hit) => hit,
             None => {
-                let response = run_component(&app, &route, req, &request_id).await;
+                let response = run_component(app, route, req, request_id).await;
                 plan.store(
                     &app.services.cache,
                     response,
@@ -58,7 +125,7 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
                 .await
             }
         },
-        None => run_component(&app, &route, req, &request_id).await,
+        None => run_component(app, route, req, request_id).await,
     };
     response
         .headers_mut()
@@ -66,7 +133,7 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     if let Some(limit) = &limit {
         limit.write_headers(response.headers_mut());
     }
-    response.extensions_mut().insert(served(&app, &route));
+    response.extensions_mut().insert(served(app, route));
     response
 }
 
@@ -116,6 +183,7 @@ async fn run_component(
         .get::<Arc<TraceContext>>()
         .cloned()
         .unwrap_or_else(|| Arc::new(TraceContext::from_request(None)));
+    let identity = req.extensions().get::<Arc<Identity>>().cloned();
     let (parts, body) = req.into_parts();
     let (body, faults) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
@@ -124,7 +192,7 @@ async fn run_component(
     let cx = invoke::Context {
         metrics: app.metrics.clone(),
         series,
-        guest: route.guest_context(request_id.clone(), trace),
+        guest: route.guest_context(request_id.clone(), trace, identity),
         slow_slots: route.slow_slots.clone(),
         client_fault: faults.client.clone(),
     };

@@ -303,6 +303,10 @@ fn settings(
             rate_limit: None,
             cache: None,
             cache_namespace: name.to_owned(),
+            // Edge policies come from the manifest only, like `config`.
+            auth: None,
+            scopes: Vec::new(),
+            cors: None,
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");

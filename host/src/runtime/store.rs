@@ -5,6 +5,7 @@ use crate::capabilities::cache::CacheView;
 use crate::capabilities::config::ConfigView;
 use crate::capabilities::log::LogView;
 use crate::capabilities::metrics::MetricsView;
+use crate::capabilities::identity::IdentityView;
 use crate::capabilities::rate_limit::RateLimitView;
 use crate::capabilities::sql::SqlView;
 use crate::capabilities::{Caller, GuestContext, View};
@@ -128,6 +129,8 @@ views! {
     metrics -> MetricsView<'_>;
     /// `trellis:api/rate-limit`.
     rate_limit -> RateLimitView<'_>;
+    /// `trellis:api/identity`.
+    identity -> IdentityView<'_>;
 }
 
 impl StoreData {

@@ -1,10 +1,11 @@
 //! Services shared by every route: the database and its pool, the tiered
-//! cache, Redis and the rate limiter.
+//! cache, Redis, the rate limiter and the auth policies.
 //!
 //! Owns the connections and the state that outlives a request. Calls
 //! [`crate::config`] and [`crate::observability`]; knows nothing of
 //! guests, routes or HTTP.
 
+pub mod auth;
 pub mod cache;
 pub mod database;
 pub mod rate_limit;
@@ -36,6 +37,8 @@ pub struct Services {
     pub rate_limiter: Arc<RateLimiter>,
     /// Guests' own counters and histograms.
     pub guest_metrics: Arc<GuestMetrics>,
+    /// The `[auth]` policies.
+    pub auth: Arc<auth::Authenticator>,
 }
 
 impl Services {
@@ -65,7 +68,9 @@ impl Services {
             &metrics,
         );
         let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
+        let auth = Arc::new(auth::Authenticator::new(manifest)?);
         Ok(Services {
+            auth,
             database,
             redis,
             cache,

@@ -4,6 +4,7 @@
 //! Every error names the file, the line and the field, because operators
 //! meet these errors at deploy time, usually in a CI log.
 
+pub mod edge;
 #[cfg(test)]
 mod fuzz;
 pub mod spec;
@@ -11,6 +12,7 @@ mod validate;
 
 use crate::config::units::{ByteSize, Duration};
 use serde::Deserialize;
+pub use edge::{AuthPolicy, Cors};
 pub use spec::{Limits, RouteConfig, RouteSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ pub const KNOWN_GRANTS: &[&str] = &[
     "metrics",
     "config",
     "queue",
+    "identity",
 ];
 
 /// A parsed, validated manifest.
@@ -56,6 +59,12 @@ pub struct Manifest {
     /// usable by guests through the `rate-limit` capability.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, RateLimitPolicy>,
+    /// Named authentication policies, attached to routes by `auth`.
+    #[serde(default)]
+    pub auth: BTreeMap<String, AuthPolicy>,
+    /// CORS for every route that does not set its own `cors`.
+    #[serde(default)]
+    pub cors: Option<Spanned<Cors>>,
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -193,7 +202,8 @@ pub struct RateLimitPolicy {
     pub requests: u32,
     /// The window.
     pub window: Duration,
-    /// What a request is counted by: `ip`, `header:NAME` or `route`.
+    /// What a request is counted by: `ip`, `header:NAME`, `route` or
+    /// `subject` (the caller `auth` verified).
     #[serde(default = "RateLimitPolicy::default_key")]
     pub key: Spanned<String>,
 }
@@ -220,20 +230,24 @@ pub enum KeySource {
     Header(http::HeaderName),
     /// Nothing: one bucket for the whole route.
     Route,
+    /// The subject of the verified caller (routes with `auth` only); the
+    /// check then runs just after authentication.
+    Subject,
 }
 
 impl KeySource {
-    /// Parses `ip`, `header:NAME` or `route`.
+    /// Parses `ip`, `header:NAME`, `route` or `subject`.
     pub fn parse(key: &str) -> Result<KeySource, String> {
         match key {
             "ip" => Ok(KeySource::Ip),
             "route" => Ok(KeySource::Route),
+            "subject" => Ok(KeySource::Subject),
             _ => match key.strip_prefix("header:") {
                 Some(name) => http::HeaderName::from_bytes(name.as_bytes())
                     .map(KeySource::Header)
                     .map_err(|_| format!("{name:?} is not a header name")),
                 None => Err(format!(
-                    "{key:?} is not a key; use \"ip\", \"header:NAME\" or \"route\""
+                    "{key:?} is not a key; use \"ip\", \"header:NAME\", \"route\" or \"subject\""
                 )),
             },
         }
@@ -309,10 +323,19 @@ pub struct RouteEntry {
     /// The `cache` capability's key namespace; the route's name when
     /// absent. Routes naming the same namespace share keys.
     pub cache_namespace: Option<Spanned<String>>,
+    /// The `[auth]` policy a caller must satisfy before the component runs.
+    pub auth: Option<Spanned<String>>,
+    /// Scopes the verified caller must all hold (JWT `scope` or `scp`).
+    pub scopes: Option<Spanned<Vec<String>>>,
+    /// CORS for this route, replacing `[cors]`.
+    pub cors: Option<Spanned<Cors>>,
     /// `config` and `secrets` with environment references resolved, at
     /// validation.
     #[serde(skip)]
     resolved_config: Arc<RouteConfig>,
+    /// The route's `cors`, else `[cors]`, at validation.
+    #[serde(skip)]
+    resolved_cors: Option<Arc<Cors>>,
 }
 
 /// A `config` or `secrets` entry as written in the manifest.
@@ -469,6 +492,13 @@ impl RouteEntry {
                 .cache_namespace
                 .as_ref()
                 .map_or_else(|| self.name(), |n| n.get_ref().clone()),
+            auth: self.auth.as_ref().map(|a| a.get_ref().clone()),
+            scopes: self
+                .scopes
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_default(),
+            cors: self.resolved_cors.clone(),
         }
     }
 

@@ -77,6 +77,12 @@ pub struct RouteSpec {
     pub cache: Option<ResponseCache>,
     /// The `cache` capability's key namespace.
     pub cache_namespace: String,
+    /// The `[auth]` policy checked before the component runs.
+    pub auth: Option<String>,
+    /// Scopes the caller must hold.
+    pub scopes: Vec<String>,
+    /// The CORS rules in force (the route's own, else `[cors]`).
+    pub cors: Option<Arc<super::Cors>>,
 }
 
 /// One route's resolved variables and secrets.
