@@ -28,10 +28,14 @@ pub fn authenticate<'a, B>(
     route: &'a Route,
     req: &http::Request<B>,
 ) -> impl Future<Output = Result<Option<Arc<Identity>>, ErrorKind>> + Send + use<'a, B> {
-    let taken = route.spec.auth.as_deref().map(|name| match auth.policy(name) {
-        Some(policy) => Ok((policy, credential(policy, req).map(<[u8]>::to_vec))),
-        None => Err(name),
-    });
+    let taken = route
+        .spec
+        .auth
+        .as_deref()
+        .map(|name| match auth.policy(name) {
+            Some(policy) => Ok((policy, credential(policy, req).map(<[u8]>::to_vec))),
+            None => Err(name),
+        });
     async move {
         match taken {
             None => Ok(None),
@@ -187,7 +191,11 @@ mod tests {
         let mut two = req("Bearer a");
         two.headers_mut()
             .append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
-        assert!(credential(policy, &two).unwrap_err().contains("more than one"));
+        assert!(
+            credential(policy, &two)
+                .unwrap_err()
+                .contains("more than one")
+        );
         assert!(credential(policy, &http::Request::new(())).is_err());
     }
 }

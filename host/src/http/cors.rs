@@ -13,7 +13,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 /// Request headers a browser sends without asking (the CORS-safelisted
 /// ones), always allowed.
-const SAFELISTED: &[&str] = &["accept", "accept-language", "content-language", "content-type"];
+const SAFELISTED: &[&str] = &[
+    "accept",
+    "accept-language",
+    "content-language",
+    "content-type",
+];
 
 /// Methods allowed when neither the rules nor the route name any.
 const DEFAULT_METHODS: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
@@ -30,7 +35,11 @@ pub fn is_preflight(req: &Request) -> bool {
 /// The answer to a preflight: 204 with the grants when the origin, method
 /// and headers are allowed, else `None` (the caller answers 403 with no
 /// CORS headers).
-pub fn preflight(rules: &Cors, route_methods: Option<&[Method]>, req: &Request) -> Option<Response> {
+pub fn preflight(
+    rules: &Cors,
+    route_methods: Option<&[Method]>,
+    req: &Request,
+) -> Option<Response> {
     let origin = req.headers().get(header::ORIGIN)?;
     let allow_origin = allowed_origin(rules, origin)?;
     let methods = allowed_methods(rules, route_methods);
@@ -54,7 +63,10 @@ pub fn preflight(rules: &Cors, route_methods: Option<&[Method]>, req: &Request) 
     let header_ok = |h: &String| {
         any_header
             || SAFELISTED.contains(&h.as_str())
-            || rules.allow_headers.iter().any(|a| a.eq_ignore_ascii_case(h))
+            || rules
+                .allow_headers
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(h))
     };
     if !asked.iter().all(header_ok) {
         return None;
@@ -63,7 +75,11 @@ pub fn preflight(rules: &Cors, route_methods: Option<&[Method]>, req: &Request) 
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
-    let list = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    let list = methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     insert(headers, header::ACCESS_CONTROL_ALLOW_METHODS, &list);
     let allow_headers = if any_header {
         asked.join(", ")
@@ -71,7 +87,11 @@ pub fn preflight(rules: &Cors, route_methods: Option<&[Method]>, req: &Request) 
         rules.allow_headers.join(", ")
     };
     if !allow_headers.is_empty() {
-        insert(headers, header::ACCESS_CONTROL_ALLOW_HEADERS, &allow_headers);
+        insert(
+            headers,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            &allow_headers,
+        );
     }
     if rules.allow_credentials {
         headers.insert(
@@ -176,31 +196,72 @@ mod tests {
     #[test]
     fn preflight_grants_only_what_is_allowed() {
         let r = rules(&["https://app.example"], true);
-        let ok = preflight(&r, None, &preflight_req("https://app.example", "POST", "Authorization, content-type")).unwrap();
+        let ok = preflight(
+            &r,
+            None,
+            &preflight_req("https://app.example", "POST", "Authorization, content-type"),
+        )
+        .unwrap();
         assert_eq!(ok.status(), 204);
-        assert_eq!(ok.headers()["access-control-allow-origin"], "https://app.example");
+        assert_eq!(
+            ok.headers()["access-control-allow-origin"],
+            "https://app.example"
+        );
         assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
         assert!(preflight(&r, None, &preflight_req("https://evil.example", "POST", "")).is_none());
-        assert!(preflight(&r, None, &preflight_req("https://app.example", "DELETE", "")).is_none());
-        assert!(preflight(&r, None, &preflight_req("https://app.example", "GET", "x-other")).is_none());
+        assert!(
+            preflight(
+                &r,
+                None,
+                &preflight_req("https://app.example", "DELETE", "")
+            )
+            .is_none()
+        );
+        assert!(
+            preflight(
+                &r,
+                None,
+                &preflight_req("https://app.example", "GET", "x-other")
+            )
+            .is_none()
+        );
         // A look-alike origin is not the origin.
-        assert!(preflight(&r, None, &preflight_req("https://app.example.evil", "GET", "")).is_none());
+        assert!(
+            preflight(
+                &r,
+                None,
+                &preflight_req("https://app.example.evil", "GET", "")
+            )
+            .is_none()
+        );
     }
 
     #[test]
     fn actual_responses_carry_headers_for_allowed_origins_only() {
         let r = rules(&["https://app.example"], false);
         let mut h = HeaderMap::new();
-        decorate(&r, Some(&HeaderValue::from_static("https://app.example")), &mut h);
+        decorate(
+            &r,
+            Some(&HeaderValue::from_static("https://app.example")),
+            &mut h,
+        );
         assert_eq!(h["access-control-allow-origin"], "https://app.example");
         assert_eq!(h["access-control-expose-headers"], "x-request-id");
         assert_eq!(h["vary"], "Origin");
         let mut h = HeaderMap::new();
-        decorate(&r, Some(&HeaderValue::from_static("https://evil.example")), &mut h);
+        decorate(
+            &r,
+            Some(&HeaderValue::from_static("https://evil.example")),
+            &mut h,
+        );
         assert!(!h.contains_key("access-control-allow-origin"));
         let any = rules(&["*"], false);
         let mut h = HeaderMap::new();
-        decorate(&any, Some(&HeaderValue::from_static("https://x.example")), &mut h);
+        decorate(
+            &any,
+            Some(&HeaderValue::from_static("https://x.example")),
+            &mut h,
+        );
         assert_eq!(h["access-control-allow-origin"], "*");
         assert!(!h.contains_key("vary"));
     }

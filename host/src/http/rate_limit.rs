@@ -9,12 +9,12 @@ use crate::app::routes::Route;
 use crate::config::manifest::KeySource;
 use crate::services::auth::Identity;
 use crate::services::rate_limit::{Decision, RateLimiter};
-use std::sync::Arc;
 use axum::extract::ConnectInfo;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use sha2::Digest as _;
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Header values longer than this are hashed into the key, so a client
@@ -94,7 +94,9 @@ fn client_key<B>(source: &KeySource, req: &http::Request<B>) -> Cow<'static, str
         // Put there by authentication, which runs first for such routes.
         KeySource::Subject => match req.extensions().get::<Arc<Identity>>() {
             None => Cow::Borrowed(""),
-            Some(id) if id.subject.len() <= MAX_HEADER_KEY => Cow::Owned(format!("s:{}", id.subject)),
+            Some(id) if id.subject.len() <= MAX_HEADER_KEY => {
+                Cow::Owned(format!("s:{}", id.subject))
+            }
             Some(id) => Cow::Owned(format!(
                 "sha256:{:x}",
                 sha2::Sha256::digest(id.subject.as_bytes())

@@ -3,9 +3,9 @@
 
 use crate::capabilities::cache::CacheView;
 use crate::capabilities::config::ConfigView;
+use crate::capabilities::identity::IdentityView;
 use crate::capabilities::log::LogView;
 use crate::capabilities::metrics::MetricsView;
-use crate::capabilities::identity::IdentityView;
 use crate::capabilities::rate_limit::RateLimitView;
 use crate::capabilities::sql::SqlView;
 use crate::capabilities::{Caller, GuestContext, View};

@@ -117,7 +117,9 @@ impl AuthPolicy {
         match self.kind.get_ref().as_str() {
             "jwt" => Ok(AuthKind::Jwt),
             "api-key" => Ok(AuthKind::ApiKey),
-            other => Err(format!("{other:?} is not a policy type; use \"jwt\" or \"api-key\"")),
+            other => Err(format!(
+                "{other:?} is not a policy type; use \"jwt\" or \"api-key\""
+            )),
         }
     }
 
@@ -136,13 +138,18 @@ impl AuthPolicy {
         let kind = self.check()?;
         let read = |value: &Spanned<FromEnv>, key: &'static str| {
             let FromEnv { env, default } = value.get_ref();
-            match (crate::config::env::var(env).filter(|v| !v.is_empty()), default) {
+            match (
+                crate::config::env::var(env).filter(|v| !v.is_empty()),
+                default,
+            ) {
                 (Some(v), _) => Ok(v),
                 (None, Some(d)) => Ok(d.clone()),
                 (None, None) => Err((
                     value.span(),
                     key,
-                    format!("environment variable {env} is not set (or empty) and no default is given"),
+                    format!(
+                        "environment variable {env} is not set (or empty) and no default is given"
+                    ),
                 )),
             }
         };
@@ -152,7 +159,10 @@ impl AuthPolicy {
                 return Err((
                     secret.span(),
                     "secret",
-                    format!("the secret is {} bytes; HMAC secrets must be at least {MIN_SECRET_BYTES}", value.len()),
+                    format!(
+                        "the secret is {} bytes; HMAC secrets must be at least {MIN_SECRET_BYTES}",
+                        value.len()
+                    ),
                 ));
             }
             self.resolved.secret = Some(value.into_bytes().into());
@@ -166,13 +176,20 @@ impl AuthPolicy {
                 .map(|k| k.as_bytes().into())
                 .collect();
             if list.is_empty() {
-                return Err((keys.span(), "keys", "no keys: the variable holds no non-empty key".into()));
+                return Err((
+                    keys.span(),
+                    "keys",
+                    "no keys: the variable holds no non-empty key".into(),
+                ));
             }
             if let Some(short) = list.iter().find(|k| k.len() < 16) {
                 return Err((
                     keys.span(),
                     "keys",
-                    format!("a key of {} bytes is too short to be secret: at least 16", short.len()),
+                    format!(
+                        "a key of {} bytes is too short to be secret: at least 16",
+                        short.len()
+                    ),
                 ));
             }
             self.resolved.keys = list;
@@ -192,7 +209,10 @@ impl AuthPolicy {
             ("algorithms", self.algorithms.as_ref().map(Spanned::span)),
             ("secret", self.secret.as_ref().map(Spanned::span)),
             ("jwks", self.jwks.as_ref().map(Spanned::span)),
-            ("jwks_cooldown", self.jwks_cooldown.as_ref().map(Spanned::span)),
+            (
+                "jwks_cooldown",
+                self.jwks_cooldown.as_ref().map(Spanned::span),
+            ),
             ("leeway", self.leeway.as_ref().map(Spanned::span)),
             ("claims", self.claims.as_ref().map(Spanned::span)),
         ];
@@ -205,17 +225,29 @@ impl AuthPolicy {
             AuthKind::ApiKey => (&jwt_only[..], "api-key"),
         };
         if let Some((key, Some(span))) = foreign.iter().find(|(_, s)| s.is_some()) {
-            return Err((span.clone(), *key, format!("not a key of a {this:?} policy")));
+            return Err((
+                span.clone(),
+                *key,
+                format!("not a key of a {this:?} policy"),
+            ));
         }
         match kind {
             AuthKind::Jwt => self.check_jwt(type_span).map(|()| kind),
             AuthKind::ApiKey => {
                 let Some(header) = &self.header else {
-                    return Err((type_span, "header", "an api-key policy needs `header`".into()));
+                    return Err((
+                        type_span,
+                        "header",
+                        "an api-key policy needs `header`".into(),
+                    ));
                 };
                 let name = header.get_ref();
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err((header.span(), "header", format!("{name:?} is not a header name")));
+                    return Err((
+                        header.span(),
+                        "header",
+                        format!("{name:?} is not a header name"),
+                    ));
                 }
                 if self.keys.is_none() {
                     return Err((
@@ -234,9 +266,16 @@ impl AuthPolicy {
         type_span: std::ops::Range<usize>,
     ) -> Result<(), (std::ops::Range<usize>, &'static str, String)> {
         let algs = self.algorithm_names();
-        let alg_span = self.algorithms.as_ref().map_or(type_span.clone(), Spanned::span);
+        let alg_span = self
+            .algorithms
+            .as_ref()
+            .map_or(type_span.clone(), Spanned::span);
         if algs.is_empty() {
-            return Err((alg_span, "algorithms", "must name at least one algorithm".into()));
+            return Err((
+                alg_span,
+                "algorithms",
+                "must name at least one algorithm".into(),
+            ));
         }
         for alg in &algs {
             if alg.eq_ignore_ascii_case("none") {
@@ -250,7 +289,10 @@ impl AuthPolicy {
                 return Err((
                     alg_span,
                     "algorithms",
-                    format!("{alg:?} is not supported; use one of {}", JWT_ALGORITHMS.join(", ")),
+                    format!(
+                        "{alg:?} is not supported; use one of {}",
+                        JWT_ALGORITHMS.join(", ")
+                    ),
                 ));
             }
         }
@@ -303,13 +345,17 @@ impl AuthPolicy {
                 ));
             }
             if let Some(rest) = url.strip_prefix("http://") {
-                let ok = !rest.is_empty()
-                    && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+                let ok =
+                    !rest.is_empty() && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
                 if !ok {
                     return Err((jwks.span(), "jwks", format!("{url:?} is not a URL")));
                 }
             } else if url.contains("://") {
-                return Err((jwks.span(), "jwks", format!("{url:?}: only http:// URLs and files")));
+                return Err((
+                    jwks.span(),
+                    "jwks",
+                    format!("{url:?}: only http:// URLs and files"),
+                ));
             }
         }
         if let Some(leeway) = &self.leeway
@@ -318,13 +364,21 @@ impl AuthPolicy {
             return Err((
                 leeway.span(),
                 "leeway",
-                format!("{} is too long: at most {}", leeway.get_ref(), Duration(MAX_LEEWAY)),
+                format!(
+                    "{} is too long: at most {}",
+                    leeway.get_ref(),
+                    Duration(MAX_LEEWAY)
+                ),
             ));
         }
         if let Some(cooldown) = &self.jwks_cooldown
             && cooldown.get_ref().0.is_zero()
         {
-            return Err((cooldown.span(), "jwks_cooldown", "must be more than 0".into()));
+            return Err((
+                cooldown.span(),
+                "jwks_cooldown",
+                "must be more than 0".into(),
+            ));
         }
         Ok(())
     }
@@ -376,7 +430,8 @@ impl Cors {
             let ok = uri.is_ok_and(|u| {
                 matches!(u.scheme_str(), Some("http" | "https"))
                     && u.host().is_some()
-                    && u.path_and_query().is_none_or(|p| p.as_str() == "/" && !origin.ends_with('/'))
+                    && u.path_and_query()
+                        .is_none_or(|p| p.as_str() == "/" && !origin.ends_with('/'))
             });
             if !ok {
                 return Err((

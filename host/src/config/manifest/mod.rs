@@ -11,8 +11,8 @@ pub mod spec;
 mod validate;
 
 use crate::config::units::{ByteSize, Duration};
-use serde::Deserialize;
 pub use edge::{AuthPolicy, Cors};
+use serde::Deserialize;
 pub use spec::{Limits, RouteConfig, RouteSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

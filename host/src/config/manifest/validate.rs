@@ -154,15 +154,18 @@ impl Manifest {
                     }
                     Some(super::edge::AuthKind::Jwt) => {}
                 }
-                if let Some(bad) = scopes
-                    .get_ref()
-                    .iter()
-                    .find(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
-                {
+                if let Some(bad) = scopes.get_ref().iter().find(|s| {
+                    s.is_empty()
+                        || !s
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                }) {
                     return Err(invalid(
                         scopes.span(),
                         field("scopes"),
-                        format!("{bad:?} is not a scope (RFC 6749: printable ASCII, no spaces, quotes or backslashes)"),
+                        format!(
+                            "{bad:?} is not a scope (RFC 6749: printable ASCII, no spaces, quotes or backslashes)"
+                        ),
                     ));
                 }
             }

@@ -75,7 +75,12 @@ mod tests {
         let two = policy.verify(b"key-two-0123456789").unwrap();
         assert!(one.subject.starts_with("api-key:") && one.subject.len() == 8 + 12);
         assert_ne!(one.subject, two.subject);
-        for bad in [&b"key-one-012345678"[..], b"key-one-0123456789 ", b"", b"KEY-ONE-0123456789"] {
+        for bad in [
+            &b"key-one-012345678"[..],
+            b"key-one-0123456789 ",
+            b"",
+            b"KEY-ONE-0123456789",
+        ] {
             assert!(policy.verify(bad).is_err(), "{bad:?}");
         }
     }

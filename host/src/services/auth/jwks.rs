@@ -91,7 +91,8 @@ impl KeySet {
         if let Source::File(path) = &set.source {
             let bytes = std::fs::read(path)
                 .map_err(|e| anyhow::anyhow!("jwks: reading {}: {e}", path.display()))?;
-            let keys = parse(&bytes).map_err(|e| anyhow::anyhow!("jwks {}: {e}", path.display()))?;
+            let keys =
+                parse(&bytes).map_err(|e| anyhow::anyhow!("jwks {}: {e}", path.display()))?;
             set.current.store(Some(Arc::new(Loaded {
                 keys,
                 at: Instant::now(),

@@ -39,7 +39,10 @@ impl JwtPolicy {
         policy: &AuthPolicy,
         base: &std::path::Path,
     ) -> anyhow::Result<JwtPolicy> {
-        let leeway = policy.leeway.as_ref().map_or(DEFAULT_LEEWAY, |l| l.get_ref().0);
+        let leeway = policy
+            .leeway
+            .as_ref()
+            .map_or(DEFAULT_LEEWAY, |l| l.get_ref().0);
         let mut validations = Vec::new();
         for name in policy.algorithm_names() {
             let alg = Algorithm::from_str(&name)
@@ -151,12 +154,9 @@ impl JwtPolicy {
         for claim in ["scope", "scp"] {
             match claims.get(claim) {
                 Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_owned)),
-                Some(Value::Array(items)) => scopes.extend(
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned),
-                ),
+                Some(Value::Array(items)) => {
+                    scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+                }
                 _ => {}
             }
         }
@@ -231,7 +231,12 @@ mod tests {
     }
 
     fn token(alg: Algorithm, claims: Value, secret: &[u8]) -> String {
-        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap()
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     }
 
     fn good(extra: Value) -> Value {
@@ -255,9 +260,16 @@ mod tests {
             .unwrap();
         assert_eq!(id.subject, "u1");
         assert_eq!(id.scopes, ["a", "b"]);
-        let id = check(&p, &token(Algorithm::HS256, good(json!({"scope": null, "scp": ["x"]})), s))
-            .await
-            .unwrap();
+        let id = check(
+            &p,
+            &token(
+                Algorithm::HS256,
+                good(json!({"scope": null, "scp": ["x"]})),
+                s,
+            ),
+        )
+        .await
+        .unwrap();
         assert_eq!(id.scopes, ["x"]);
 
         let cases = [
@@ -267,19 +279,32 @@ mod tests {
             (good(json!({"aud": "other"})), "audience"),
         ];
         for (claims, want) in cases {
-            let err = check(&p, &token(Algorithm::HS256, claims, s)).await.unwrap_err();
+            let err = check(&p, &token(Algorithm::HS256, claims, s))
+                .await
+                .unwrap_err();
             assert!(err.contains(want), "{want}: {err}");
         }
         let mut no_exp = good(json!({}));
         no_exp.as_object_mut().unwrap().remove("exp");
-        let err = check(&p, &token(Algorithm::HS256, no_exp, s)).await.unwrap_err();
+        let err = check(&p, &token(Algorithm::HS256, no_exp, s))
+            .await
+            .unwrap_err();
         assert!(err.contains("\"exp\""), "{err}");
 
-        let forged = token(Algorithm::HS256, good(json!({})), b"another-secret-of-32-bytes-or-more!!");
+        let forged = token(
+            Algorithm::HS256,
+            good(json!({})),
+            b"another-secret-of-32-bytes-or-more!!",
+        );
         assert!(check(&p, &forged).await.unwrap_err().contains("signature"));
         // HS384 is not in the list, even with the right secret.
         let other_alg = token(Algorithm::HS384, good(json!({})), s);
-        assert!(check(&p, &other_alg).await.unwrap_err().contains("not accepted"));
+        assert!(
+            check(&p, &other_alg)
+                .await
+                .unwrap_err()
+                .contains("not accepted")
+        );
         // alg "none", by hand.
         let b64 = |v: &str| {
             use base64::Engine as _;
@@ -291,7 +316,13 @@ mod tests {
             b64(&good(json!({})).to_string())
         );
         assert!(check(&p, &none).await.unwrap_err().contains("malformed"));
-        for garbage in ["", "a.b.c", "....", "not a token", &"A".repeat(MAX_TOKEN + 1)] {
+        for garbage in [
+            "",
+            "a.b.c",
+            "....",
+            "not a token",
+            &"A".repeat(MAX_TOKEN + 1),
+        ] {
             assert!(check(&p, garbage).await.is_err(), "{garbage:.20}");
         }
         let nested = format!("{}.e30.x", b64(&("[".repeat(10_000) + &"]".repeat(10_000))));
