@@ -13,6 +13,7 @@ mod auth;
 mod cache;
 mod cli;
 mod config_and_log;
+mod cors;
 mod database;
 mod fairness;
 mod faults;

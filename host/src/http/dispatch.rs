@@ -33,14 +33,13 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     let Some(route) = app.routes.load().lookup(req.uri().path()).cloned() else {
         return ApiError::new(ErrorKind::NotFound, &request_id).into_response();
     };
-    let origin = route
-        .spec
-        .cors
-        .as_ref()
-        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    // A preflight's answer carries its own headers (a refused one none);
+    // a handler's own win.
+    let preflight = route.spec.cors.is_some() && cors::is_preflight(&req);
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut response = edge_then_component(&app, &route, req, &request_id).await;
-    // A preflight's answer carries its own; a handler's own wins.
     if let Some(rules) = &route.spec.cors
+        && !preflight
         && !response
             .headers()
             .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
