@@ -736,3 +736,65 @@ async fn identity_needs_its_grant() {
         "{stderr}"
     );
 }
+
+/// Watch mode reloads policies with the manifest: a rotated key takes
+/// effect, and a route gaining `auth` is guarded from then on.
+#[tokio::test]
+async fn watch_mode_reloads_policies() {
+    let policy = |key: &str| {
+        format!(
+            "[auth.k]\ntype = \"api-key\"\nheader = \"x-api-key\"\nkeys = {{ env = \"TRELLIS_E2E_WATCH_UNSET\", default = {key:?} }}"
+        )
+    };
+    let route = |extra: &[&str]| {
+        let mut lines = vec!["grants = [\"identity\", \"log\"]"];
+        lines.extend_from_slice(extra);
+        lines.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>()
+    };
+    let build = |key: &str, guarded_open: bool| {
+        let open: Vec<String> = if guarded_open {
+            route(&["auth = \"k\""])
+        } else {
+            vec!["grants = [\"log\"]".to_owned()]
+        };
+        let open: Vec<&str> = open.iter().map(String::as_str).collect();
+        let guarded = route(&["auth = \"k\""]);
+        let guarded: Vec<&str> = guarded.iter().map(String::as_str).collect();
+        Manifest::new()
+            .section(&policy(key))
+            .route("guarded", "/g", component::IDENTITY_PROBE, &guarded)
+            .route("open", "/o", component::HELLO, &open)
+    };
+    let old_key = "old-key-0123456789abcdef";
+    let new_key = "new-key-0123456789abcdef";
+    let trellis = Trellis::launch(Launch {
+        args: vec!["--watch".into()],
+        ..Launch::manifest(build(old_key, false))
+    })
+    .await;
+    trellis
+        .wait_log("watching", |l| l["message"] == "watching for changes")
+        .await;
+    let with_key = |path: &'static str, key: &'static str| {
+        trellis
+            .client()
+            .get(trellis.url(path))
+            .header("x-api-key", key)
+            .send()
+    };
+    assert_eq!(with_key("/g", old_key).await.unwrap().status(), 200);
+    assert_eq!(call(&trellis, "/o", None).await.status(), 200);
+
+    std::fs::write(trellis.manifest_path(), build(new_key, true).render()).unwrap();
+    let deadline = std::time::Instant::now() + crate::harness::WAIT;
+    while call(&trellis, "/o", None).await.status() != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/o not guarded after reload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(with_key("/g", new_key).await.unwrap().status(), 200);
+    refused(with_key("/g", old_key).await.unwrap(), old_key).await;
+    assert_eq!(with_key("/o", new_key).await.unwrap().status(), 200);
+}

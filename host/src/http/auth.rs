@@ -33,7 +33,10 @@ pub fn authenticate<'a, B>(
         .auth
         .as_deref()
         .map(|name| match auth.policy(name) {
-            Some(policy) => Ok((policy, credential(policy, req).map(<[u8]>::to_vec))),
+            Some(policy) => {
+                let credential = credential(&policy, req).map(<[u8]>::to_vec);
+                Ok((policy, credential))
+            }
             None => Err(name),
         });
     async move {
@@ -44,7 +47,7 @@ pub fn authenticate<'a, B>(
                 tracing::error!(route = %route.name, policy = name, "auth policy unknown; request refused");
                 Err(ErrorKind::Internal)
             }
-            Some(Ok((policy, credential))) => verify(route, policy, credential).await.map(Some),
+            Some(Ok((policy, credential))) => verify(route, &policy, credential).await.map(Some),
         }
     }
 }
@@ -176,7 +179,7 @@ mod tests {
         )
         .unwrap();
         let auth = Authenticator::new(&manifest).unwrap();
-        let policy = auth.policy("p").unwrap();
+        let policy = &*auth.policy("p").unwrap();
         let req = |v: &'static str| {
             let mut r = http::Request::new(());
             r.headers_mut()

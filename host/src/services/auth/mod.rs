@@ -11,6 +11,7 @@ mod jwt;
 
 use crate::config::manifest::edge::AuthKind;
 use crate::config::manifest::{AuthPolicy, Manifest};
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -50,10 +51,12 @@ pub enum AuthError {
     KeysUnavailable,
 }
 
-/// Every policy of a manifest, ready to verify credentials.
+/// Every policy of a manifest, ready to verify credentials. Replaced whole
+/// when watch mode reloads the manifest; a request keeps the policy it
+/// started with.
 #[derive(Default)]
 pub struct Authenticator {
-    policies: BTreeMap<String, Policy>,
+    policies: ArcSwap<BTreeMap<String, Arc<Policy>>>,
 }
 
 /// One policy, by type.
@@ -68,25 +71,31 @@ impl Authenticator {
     /// The policies of `manifest`. JWKS files are read here (a bad file
     /// fails startup); JWKS URLs are fetched by [`Authenticator::warm_up`].
     pub fn new(manifest: &Manifest) -> anyhow::Result<Authenticator> {
-        let mut policies = BTreeMap::new();
-        for (name, policy) in &manifest.auth {
-            let built = build(name, policy, &manifest.base_dir)
-                .map_err(|e| anyhow::anyhow!("auth.{name}: {e}"))?;
-            policies.insert(name.clone(), built);
-        }
-        Ok(Authenticator { policies })
+        Ok(Authenticator {
+            policies: ArcSwap::from_pointee(policies(manifest)?),
+        })
+    }
+
+    /// Replaces the policies with `manifest`'s (watch mode). On an error
+    /// (a JWKS file that cannot be read) nothing changes. JWKS URLs of the
+    /// new policies are fetched by the next [`Authenticator::warm_up`] or
+    /// the first token that needs them.
+    pub fn set_policies(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        self.policies.store(Arc::new(policies(manifest)?));
+        Ok(())
     }
 
     /// The policy `name`.
-    pub fn policy(&self, name: &str) -> Option<&Policy> {
-        self.policies.get(name)
+    pub fn policy(&self, name: &str) -> Option<Arc<Policy>> {
+        self.policies.load().get(name).cloned()
     }
 
     /// Fetches every JWKS URL once, each bounded by its fetch timeout. A
     /// failure is logged, not fatal: requests are refused with 503 until
     /// a later fetch succeeds.
     pub async fn warm_up(&self) {
-        let fetches = self.policies.iter().filter_map(|(name, p)| match p {
+        let policies = self.policies.load_full();
+        let fetches = policies.iter().filter_map(|(name, p)| match &**p {
             Policy::Jwt(jwt) => jwt.keys.as_ref().map(|keys| async move {
                 if let Err(err) = keys.warm_up().await {
                     tracing::warn!(policy = %name, cause = %err, "JWKS fetch failed; tokens signed with its keys are refused until it succeeds");
@@ -120,6 +129,16 @@ impl Policy {
             Policy::ApiKey(p) => p.verify(credential),
         }
     }
+}
+
+fn policies(manifest: &Manifest) -> anyhow::Result<BTreeMap<String, Arc<Policy>>> {
+    let mut policies = BTreeMap::new();
+    for (name, policy) in &manifest.auth {
+        let built = build(name, policy, &manifest.base_dir)
+            .map_err(|e| anyhow::anyhow!("auth.{name}: {e}"))?;
+        policies.insert(name.clone(), Arc::new(built));
+    }
+    Ok(policies)
 }
 
 fn build(name: &str, policy: &AuthPolicy, base: &std::path::Path) -> anyhow::Result<Policy> {
