@@ -99,7 +99,7 @@ async fn verify(
             challenge: HeaderValue::from_str(&value).ok(),
         });
     }
-    Ok(Arc::new(identity))
+    Ok(identity)
 }
 
 /// The credential in `req` for `policy`, or why there is none usable.

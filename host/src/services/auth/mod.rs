@@ -123,10 +123,10 @@ impl Policy {
 
     /// Verifies `credential` (the bearer token, or the key) and names the
     /// caller.
-    pub async fn verify(&self, credential: &[u8]) -> Result<Identity, AuthError> {
+    pub async fn verify(&self, credential: &[u8]) -> Result<Arc<Identity>, AuthError> {
         match self {
             Policy::Jwt(p) => p.verify(credential).await,
-            Policy::ApiKey(p) => p.verify(credential),
+            Policy::ApiKey(p) => p.verify(credential).map(Arc::new),
         }
     }
 }
