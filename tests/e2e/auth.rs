@@ -798,3 +798,78 @@ async fn watch_mode_reloads_policies() {
     refused(with_key("/g", old_key).await.unwrap(), old_key).await;
     assert_eq!(with_key("/o", new_key).await.unwrap().status(), 200);
 }
+
+/// `GET /openapi.json` describes the routes, their parameters and their
+/// security, and is a valid OpenAPI 3.1 document (checked with the
+/// `openapi-spec-validator` Python package, which the CI installs).
+#[tokio::test]
+async fn openapi_document_is_generated_and_valid() {
+    let manifest = Manifest::new()
+        .section(&format!(
+            "[auth.users]\ntype = \"jwt\"\nsecret = {{ env = \"TRELLIS_E2E_OPENAPI_UNSET\", default = {SECRET:?} }}"
+        ))
+        .section(
+            "[auth.partners]\ntype = \"api-key\"\nheader = \"x-api-key\"\nkeys = { env = \"TRELLIS_E2E_OPENAPI_UNSET\", default = \"partner-key-0123456789\" }",
+        )
+        .section("[rate_limits.per_ip]\nrequests = 100\nwindow = \"1m\"")
+        .route(
+            "users",
+            "/users/{id}",
+            component::IDENTITY_PROBE,
+            &[
+                "methods = [\"GET\", \"PUT\"]",
+                "auth = \"users\"",
+                "scopes = [\"users:read\"]",
+                "grants = [\"identity\", \"log\"]",
+                "rate_limit = \"per_ip\"",
+            ],
+        )
+        .route(
+            "files",
+            "/files/{*rest}",
+            component::IDENTITY_PROBE,
+            &["auth = \"partners\"", "grants = [\"identity\", \"log\"]"],
+        )
+        .route("hello", "/", component::HELLO, &[]);
+    let trellis = Trellis::start(manifest).await;
+    let response = trellis.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let get = &doc["paths"]["/users/{id}"]["get"];
+    assert_eq!(get["security"], json!([{"users": ["users:read"]}]));
+    assert_eq!(get["parameters"][0]["name"], "id");
+    assert!(get["responses"]["401"].is_object() && get["responses"]["429"].is_object());
+    assert!(doc["paths"]["/users/{id}"]["post"].is_null());
+    assert_eq!(
+        doc["paths"]["/files/{rest}"]["get"]["parameters"][0]["name"],
+        "rest"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["partners"],
+        json!({"type": "apiKey", "in": "header", "name": "x-api-key"})
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["users"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["paths"]["/"]["delete"].is_object());
+
+    let dir = TempDir::new();
+    let path = dir.write("openapi.json", &text);
+    let output = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('valid')",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .expect("running python3 (the CI installs openapi-spec-validator)");
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the document: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
