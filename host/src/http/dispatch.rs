@@ -74,7 +74,7 @@ async fn edge_then_component(
     let mut limit = None;
     if !by_subject {
         limit = limiter.check_route(route, &req).await;
-        if let Some(refused) = limit.clone().filter(|d| !d.allowed) {
+        if let Some(refused) = limit.filter(|d| !d.allowed) {
             crate::http::body::discard_request(req).await;
             return refuse(ErrorKind::RateLimited(refused));
         }
@@ -105,7 +105,7 @@ async fn edge_then_component(
     }
     if by_subject {
         limit = limiter.check_route(route, &req).await;
-        if let Some(refused) = limit.clone().filter(|d| !d.allowed) {
+        if let Some(refused) = limit.filter(|d| !d.allowed) {
             crate::http::body::discard_request(req).await;
             return refuse(ErrorKind::RateLimited(refused));
         }
