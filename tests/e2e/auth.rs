@@ -818,6 +818,8 @@ async fn openapi_document_is_generated_and_valid() {
             component::IDENTITY_PROBE,
             &[
                 "methods = [\"GET\", \"PUT\"]",
+                "summary = \"One user\"",
+                "description = \"Reads or replaces a user.\"",
                 "auth = \"users\"",
                 "scopes = [\"users:read\"]",
                 "grants = [\"identity\", \"log\"]",
@@ -840,6 +842,11 @@ async fn openapi_document_is_generated_and_valid() {
     let get = &doc["paths"]["/users/{id}"]["get"];
     assert_eq!(get["security"], json!([{"users": ["users:read"]}]));
     assert_eq!(get["parameters"][0]["name"], "id");
+    assert_eq!(get["summary"], "One user");
+    assert_eq!(
+        doc["paths"]["/users/{id}"]["put"]["description"],
+        "Reads or replaces a user."
+    );
     assert!(get["responses"]["401"].is_object() && get["responses"]["429"].is_object());
     assert!(doc["paths"]["/users/{id}"]["post"].is_null());
     assert_eq!(

@@ -307,6 +307,8 @@ fn settings(
             auth: None,
             scopes: Vec::new(),
             cors: None,
+            summary: None,
+            description: None,
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");

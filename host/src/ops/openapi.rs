@@ -126,6 +126,12 @@ fn operation(route: &Route, method: &str, params: &[String]) -> Value {
         "operationId": format!("{}-{method}", route.name),
         "responses": responses,
     });
+    if let Some(summary) = &route.spec.summary {
+        op["summary"] = json!(summary);
+    }
+    if let Some(description) = &route.spec.description {
+        op["description"] = json!(description);
+    }
     if !parameters.is_empty() {
         op["parameters"] = Value::Array(parameters);
     }

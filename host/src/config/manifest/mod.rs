@@ -329,6 +329,10 @@ pub struct RouteEntry {
     pub scopes: Option<Spanned<Vec<String>>>,
     /// CORS for this route, replacing `[cors]`.
     pub cors: Option<Spanned<Cors>>,
+    /// A one-line summary for `/openapi.json`.
+    pub summary: Option<String>,
+    /// A longer description for `/openapi.json`.
+    pub description: Option<String>,
     /// `config` and `secrets` with environment references resolved, at
     /// validation.
     #[serde(skip)]
@@ -499,6 +503,8 @@ impl RouteEntry {
                 .map(|s| s.get_ref().clone())
                 .unwrap_or_default(),
             cors: self.resolved_cors.clone(),
+            summary: self.summary.clone(),
+            description: self.description.clone(),
         }
     }
 

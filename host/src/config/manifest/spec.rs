@@ -83,6 +83,10 @@ pub struct RouteSpec {
     pub scopes: Vec<String>,
     /// The CORS rules in force (the route's own, else `[cors]`).
     pub cors: Option<Arc<super::Cors>>,
+    /// `/openapi.json`: the operations' summary.
+    pub summary: Option<String>,
+    /// `/openapi.json`: the operations' description.
+    pub description: Option<String>,
 }
 
 /// One route's resolved variables and secrets.
