@@ -880,3 +880,56 @@ async fn openapi_document_is_generated_and_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// EdDSA (Ed25519) keys from a JWKS, with a key the test generates; a
+/// token signed by another Ed25519 key under the same `kid` is refused.
+#[tokio::test]
+async fn eddsa_from_a_jwks_file() {
+    // PKCS#8 v1 for an Ed25519 seed: a fixed prefix, then the seed.
+    const PKCS8_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let key = |seed: [u8; 32]| {
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let der = [&PKCS8_PREFIX[..], &seed[..]].concat();
+        (EncodingKey::from_ed_der(&der), b64(&public))
+    };
+    let (signing, x) = key(rand::random());
+    let (other, _) = key(rand::random());
+    let dir = TempDir::new();
+    let jwks =
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "ed", "alg": "EdDSA"}]});
+    let path = dir.write("jwks.json", &jwks.to_string());
+    let manifest = Manifest::new()
+        .section(&format!(
+            "[auth.ed]\ntype = \"jwt\"\nalgorithms = [\"EdDSA\"]\njwks = {:?}",
+            path.to_str().unwrap()
+        ))
+        .route(
+            "ed",
+            "/ed",
+            component::IDENTITY_PROBE,
+            &["auth = \"ed\"", "grants = [\"identity\", \"log\"]"],
+        );
+    let trellis = Trellis::start(manifest).await;
+    let sign = |k: &EncodingKey| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("ed".into());
+        jsonwebtoken::encode(&header, &claims(json!({"sub": "eve"})), k).unwrap()
+    };
+    let response = call(&trellis, "/ed", Some(&format!("Bearer {}", sign(&signing)))).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["caller"]["subject"], "eve");
+    let forged = sign(&other);
+    let (message, _) = refused(
+        call(&trellis, "/ed", Some(&format!("Bearer {forged}"))).await,
+        &forged,
+    )
+    .await;
+    assert!(message.contains("signature"), "{message}");
+    assert_eq!(instantiations(&trellis, "ed").await, 1.0);
+}

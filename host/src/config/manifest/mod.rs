@@ -708,23 +708,50 @@ mod tests {
         const KEY: &str = "keys = { env = \"TRELLIS_UNIT_UNSET\", default = \"0123456789abcdef\" }";
         let route = "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n";
         let cases: Vec<(String, &str)> = vec![
-            (format!("{route}scopes = [\"a\"]\n"), ":4: route[0].scopes: scopes need `auth`"),
             (
-                format!("[rate_limits.s]\nrequests = 1\nwindow = \"1s\"\nkey = \"subject\"\n{route}rate_limit = \"s\"\n"),
+                format!("{route}scopes = [\"a\"]\n"),
+                ":4: route[0].scopes: scopes need `auth`",
+            ),
+            (
+                format!(
+                    "[rate_limits.s]\nrequests = 1\nwindow = \"1s\"\nkey = \"subject\"\n{route}rate_limit = \"s\"\n"
+                ),
                 ":8: route[0].rate_limit",
             ),
-            ("[auth.j]\ntype = \"jwt\"\nalgorithms = [\"RS256\"]\n".into(), ":3: auth.j.jwks"),
-            ("[auth.j]\ntype = \"jwt\"\nalgorithms = [\"HS256\"]\n".into(), ":3: auth.j.secret"),
             (
-                "[auth.j]\ntype = \"jwt\"\nsecret = { env = \"TRELLIS_UNIT_SURELY_UNSET\" }\n".into(),
+                "[auth.j]\ntype = \"jwt\"\nalgorithms = [\"RS256\"]\n".into(),
+                ":3: auth.j.jwks",
+            ),
+            (
+                "[auth.j]\ntype = \"jwt\"\nalgorithms = [\"HS256\"]\n".into(),
+                ":3: auth.j.secret",
+            ),
+            (
+                "[auth.j]\ntype = \"jwt\"\nsecret = { env = \"TRELLIS_UNIT_SURELY_UNSET\" }\n"
+                    .into(),
                 ":3: auth.j.secret: environment variable TRELLIS_UNIT_SURELY_UNSET",
             ),
-            ("[auth.j]\ntype = \"jwt\"\njwks = \"k.json\"\nalgorithms = [\"XS1\"]\n".into(), "auth.j.algorithms"),
-            (format!("[auth.k]\ntype = \"api-key\"\n{KEY}\n"), "auth.k.header"),
-            (format!("[auth.k]\ntype = \"api-key\"\nheader = \"x-k\"\nissuer = \"i\"\n{KEY}\n"), ":4: auth.k.issuer"),
+            (
+                "[auth.j]\ntype = \"jwt\"\njwks = \"k.json\"\nalgorithms = [\"XS1\"]\n".into(),
+                "auth.j.algorithms",
+            ),
+            (
+                format!("[auth.k]\ntype = \"api-key\"\n{KEY}\n"),
+                "auth.k.header",
+            ),
+            (
+                format!("[auth.k]\ntype = \"api-key\"\nheader = \"x-k\"\nissuer = \"i\"\n{KEY}\n"),
+                ":4: auth.k.issuer",
+            ),
             ("[auth.k]\ntype = \"oauth\"\n".into(), ":2: auth.k.type"),
-            ("[cors]\nallow_origins = [\"https://a.example/path\"]\n".into(), "cors.allow_origins"),
-            (format!("{route}cors = {{ allow_origins = [] }}\n"), ":4: route[0].cors.allow_origins"),
+            (
+                "[cors]\nallow_origins = [\"https://a.example/path\"]\n".into(),
+                "cors.allow_origins",
+            ),
+            (
+                format!("{route}cors = {{ allow_origins = [] }}\n"),
+                ":4: route[0].cors.allow_origins",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err().to_string();
