@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .open_if_wanted()
         .await
         .context("opening the database")?;
+    services.reach_redis().await;
     // JWKS URLs are fetched before serving; one that is down is logged and
     // retried when tokens arrive (they get 503 until it answers).
     services.auth.warm_up().await;

@@ -4,11 +4,10 @@
 use crate::app::App;
 use crate::app::routes::Route;
 use crate::http::body::LimitedBody;
-use crate::http::edge::{RequestId, Served, X_REQUEST_ID};
+use crate::http::edge::{RequestContext, Served, X_REQUEST_ID};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::{auth, cors, response_cache};
 use crate::observability::metrics::FailureKind;
-use crate::observability::trace::TraceContext;
 use crate::runtime::invoke::{self, Failure, invoke};
 use crate::services::auth::Identity;
 use axum::body::Body;
@@ -25,19 +24,19 @@ static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-comp
 /// DESIGN.md gives: rate limit, CORS, auth, response cache, component; a
 /// refusal at any of them costs no instance.
 pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
-    let request_id = RequestId::of(req.extensions());
+    let context = RequestContext::of(req.extensions());
 
     // One load of the table per request: the `Arc<Route>` taken here keeps
     // this version (its component and limits) alive until the request is
     // done, whatever hot load swaps in meanwhile.
     let Some(route) = app.routes.load().lookup(req.uri().path()).cloned() else {
-        return ApiError::new(ErrorKind::NotFound, &request_id).into_response();
+        return ApiError::new(ErrorKind::NotFound, &context.id).into_response();
     };
     // A preflight's answer carries its own headers (a refused one none);
     // a handler's own win.
     let preflight = route.spec.cors.is_some() && cors::is_preflight(&req);
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut response = edge_then_component(&app, &route, req, &request_id).await;
+    let mut response = edge_then_component(&app, &route, req, &context, preflight).await;
     if let Some(rules) = &route.spec.cors
         && !preflight
         && !response
@@ -54,20 +53,16 @@ async fn edge_then_component(
     app: &Arc<App>,
     route: &Arc<Route>,
     mut req: Request,
-    request_id: &Arc<str>,
+    context: &RequestContext,
+    preflight: bool,
 ) -> Response {
-    let fail = |kind| ApiError::new(kind, request_id).into_response();
-    let refuse = |kind| {
-        let mut response = fail(kind);
-        response.extensions_mut().insert(served(app, route));
-        response
-    };
-    let preflight = route.spec.cors.is_some() && cors::is_preflight(&req);
+    let fail = |kind| ApiError::new(kind, &context.id).into_response();
     if !preflight && !route.allows(req.method()) {
         return fail(ErrorKind::MethodNotAllowed {
             allow: route.allow_header(),
         });
     }
+    context.served_by(served(app, route));
     let limiter = &app.services.rate_limiter;
     let by_subject = limiter.by_subject(route);
     // Before the cache and any instantiation: a refusal costs one check.
@@ -76,17 +71,14 @@ async fn edge_then_component(
         limit = limiter.check_route(route, &req).await;
         if let Some(refused) = limit.filter(|d| !d.allowed) {
             crate::http::body::discard_request(req).await;
-            return refuse(ErrorKind::RateLimited(refused));
+            return fail(ErrorKind::RateLimited(refused));
         }
     }
     if preflight {
-        let rules = route.spec.cors.as_deref().expect("checked above");
+        let rules = route.spec.cors.as_deref().expect("checked by the caller");
         return match cors::preflight(rules, route.spec.methods.as_deref(), &req) {
-            Some(mut answer) => {
-                answer.extensions_mut().insert(served(app, route));
-                answer
-            }
-            None => refuse(ErrorKind::Forbidden {
+            Some(answer) => answer,
+            None => fail(ErrorKind::Forbidden {
                 message: "CORS preflight refused: this origin, method or header is not allowed"
                     .into(),
                 challenge: None,
@@ -100,14 +92,14 @@ async fn edge_then_component(
         }
         Err(kind) => {
             crate::http::body::discard_request(req).await;
-            return refuse(kind);
+            return fail(kind);
         }
     }
     if by_subject {
         limit = limiter.check_route(route, &req).await;
         if let Some(refused) = limit.filter(|d| !d.allowed) {
             crate::http::body::discard_request(req).await;
-            return refuse(ErrorKind::RateLimited(refused));
+            return fail(ErrorKind::RateLimited(refused));
         }
     }
 
@@ -115,7 +107,7 @@ async fn edge_then_component(
         Some(plan) => match plan.lookup(&app.services.cache).await {
             Some(hit) => hit,
             None => {
-                let response = run_component(app, route, req, request_id).await;
+                let response = run_component(app, route, req, context).await;
                 plan.store(
                     &app.services.cache,
                     response,
@@ -124,7 +116,7 @@ async fn edge_then_component(
                 .await
             }
         },
-        None => run_component(app, route, req, request_id).await,
+        None => run_component(app, route, req, context).await,
     };
     response
         .headers_mut()
@@ -132,7 +124,6 @@ async fn edge_then_component(
     if let Some(limit) = &limit {
         limit.write_headers(response.headers_mut());
     }
-    response.extensions_mut().insert(served(app, route));
     response
 }
 
@@ -152,8 +143,9 @@ async fn run_component(
     app: &App,
     route: &Route,
     mut req: Request,
-    request_id: &Arc<str>,
+    context: &RequestContext,
 ) -> Response {
+    let request_id = &context.id;
     let fail = |kind| ApiError::new(kind, request_id).into_response();
     let max_body = route.spec.limits.max_body.0;
     if content_length(&req).is_some_and(|len| len > max_body) {
@@ -177,11 +169,6 @@ async fn run_component(
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    let trace = req
-        .extensions()
-        .get::<Arc<TraceContext>>()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(TraceContext::from_request(None)));
     let identity = req.extensions().get::<Arc<Identity>>().cloned();
     let (parts, body) = req.into_parts();
     let (body, faults) = LimitedBody::new(body, max_body);
@@ -191,7 +178,7 @@ async fn run_component(
     let cx = invoke::Context {
         metrics: app.metrics.clone(),
         series,
-        guest: route.guest_context(request_id.clone(), trace, identity),
+        guest: route.guest_context(request_id.clone(), context.trace.clone(), identity),
         slow_slots: route.slow_slots.clone(),
         client_fault: faults.client.clone(),
     };

@@ -1,5 +1,10 @@
 //! The HTTP edge every response passes: request ids, security headers and
 //! the one structured log line per request.
+//!
+//! The edge builds one [`RequestContext`] per request and passes it down in
+//! the request's extensions; the dispatcher records in it the route that
+//! serves, and the edge names that route when the response comes back.
+//! Nothing travels back up inside the response.
 
 use crate::observability::access_log;
 use crate::observability::metrics::{Metrics, RouteMetrics};
@@ -12,7 +17,7 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 use tower::{Layer, Service};
@@ -20,22 +25,56 @@ use tower::{Layer, Service};
 /// `x-request-id`, in requests and responses.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id, put in the request extensions by [`Edge`].
-#[derive(Clone, Debug)]
-pub struct RequestId(pub Arc<str>);
+/// What the edge knows of one request, built once there and read by
+/// everything below it.
+pub struct RequestContext {
+    /// The id the client sees in `x-request-id`: the client's own when
+    /// acceptable, else a new one.
+    pub id: Arc<str>,
+    /// The W3C trace the request belongs to.
+    pub trace: Arc<TraceContext>,
+    /// The route that serves the request, once the dispatcher knows it.
+    served: OnceLock<Served>,
+}
 
-impl RequestId {
-    /// The id [`Edge`] gave the request with `extensions`; empty outside
-    /// the edge (a router driven in-process).
-    pub fn of(extensions: &http::Extensions) -> Arc<str> {
+impl RequestContext {
+    /// A context for a request with these headers.
+    fn new(headers: &http::HeaderMap) -> RequestContext {
+        let id = match headers.get(&X_REQUEST_ID).and_then(acceptable_id) {
+            Some(id) => id.into(),
+            None => new_request_id().into(),
+        };
+        RequestContext {
+            id,
+            trace: Arc::new(TraceContext::from_request(headers.get(&TRACEPARENT))),
+            served: OnceLock::new(),
+        }
+    }
+
+    /// The context [`Edge`] gave the request with `extensions`; a fresh one
+    /// outside the edge (a router driven in-process).
+    pub fn of(extensions: &http::Extensions) -> Arc<RequestContext> {
         extensions
-            .get::<RequestId>()
-            .map_or_else(|| Arc::from(""), |id| id.0.clone())
+            .get::<Arc<RequestContext>>()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(RequestContext::new(&http::HeaderMap::new())))
+    }
+
+    /// The id of the request with `extensions`; empty outside the edge.
+    pub fn id_of(extensions: &http::Extensions) -> Arc<str> {
+        extensions
+            .get::<Arc<RequestContext>>()
+            .map_or_else(|| Arc::from(""), |cx| cx.id.clone())
+    }
+
+    /// Records the route that serves the request, for the edge's log line,
+    /// metrics and trace; the first call wins.
+    pub fn served_by(&self, served: Served) {
+        let _ = self.served.set(served);
     }
 }
 
-/// Which route and component answered; put in the response extensions by
-/// the dispatcher so the request log can name them.
+/// Which route and component answered, as the request log names them.
 #[derive(Clone, Debug)]
 pub struct Served {
     /// Route name.
@@ -116,21 +155,15 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let started = Instant::now();
-        let id: Arc<str> = match req.headers().get(&X_REQUEST_ID).and_then(acceptable_id) {
-            Some(id) => id.into(),
-            None => new_request_id().into(),
-        };
-        req.extensions_mut().insert(RequestId(id.clone()));
-        let trace = Arc::new(TraceContext::from_request(req.headers().get(&TRACEPARENT)));
-        req.extensions_mut().insert(trace.clone());
+        let context = Arc::new(RequestContext::new(req.headers()));
+        req.extensions_mut().insert(context.clone());
         let method = req.method().clone();
         let uri = req.uri().clone();
         EdgeFuture {
             inner: self.inner.call(req),
             metrics: self.metrics.clone(),
             started,
-            id,
-            trace,
+            context,
             method,
             uri,
         }
@@ -144,8 +177,7 @@ pin_project_lite::pin_project! {
         inner: F,
         metrics: Option<Arc<Metrics>>,
         started: Instant,
-        id: Arc<str>,
-        trace: Arc<TraceContext>,
+        context: Arc<RequestContext>,
         method: Method,
         uri: Uri,
     }
@@ -163,17 +195,18 @@ where
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
         let mut response = response.map(Body::new);
+        let RequestContext { id, trace, served } = &**this.context;
         let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(this.id) {
+        if let Ok(value) = HeaderValue::from_str(id) {
             headers.insert(X_REQUEST_ID.clone(), value);
         }
-        headers.insert(TRACEPARENT.clone(), this.trace.traceparent());
+        headers.insert(TRACEPARENT.clone(), trace.traceparent());
         for (name, value) in &SECURITY_HEADERS {
             if !headers.contains_key(name) {
                 headers.insert(name.clone(), value.clone());
             }
         }
-        let served = response.extensions().get::<Served>();
+        let served = served.get();
         let duration = this.started.elapsed();
         if let Some(metrics) = this.metrics {
             let route = served.map_or("", |s| &*s.route);
@@ -187,7 +220,7 @@ where
         }
         let status = response.status().as_u16();
         if crate::observability::trace::exporting() {
-            this.trace.record_request(
+            trace.record_request(
                 format!("{} {}", this.method, served.map_or("", |s| &*s.route)),
                 duration,
                 vec![
@@ -198,14 +231,14 @@ where
                     ),
                     ("url.path", this.uri.path().to_owned()),
                     ("http.response.status_code", status.to_string()),
-                    ("trellis.request_id", this.id.to_string()),
+                    ("trellis.request_id", id.to_string()),
                 ],
                 status >= 500,
             );
         }
         access_log::record(&access_log::Entry {
-            request_id: this.id,
-            trace_id: &this.trace.trace_id,
+            request_id: id,
+            trace_id: &trace.trace_id,
             method: this.method,
             path: this.uri.path(),
             route: served.map(|s| &*s.route),

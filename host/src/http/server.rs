@@ -3,7 +3,7 @@
 
 use crate::app::App;
 use crate::http::dispatch::dispatch;
-use crate::http::edge::RequestId;
+use crate::http::edge::RequestContext;
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::{conn, edge};
 use axum::Router;
@@ -82,7 +82,8 @@ impl Service<Request> for Split {
     fn call(&mut self, req: Request) -> SplitFuture {
         if let Some(why) = bad_host(&req) {
             let kind = ErrorKind::BadRequest(why.to_owned());
-            let response = ApiError::new(kind, &RequestId::of(req.extensions())).into_response();
+            let response =
+                ApiError::new(kind, &RequestContext::id_of(req.extensions())).into_response();
             return Box::pin(std::future::ready(Ok(response)));
         }
         if is_host_endpoint(req.uri().path()) {

@@ -10,8 +10,7 @@ use crate::config::Token;
 use crate::config::manifest::{
     Limits, RouteSpec, check_grants, check_limits, check_path, check_route_name, parse_methods,
 };
-use crate::config::units::{ByteSize, Duration};
-use crate::http::edge::{EdgeLayer, RequestId};
+use crate::http::edge::{EdgeLayer, RequestContext};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::ops::deployments::{DeployError, Deployed, Deployments};
 use axum::Router;
@@ -25,10 +24,10 @@ use http::request::Parts;
 use http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::net::TcpListener;
@@ -94,7 +93,7 @@ impl<S: Sync> FromRequestParts<S> for Rid {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Rid, Infallible> {
-        Ok(Rid(RequestId::of(&parts.extensions)))
+        Ok(Rid(RequestContext::id_of(&parts.extensions)))
     }
 }
 
@@ -152,18 +151,16 @@ async fn show(State(state): State<AdminState>, Path(name): Path<String>, rid: Ri
 /// Route settings given as query parameters of a `PUT`; the ones left out
 /// keep their current values (or the defaults, for a new route).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SettingsQuery {
     path: Option<String>,
     /// Comma-separated; empty or `*` for every method.
     methods: Option<String>,
     /// Comma-separated; empty for none.
     grants: Option<String>,
-    timeout: Option<String>,
-    memory: Option<String>,
-    max_body: Option<String>,
-    max_concurrency: Option<String>,
-    queue_timeout: Option<String>,
+    /// Everything else: the route's [`Limits`] by name (`timeout=2s`);
+    /// any other name is refused by [`settings`].
+    #[serde(flatten)]
+    limits: BTreeMap<String, String>,
 }
 
 async fn deploy(
@@ -327,34 +324,16 @@ fn settings(
         check_grants(&grants).map_err(|m| bad("grants", m))?;
         spec.grants = grants;
     }
-    let limits = &mut spec.limits;
-    parse_into(&mut limits.timeout, query.timeout, "timeout")?;
-    parse_into::<ByteSize>(&mut limits.memory, query.memory, "memory")?;
-    parse_into::<ByteSize>(&mut limits.max_body, query.max_body, "max_body")?;
-    parse_into(
-        &mut limits.max_concurrency,
-        query.max_concurrency,
-        "max_concurrency",
-    )?;
-    parse_into::<Duration>(
-        &mut limits.queue_timeout,
-        query.queue_timeout,
-        "queue_timeout",
-    )?;
+    for (field, value) in &query.limits {
+        if !spec.limits.set(field, value).map_err(|m| bad(field, m))? {
+            return Err(format!(
+                "query parameter {field}: unknown; expected path, methods, grants or one of {}",
+                Limits::NAMES.join(", ")
+            ));
+        }
+    }
     check_limits(&spec.limits).map_err(|(field, m)| bad(field, m))?;
     Ok(spec)
-}
-
-fn parse_into<T: FromStr>(slot: &mut T, value: Option<String>, field: &str) -> Result<(), String>
-where
-    T::Err: std::fmt::Display,
-{
-    if let Some(value) = value {
-        *slot = value
-            .parse()
-            .map_err(|e| format!("query parameter {field}: {e}"))?;
-    }
-    Ok(())
 }
 
 fn split(list: &str) -> Vec<String> {
@@ -441,6 +420,11 @@ mod tests {
         assert!(err.contains("memory") && err.contains("1MiB"), "{err}");
         let err = settings("x", None, q(r#"{"path":"/x","grants":"sql,disk"}"#)).unwrap_err();
         assert!(err.contains("disk"), "{err}");
+        let err = settings("x", None, q(r#"{"path":"/x","bogus":"1"}"#)).unwrap_err();
+        assert!(
+            err.contains("bogus") && err.contains("queue_timeout"),
+            "{err}"
+        );
         let err = settings("a b", None, q(r#"{"path":"/x"}"#)).unwrap_err();
         assert!(err.contains("route name"), "{err}");
         for name in [".", ".."] {

@@ -42,6 +42,18 @@ pub struct Services {
 }
 
 impl Services {
+    /// Waits, boundedly, for the first attempts to reach Redis: the shared
+    /// connection and the cache's invalidation subscription. A host whose
+    /// Redis is up then uses it from its first request instead of serving
+    /// those from in-process state; one whose Redis is down starts anyway
+    /// and keeps connecting in the background.
+    pub async fn reach_redis(&self) {
+        let Some(redis) = &self.redis else { return };
+        let attempts =
+            async { tokio::join!(redis.first_attempt(), self.cache.invalidations_attempted()) };
+        let _ = tokio::time::timeout(redis.connect_timeout() * 2, attempts).await;
+    }
+
     /// The services `manifest` configures. The database connects on first
     /// use; Redis connects in the background (call within the runtime).
     pub fn new(manifest: &Manifest, env: &Env) -> anyhow::Result<Services> {

@@ -29,6 +29,8 @@ pub struct Redis {
     /// Milliseconds since `epoch` before which calls are skipped.
     open_until: AtomicU64,
     epoch: Instant,
+    /// Set once the first connection attempt has ended, either way.
+    attempted: tokio::sync::watch::Sender<bool>,
 }
 
 impl Redis {
@@ -48,9 +50,21 @@ impl Redis {
             timeout,
             open_until: AtomicU64::new(0),
             epoch: Instant::now(),
+            attempted: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(connect(Arc::downgrade(&redis)));
         Ok(redis)
+    }
+
+    /// Waits until the first connection attempt has ended (it is bounded
+    /// by [`Redis::connect_timeout`]).
+    pub async fn first_attempt(&self) {
+        let _ = self.attempted.subscribe().wait_for(|done| *done).await;
+    }
+
+    /// How long one attempt to connect may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(500))
     }
 
     /// The URL without its password, for logs.
@@ -128,13 +142,14 @@ async fn connect(redis: std::sync::Weak<Redis>) {
     loop {
         let Some(r) = redis.upgrade() else { return };
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(r.timeout.max(Duration::from_millis(500)))
+            .set_connection_timeout(r.connect_timeout())
             .set_response_timeout(r.timeout)
             .set_number_of_retries(1)
             .set_max_delay(1000);
         match r.client.get_connection_manager_with_config(config).await {
             Ok(conn) => {
                 r.conn.store(Some(Arc::new(conn)));
+                r.attempted.send_replace(true);
                 tracing::info!(url = %r.display_url, "redis connected");
                 return;
             }
@@ -144,6 +159,7 @@ async fn connect(redis: std::sync::Weak<Redis>) {
             }
             Err(_) => {}
         }
+        r.attempted.send_replace(true);
         drop(r);
         tokio::time::sleep(BREAKER_OPEN).await;
     }

@@ -55,22 +55,41 @@ pub(super) trait Backend: sqlx::Database {
     }
 }
 
+/// Binds `params` to `query` in order, on any database that encodes the
+/// WIT value types; only how a NULL is bound (`null`) differs by database.
+fn bind_values<'q, DB, N>(
+    mut query: Query<'q, DB, DB::Arguments<'q>>,
+    params: Vec<Value>,
+    null: impl Fn() -> N,
+) -> Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    N: sqlx::Encode<'q, DB> + sqlx::Type<DB> + Send + 'q,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for param in params {
+        query = match param {
+            Value::Null => query.bind(null()),
+            Value::Int(v) => query.bind(v),
+            Value::Float(v) => query.bind(v),
+            Value::Text(v) => query.bind(v),
+            Value::Blob(v) => query.bind(v),
+            Value::Boolean(v) => query.bind(v),
+        };
+    }
+    query
+}
+
 impl Backend for Sqlite {
     fn bind_all<'q>(
-        mut query: Query<'q, Self, Self::Arguments<'q>>,
+        query: Query<'q, Self, Self::Arguments<'q>>,
         params: Vec<Value>,
     ) -> Query<'q, Self, Self::Arguments<'q>> {
-        for param in params {
-            query = match param {
-                Value::Null => query.bind(None::<i64>),
-                Value::Int(v) => query.bind(v),
-                Value::Float(v) => query.bind(v),
-                Value::Text(v) => query.bind(v),
-                Value::Blob(v) => query.bind(v),
-                Value::Boolean(v) => query.bind(v),
-            };
-        }
-        query
+        bind_values(query, params, || None::<i64>)
     }
 
     fn decode(row: &SqliteRow) -> Result<Row, Error> {
@@ -149,20 +168,10 @@ impl sqlx::Encode<'_, Postgres> for UntypedNull {
 
 impl Backend for Postgres {
     fn bind_all<'q>(
-        mut query: Query<'q, Self, Self::Arguments<'q>>,
+        query: Query<'q, Self, Self::Arguments<'q>>,
         params: Vec<Value>,
     ) -> Query<'q, Self, Self::Arguments<'q>> {
-        for param in params {
-            query = match param {
-                Value::Null => query.bind(UntypedNull),
-                Value::Int(v) => query.bind(v),
-                Value::Float(v) => query.bind(v),
-                Value::Text(v) => query.bind(v),
-                Value::Blob(v) => query.bind(v),
-                Value::Boolean(v) => query.bind(v),
-            };
-        }
-        query
+        bind_values(query, params, || UntypedNull)
     }
 
     fn decode(row: &PgRow) -> Result<Row, Error> {

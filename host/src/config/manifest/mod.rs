@@ -531,6 +531,33 @@ mod tests {
         Manifest::parse(text, Path::new("trellis.toml"), PathBuf::from("."))
     }
 
+    /// The manifest and the admin API (through [`Limits::set`]) accept the
+    /// same limits and read them the same way.
+    #[test]
+    fn every_limit_is_settable_in_the_manifest_and_by_name() {
+        let values = [
+            ("timeout", "\"2s\""),
+            ("memory", "\"16MiB\""),
+            ("max_body", "\"1KiB\""),
+            ("max_concurrency", "8"),
+            ("queue_timeout", "\"50ms\""),
+        ];
+        for name in Limits::NAMES {
+            let (_, value) = values.iter().find(|(n, _)| *n == name).expect(name);
+            let text =
+                format!("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n{name} = {value}\n");
+            let from_manifest = parse(&text).unwrap().routes[0].limits();
+            let mut by_name = Limits::default();
+            assert!(
+                by_name.set(name, value.trim_matches('"')).unwrap(),
+                "{name}"
+            );
+            assert_ne!(by_name, Limits::default(), "{name} changed nothing");
+            assert_eq!(from_manifest, by_name, "{name}");
+        }
+        assert!(!Limits::default().set("bogus", "1").unwrap());
+    }
+
     #[test]
     fn defaults_and_derived_names() {
         let m = parse("[[route]]\npath = \"/users/{id}\"\ncomponent = \"u.wasm\"\n").unwrap();

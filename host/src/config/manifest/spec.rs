@@ -38,6 +38,39 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The limits' names, as the manifest and the admin API spell them.
+    pub const NAMES: [&'static str; 5] = [
+        "timeout",
+        "memory",
+        "max_body",
+        "max_concurrency",
+        "queue_timeout",
+    ];
+
+    /// Sets the limit `name` from its text form (`2s`, `32MiB`, `64`), as
+    /// an admin `PUT` gives it; `Ok(false)` when `name` is not a limit.
+    /// The manifest's `[[route]]` spells the same fields as TOML values,
+    /// so its schema ([`super::RouteEntry`]) lists them too; serde's
+    /// `flatten` would share one list but lose the line and field of a bad
+    /// value, which every manifest error must name.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<bool, String> {
+        fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
+        where
+            T::Err: fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| e.to_string())
+        }
+        match name {
+            "timeout" => self.timeout = parse(value)?,
+            "memory" => self.memory = parse(value)?,
+            "max_body" => self.max_body = parse(value)?,
+            "max_concurrency" => self.max_concurrency = parse(value)?,
+            "queue_timeout" => self.queue_timeout = parse(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     pub(super) fn default_timeout() -> Duration {
         Duration(time::Duration::from_secs(30))
     }

@@ -18,6 +18,12 @@ pub(super) fn message(host_id: &str, key: &str) -> String {
     format!("{host_id} {key}")
 }
 
+/// Waits until the first attempt to subscribe has ended, either way.
+pub(super) async fn first_attempt(cache: &Cache) {
+    let mut attempted = cache.subscription_attempted.subscribe();
+    let _ = attempted.wait_for(|done| *done).await;
+}
+
 /// Subscribes in the background for as long as `cache` lives.
 pub(super) fn subscribe(cache: Weak<Cache>, redis: Arc<Redis>) {
     tokio::spawn(async move {
@@ -31,6 +37,9 @@ pub(super) fn subscribe(cache: Weak<Cache>, redis: Arc<Redis>) {
                 redis::RedisResult::Ok(pubsub)
             }
             .await;
+            if let Some(cache) = cache.upgrade() {
+                cache.subscription_attempted.send_replace(true);
+            }
             if let Ok(pubsub) = subscribed {
                 match cache.upgrade() {
                     Some(c) => c.forget_all(),

@@ -79,6 +79,8 @@ pub struct Cache {
     fills: fill::InFlight,
     /// Tells this host's own invalidations apart on the channel.
     host_id: String,
+    /// Set once the first attempt to subscribe to invalidations has ended.
+    subscription_attempted: tokio::sync::watch::Sender<bool>,
     /// `trellis_cache_requests_total{tier, outcome}`.
     lookups: prometheus::IntCounterVec,
 }
@@ -127,12 +129,21 @@ impl Cache {
             max_value,
             fills: fill::InFlight::default(),
             host_id,
+            subscription_attempted: tokio::sync::watch::Sender::new(false),
             lookups,
         });
         if let Some(redis) = &cache.redis {
             invalidate::subscribe(Arc::downgrade(&cache), redis.clone());
         }
         cache
+    }
+
+    /// Waits until the first attempt to subscribe to the other hosts'
+    /// invalidations has ended; at once without Redis.
+    pub async fn invalidations_attempted(&self) {
+        if self.redis.is_some() {
+            invalidate::first_attempt(self).await;
+        }
     }
 
     /// Largest value the cache accepts.
