@@ -40,6 +40,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
     services.reach_redis().await;
+    // JWKS URLs are fetched before serving; one that is down is logged and
+    // retried when tokens arrive (they get 503 until it answers).
+    services.auth.warm_up().await;
     let listeners = Listeners::bind(&config).await?;
     let addr = listeners.public.local_addr()?;
     tracing::info!(addr = %addr, manifest = %config.origin, "listening");

@@ -9,9 +9,11 @@
 //! `harness` holds what the tests share: the host process, manifests,
 //! clients, waits, and Redis and PostgreSQL servers of a test's own.
 
+mod auth;
 mod cache;
 mod cli;
 mod config_and_log;
+mod cors;
 mod database;
 mod fairness;
 mod faults;

@@ -427,3 +427,35 @@ pub(crate) async fn outbound_probe() {
     assert_eq!(response.text().await.unwrap(), "hello from upstream");
     assert_eq!(upstream.requests(), 1);
 }
+
+#[tokio::test]
+pub(crate) async fn identity_probe() {
+    let manifest = Manifest::new()
+        .section(
+            "[auth.k]\ntype = \"api-key\"\nheader = \"x-key\"\nkeys = { env = \"TRELLIS_E2E_PROBE_KEYS_UNSET\", default = \"probe-key-0123456789\" }",
+        )
+        .route(
+            "probe",
+            "/who",
+            component::IDENTITY_PROBE,
+            &["auth = \"k\"", "grants = [\"identity\", \"log\"]"],
+        );
+    let trellis = Trellis::start(manifest).await;
+    let response = trellis
+        .client()
+        .get(trellis.url("/who"))
+        .header("x-key", "probe-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["caller"]["policy"], "k", "{body}");
+    assert!(
+        body["caller"]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("api-key:")
+    );
+    assert_eq!(body["has_scope_read"], false);
+}

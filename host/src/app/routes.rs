@@ -85,8 +85,14 @@ impl Route {
             .get_or_init(|| Arc::new(metrics.route(&self.name)))
     }
 
-    /// The capability context for one request on this route.
-    pub fn guest_context(&self, request_id: Arc<str>, trace: Arc<TraceContext>) -> GuestContext {
+    /// The capability context for one request on this route, by the
+    /// caller `identity` when the route has `auth`.
+    pub fn guest_context(
+        &self,
+        request_id: Arc<str>,
+        trace: Arc<TraceContext>,
+        identity: Option<Arc<crate::services::auth::Identity>>,
+    ) -> GuestContext {
         let (route, component) = (self.name.clone(), self.handler.digest.clone());
         GuestContext::new(
             self.capabilities.clone(),
@@ -94,6 +100,7 @@ impl Route {
             component,
             request_id,
             trace,
+            identity,
         )
     }
 

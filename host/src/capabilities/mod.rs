@@ -15,6 +15,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod config;
+pub mod identity;
 pub mod log;
 pub mod metrics;
 pub mod outbound;
@@ -40,6 +41,8 @@ pub struct Caller {
     pub request_id: Arc<str>,
     /// The request's trace: capability calls are its child spans.
     pub trace: Arc<TraceContext>,
+    /// The caller the route's `auth` verified; `None` without `auth`.
+    pub identity: Option<Arc<crate::services::auth::Identity>>,
 }
 
 /// One capability's view of one instance: its context, the caller, and
@@ -71,6 +74,8 @@ pub struct Capabilities {
     pub rate_limit: rate_limit::RateLimitCtx,
     /// `wasi:http/outgoing-handler`: the granted upstreams.
     pub outbound: outbound::OutboundCtx,
+    /// `identity`.
+    pub identity: identity::IdentityCtx,
 }
 
 impl Capabilities {
@@ -97,6 +102,7 @@ impl Capabilities {
                 limiter: services.rate_limiter.clone(),
             },
             outbound: outbound::OutboundCtx::new(&services.upstreams, &spec.outbound),
+            identity: identity::IdentityCtx,
         }
     }
 }
@@ -113,13 +119,14 @@ pub struct GuestContext {
 
 impl GuestContext {
     /// The context for a request `request_id` on `route`, served by
-    /// `component`.
+    /// `component`, from `identity` when the route has `auth`.
     pub fn new(
         capabilities: Arc<Capabilities>,
         route: Arc<str>,
         component: Arc<str>,
         request_id: Arc<str>,
         trace: Arc<TraceContext>,
+        identity: Option<Arc<crate::services::auth::Identity>>,
     ) -> GuestContext {
         GuestContext {
             capabilities,
@@ -128,6 +135,7 @@ impl GuestContext {
                 component,
                 request_id,
                 trace,
+                identity,
             },
         }
     }
@@ -136,7 +144,7 @@ impl GuestContext {
     /// request id, a trace of its own.
     pub fn probe(capabilities: Arc<Capabilities>, route: Arc<str>, component: Arc<str>) -> Self {
         let trace = Arc::new(TraceContext::from_request(None));
-        GuestContext::new(capabilities, route, component, Arc::from(""), trace)
+        GuestContext::new(capabilities, route, component, Arc::from(""), trace, None)
     }
 }
 

@@ -32,6 +32,7 @@ impl TestEnv {
                 component: "0123456789ab".into(),
                 request_id: "test-request".into(),
                 trace: Arc::new(TraceContext::from_request(None)),
+                identity: None,
             },
             table: ResourceTable::new(),
         }
@@ -50,7 +51,7 @@ impl TestEnv {
 #[cfg(test)]
 mod tests {
     use super::TestEnv;
-    use crate::capabilities::bindings::api::{cache, config, log, metrics, rate_limit};
+    use crate::capabilities::bindings::api::{cache, config, identity, log, metrics, rate_limit};
 
     const MANIFEST: &str = r#"
 [rate_limits.tight]
@@ -156,5 +157,29 @@ secrets = { token = "s3cret-value" }
             view.convert_error(err).unwrap(),
             metrics::Error::InvalidName(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn identity_is_the_verified_caller_or_none() {
+        use identity::Host as _;
+        let mut env = TestEnv::new(MANIFEST);
+        let mut view = env.view(|c| &c.identity);
+        assert!(view.current().await.unwrap().is_none());
+        assert!(!view.has_scope("a".into()).await.unwrap());
+
+        env.caller.identity = Some(std::sync::Arc::new(crate::services::auth::Identity {
+            policy: "users".into(),
+            subject: "alice".into(),
+            scopes: vec!["users:read".into()],
+            claims: vec![("email".into(), "\"a@example.com\"".into())],
+        }));
+        let mut view = env.view(|c| &c.identity);
+        let caller = view.current().await.unwrap().expect("a caller");
+        assert_eq!(caller.subject, "alice");
+        assert_eq!(caller.policy, "users");
+        assert_eq!(caller.scopes, ["users:read"]);
+        assert_eq!(caller.claims[0].1, "\"a@example.com\"");
+        assert!(view.has_scope("users:read".into()).await.unwrap());
+        assert!(!view.has_scope("users:write".into()).await.unwrap());
     }
 }

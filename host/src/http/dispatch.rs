@@ -6,9 +6,10 @@ use crate::app::routes::Route;
 use crate::http::body::LimitedBody;
 use crate::http::edge::{RequestContext, Served, X_REQUEST_ID};
 use crate::http::error::{ApiError, ErrorKind};
-use crate::http::response_cache;
+use crate::http::{auth, cors, response_cache};
 use crate::observability::metrics::FailureKind;
 use crate::runtime::invoke::{self, Failure, invoke};
+use crate::services::auth::Identity;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -19,35 +20,94 @@ use std::sync::atomic::Ordering;
 static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-component");
 
 /// Everything that is not a host endpoint: its route's component, or a
-/// JSON 404 / 405.
+/// JSON error. The route's edge policies run first, in the order
+/// DESIGN.md gives: rate limit, CORS, auth, response cache, component; a
+/// refusal at any of them costs no instance.
 pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     let context = RequestContext::of(req.extensions());
-    let fail = |kind| ApiError::new(kind, &context.id).into_response();
 
     // One load of the table per request: the `Arc<Route>` taken here keeps
     // this version (its component and limits) alive until the request is
     // done, whatever hot load swaps in meanwhile.
     let Some(route) = app.routes.load().lookup(req.uri().path()).cloned() else {
-        return fail(ErrorKind::NotFound);
+        return ApiError::new(ErrorKind::NotFound, &context.id).into_response();
     };
-    if !route.allows(req.method()) {
+    // A preflight's answer carries its own headers (a refused one none);
+    // a handler's own win.
+    let preflight = route.spec.cors.is_some() && cors::is_preflight(&req);
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut response = edge_then_component(&app, &route, req, &context, preflight).await;
+    if let Some(rules) = &route.spec.cors
+        && !preflight
+        && !response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        cors::decorate(rules, origin.as_ref(), response.headers_mut());
+    }
+    response
+}
+
+/// The route's edge policies, then (if they all pass) its component.
+async fn edge_then_component(
+    app: &Arc<App>,
+    route: &Arc<Route>,
+    mut req: Request,
+    context: &RequestContext,
+    preflight: bool,
+) -> Response {
+    let fail = |kind| ApiError::new(kind, &context.id).into_response();
+    if !preflight && !route.allows(req.method()) {
         return fail(ErrorKind::MethodNotAllowed {
             allow: route.allow_header(),
         });
     }
-    context.served_by(served(&app, &route));
+    context.served_by(served(app, route));
+    let limiter = &app.services.rate_limiter;
+    let by_subject = limiter.by_subject(route);
     // Before the cache and any instantiation: a refusal costs one check.
-    let limit = app.services.rate_limiter.check_route(&route, &req).await;
-    if let Some(refused) = limit.filter(|d| !d.allowed) {
-        crate::http::body::discard_request(req).await;
-        return fail(ErrorKind::RateLimited(refused));
+    let mut limit = None;
+    if !by_subject {
+        limit = limiter.check_route(route, &req).await;
+        if let Some(refused) = limit.filter(|d| !d.allowed) {
+            crate::http::body::discard_request(req).await;
+            return fail(ErrorKind::RateLimited(refused));
+        }
+    }
+    if preflight {
+        let rules = route.spec.cors.as_deref().expect("checked by the caller");
+        return match cors::preflight(rules, route.spec.methods.as_deref(), &req) {
+            Some(answer) => answer,
+            None => fail(ErrorKind::Forbidden {
+                message: "CORS preflight refused: this origin, method or header is not allowed"
+                    .into(),
+                challenge: None,
+            }),
+        };
+    }
+    match auth::authenticate(&app.services.auth, route, &req).await {
+        Ok(None) => {}
+        Ok(Some(identity)) => {
+            req.extensions_mut().insert(identity);
+        }
+        Err(kind) => {
+            crate::http::body::discard_request(req).await;
+            return fail(kind);
+        }
+    }
+    if by_subject {
+        limit = limiter.check_route(route, &req).await;
+        if let Some(refused) = limit.filter(|d| !d.allowed) {
+            crate::http::body::discard_request(req).await;
+            return fail(ErrorKind::RateLimited(refused));
+        }
     }
 
-    let mut response = match response_cache::Plan::new(&route, &req) {
+    let mut response = match response_cache::Plan::new(route, &req) {
         Some(plan) => match plan.lookup(&app.services.cache).await {
             Some(hit) => hit,
             None => {
-                let response = run_component(&app, &route, req, &context).await;
+                let response = run_component(app, route, req, context).await;
                 plan.store(
                     &app.services.cache,
                     response,
@@ -56,7 +116,7 @@ pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
                 .await
             }
         },
-        None => run_component(&app, &route, req, &context).await,
+        None => run_component(app, route, req, context).await,
     };
     response
         .headers_mut()
@@ -109,6 +169,7 @@ async fn run_component(
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
+    let identity = req.extensions().get::<Arc<Identity>>().cloned();
     let (parts, body) = req.into_parts();
     let (body, faults) = LimitedBody::new(body, max_body);
     let req = Request::from_parts(parts, body);
@@ -117,7 +178,7 @@ async fn run_component(
     let cx = invoke::Context {
         metrics: app.metrics.clone(),
         series,
-        guest: route.guest_context(request_id.clone(), context.trace.clone()),
+        guest: route.guest_context(request_id.clone(), context.trace.clone(), identity),
         slow_slots: route.slow_slots.clone(),
         client_fault: faults.client.clone(),
     };

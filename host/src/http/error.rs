@@ -56,6 +56,25 @@ pub enum ErrorKind {
     RateLimited(crate::services::rate_limit::Decision),
     /// Admin API: the bearer token is missing or wrong.
     Unauthorized,
+    /// A route's `auth` found no credential or refused it; the message
+    /// says why without quoting it, `challenge` is the `WWW-Authenticate`.
+    AuthFailed {
+        /// For the client.
+        message: String,
+        /// The `WWW-Authenticate` value.
+        challenge: HeaderValue,
+    },
+    /// The caller is known but may not do this (a missing scope, an origin
+    /// CORS does not allow).
+    Forbidden {
+        /// For the client.
+        message: String,
+        /// The `WWW-Authenticate` value, for a missing scope.
+        challenge: Option<HeaderValue>,
+    },
+    /// Something the host needs from elsewhere is unavailable (e.g. the
+    /// keys to verify tokens); the message says what, not why.
+    UpstreamUnavailable(String),
     /// Admin API: no route has this name.
     NoSuchRoute(String),
     /// Admin API: the settings or the component were refused; the message
@@ -117,6 +136,17 @@ impl ErrorKind {
                 "UNAUTHORIZED",
                 "a valid bearer token is required".into(),
             ),
+            ErrorKind::AuthFailed { message, .. } => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message.clone())
+            }
+            ErrorKind::Forbidden { message, .. } => {
+                (StatusCode::FORBIDDEN, "FORBIDDEN", message.clone())
+            }
+            ErrorKind::UpstreamUnavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
+                message.clone(),
+            ),
             ErrorKind::NoSuchRoute(name) => (
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
@@ -171,6 +201,16 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"trellis-admin\""),
                 );
+            }
+            ErrorKind::AuthFailed { challenge, .. }
+            | ErrorKind::Forbidden {
+                challenge: Some(challenge),
+                ..
+            } => {
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            ErrorKind::UpstreamUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

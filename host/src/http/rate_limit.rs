@@ -7,12 +7,14 @@
 
 use crate::app::routes::Route;
 use crate::config::manifest::KeySource;
+use crate::services::auth::Identity;
 use crate::services::rate_limit::{Decision, RateLimiter};
 use axum::extract::ConnectInfo;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use sha2::Digest as _;
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Header values longer than this are hashed into the key, so a client
@@ -41,6 +43,17 @@ impl RateLimiter {
             let (policy, key) = bucket?;
             self.check(&policy, &key).await.ok()
         }
+    }
+
+    /// Whether `route`'s policy counts by subject: its check then runs
+    /// after authentication, not before.
+    pub fn by_subject(&self, route: &Route) -> bool {
+        route
+            .spec
+            .rate_limit
+            .as_deref()
+            .and_then(|p| self.key_source(p))
+            .is_some_and(|s| s == KeySource::Subject)
     }
 
     /// The policy and key `req` counts under on `route`.
@@ -78,6 +91,17 @@ fn client_key<B>(source: &KeySource, req: &http::Request<B>) -> Cow<'static, str
             },
         },
         KeySource::Route => Cow::Borrowed(""),
+        // Put there by authentication, which runs first for such routes.
+        KeySource::Subject => match req.extensions().get::<Arc<Identity>>() {
+            None => Cow::Borrowed(""),
+            Some(id) if id.subject.len() <= MAX_HEADER_KEY => {
+                Cow::Owned(format!("s:{}", id.subject))
+            }
+            Some(id) => Cow::Owned(format!(
+                "sha256:{:x}",
+                sha2::Sha256::digest(id.subject.as_bytes())
+            )),
+        },
     }
 }
 

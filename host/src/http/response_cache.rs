@@ -2,8 +2,8 @@
 //! GET responses kept in the tiered cache and served without running the
 //! component.
 //!
-//! - The key is the route, the path with its query, and the values of the
-//!   route's `vary` headers.
+//! - The key is the route, the path with its query, the verified caller
+//!   (on a route with `auth`) and the values of the route's `vary` headers.
 //! - A client's `Cache-Control: no-cache` skips the lookup (the fresh
 //!   response is still stored); `no-store` skips both.
 //! - A handler's `Cache-Control: no-store`, `no-cache` or `private`, a
@@ -59,6 +59,17 @@ impl Plan {
             route.name,
             req.uri().path_and_query().map_or("/", |p| p.as_str())
         );
+        // With `auth`, each caller has entries of their own: a response
+        // made for one must never be served to another.
+        if let Some(id) = req
+            .extensions()
+            .get::<std::sync::Arc<crate::services::auth::Identity>>()
+        {
+            key.push_str("\0sub:");
+            key.push_str(&id.policy);
+            key.push('\0');
+            key.push_str(&id.subject);
+        }
         for name in &settings.vary {
             key.push('\0');
             if let Some(value) = req.headers().get(name.as_str()) {

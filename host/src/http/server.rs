@@ -66,7 +66,7 @@ pub struct Split {
 fn is_host_endpoint(path: &str) -> bool {
     matches!(
         path,
-        "/health/live" | "/health/ready" | "/health" | "/metrics"
+        "/health/live" | "/health/ready" | "/health" | "/metrics" | "/openapi.json"
     )
 }
 

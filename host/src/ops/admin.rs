@@ -312,6 +312,12 @@ fn settings(
             cache: None,
             cache_namespace: name.to_owned(),
             outbound: Vec::new(),
+            // Edge policies come from the manifest only, like `config`.
+            auth: None,
+            scopes: Vec::new(),
+            cors: None,
+            summary: None,
+            description: None,
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");

@@ -1,5 +1,5 @@
 //! The host's own public endpoints: `/health/live`, `/health/ready`
-//! (and `/health`) and `/metrics`. The HTTP server routes these paths
+//! (and `/health`), `/metrics` and `/openapi.json`. The HTTP server routes these paths
 //! here ([`crate::http::server::service`] takes the router).
 
 use crate::app::App;
@@ -30,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health/ready", get(ready))
         .route("/health", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
         .with_state(state)
 }
 
@@ -45,6 +46,10 @@ async fn metrics_text(State(state): State<Arc<Endpoints>>) -> Response {
         body,
     )
         .into_response()
+}
+
+async fn openapi(State(state): State<Arc<Endpoints>>) -> Response {
+    axum::Json(crate::ops::openapi::document(&state.app)).into_response()
 }
 
 async fn live() -> Response {

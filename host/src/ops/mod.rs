@@ -1,5 +1,5 @@
 //! What operators drive: the admin API, hot load and rollback
-//! (deployments), watch mode, the health and metrics endpoints, and the
+//! (deployments), watch mode, the health, metrics and OpenAPI endpoints, and the
 //! client the `trellis deploy` / `trellis rollback` commands use.
 //!
 //! The top layer: may call every other one; nothing below calls it.
@@ -9,6 +9,7 @@ pub mod client;
 pub mod deployments;
 pub mod endpoints;
 pub mod health;
+pub mod openapi;
 pub mod watch;
 
 use crate::app::App;

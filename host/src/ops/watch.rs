@@ -85,6 +85,13 @@ pub async fn watch(deployments: Arc<Deployments>, path: PathBuf, manifest: Manif
                     tracing::error!(cause = %err, "manifest reload failed; routes unchanged");
                 }
                 Ok(new) => {
+                    let services = &deployments.app().services;
+                    if let Err(err) = services.auth.set_policies(&new) {
+                        tracing::error!(cause = %err, "manifest reload failed: auth policies; routes unchanged");
+                        continue;
+                    }
+                    let auth = services.auth.clone();
+                    tokio::spawn(async move { auth.warm_up().await });
                     if server_settings(&new) != server {
                         server = server_settings(&new);
                         tracing::warn!("[server] settings changed; they apply at the next restart");

@@ -20,5 +20,6 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
     capabilities::log::add_to_linker(l, StoreData::log)?;
     capabilities::metrics::add_to_linker(l, StoreData::metrics)?;
     capabilities::rate_limit::add_to_linker(l, StoreData::rate_limit)?;
+    capabilities::identity::add_to_linker(l, StoreData::identity)?;
     Ok(linker)
 }

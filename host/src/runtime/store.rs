@@ -3,6 +3,7 @@
 
 use crate::capabilities::cache::CacheView;
 use crate::capabilities::config::ConfigView;
+use crate::capabilities::identity::IdentityView;
 use crate::capabilities::log::LogView;
 use crate::capabilities::metrics::MetricsView;
 use crate::capabilities::outbound::OutboundHooks;
@@ -103,6 +104,8 @@ views! {
     metrics -> MetricsView<'_>;
     /// `trellis:api/rate-limit`.
     rate_limit -> RateLimitView<'_>;
+    /// `trellis:api/identity`.
+    identity -> IdentityView<'_>;
 }
 
 impl StoreData {

@@ -1,10 +1,12 @@
 //! Services shared by every route: the database and its pool, the tiered
-//! cache, Redis, the rate limiter and the upstreams guests call.
+//! cache, Redis, the rate limiter, the auth policies and the upstreams
+//! guests call.
 //!
 //! Owns the connections and the state that outlives a request. Calls
 //! [`crate::config`] and [`crate::observability`]; knows nothing of
 //! guests, routes or HTTP.
 
+pub mod auth;
 pub mod cache;
 pub mod database;
 pub mod rate_limit;
@@ -40,6 +42,8 @@ pub struct Services {
     pub guest_metrics: Arc<GuestMetrics>,
     /// The `[upstreams]`, each with its pooled client and breaker.
     pub upstreams: Arc<Upstreams>,
+    /// The `[auth]` policies.
+    pub auth: Arc<auth::Authenticator>,
 }
 
 impl Services {
@@ -82,8 +86,10 @@ impl Services {
         );
         let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
         let upstreams = Arc::new(Upstreams::new(manifest, &metrics)?);
+        let auth = Arc::new(auth::Authenticator::new(manifest)?);
         Ok(Services {
             upstreams,
+            auth,
             database,
             redis,
             cache,

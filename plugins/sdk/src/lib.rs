@@ -5,7 +5,7 @@
 //! A handler is a `cdylib` crate built for `wasm32-wasip2`. The SDK exports
 //! the standard `wasi:http/incoming-handler` for it (through the `wasi`
 //! crate) and wraps the `trellis:api` capabilities ([`sql`], [`config`],
-//! [`log`]) in typed helpers.
+//! [`log`], [`identity`]) in typed helpers.
 //!
 //! ```no_run
 //! use trellis_sdk::{Error, Handler, Request, Response, Router, sql};
@@ -43,6 +43,7 @@
 mod bindings;
 pub mod config;
 mod error;
+pub mod identity;
 pub mod log;
 mod request;
 mod response;
@@ -59,7 +60,9 @@ pub use router::{Route, Router};
 /// handler that needs exactly what the WIT says (for example a transaction
 /// used after `commit`, which the typed [`sql::Transaction`] rules out).
 pub mod raw {
-    pub use crate::bindings::trellis::api::{cache, config, log, metrics, rate_limit, sql};
+    pub use crate::bindings::trellis::api::{
+        cache, config, identity, log, metrics, rate_limit, sql,
+    };
 }
 
 /// A route handler: one call per request, on a fresh instance, so any state

@@ -4,6 +4,7 @@
 //! Every error names the file, the line and the field, because operators
 //! meet these errors at deploy time, usually in a CI log.
 
+pub mod edge;
 #[cfg(test)]
 mod fuzz;
 pub mod spec;
@@ -11,6 +12,7 @@ pub mod upstreams;
 mod validate;
 
 use crate::config::units::{ByteSize, Duration};
+pub use edge::{AuthPolicy, Cors};
 use serde::Deserialize;
 pub use spec::{Limits, RouteConfig, RouteSpec};
 use std::collections::BTreeMap;
@@ -34,6 +36,7 @@ pub const KNOWN_GRANTS: &[&str] = &[
     "metrics",
     "config",
     "queue",
+    "identity",
 ];
 
 /// A parsed, validated manifest.
@@ -61,6 +64,12 @@ pub struct Manifest {
     /// HTTP services guests may call, granted per route by `outbound`.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamEntry>,
+    /// Named authentication policies, attached to routes by `auth`.
+    #[serde(default)]
+    pub auth: BTreeMap<String, AuthPolicy>,
+    /// CORS for every route that does not set its own `cors`.
+    #[serde(default)]
+    pub cors: Option<Spanned<Cors>>,
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -198,7 +207,8 @@ pub struct RateLimitPolicy {
     pub requests: u32,
     /// The window.
     pub window: Duration,
-    /// What a request is counted by: `ip`, `header:NAME` or `route`.
+    /// What a request is counted by: `ip`, `header:NAME`, `route` or
+    /// `subject` (the caller `auth` verified).
     #[serde(default = "RateLimitPolicy::default_key")]
     pub key: Spanned<String>,
 }
@@ -225,20 +235,24 @@ pub enum KeySource {
     Header(http::HeaderName),
     /// Nothing: one bucket for the whole route.
     Route,
+    /// The subject of the verified caller (routes with `auth` only); the
+    /// check then runs just after authentication.
+    Subject,
 }
 
 impl KeySource {
-    /// Parses `ip`, `header:NAME` or `route`.
+    /// Parses `ip`, `header:NAME`, `route` or `subject`.
     pub fn parse(key: &str) -> Result<KeySource, String> {
         match key {
             "ip" => Ok(KeySource::Ip),
             "route" => Ok(KeySource::Route),
+            "subject" => Ok(KeySource::Subject),
             _ => match key.strip_prefix("header:") {
                 Some(name) => http::HeaderName::from_bytes(name.as_bytes())
                     .map(KeySource::Header)
                     .map_err(|_| format!("{name:?} is not a header name")),
                 None => Err(format!(
-                    "{key:?} is not a key; use \"ip\", \"header:NAME\" or \"route\""
+                    "{key:?} is not a key; use \"ip\", \"header:NAME\", \"route\" or \"subject\""
                 )),
             },
         }
@@ -316,10 +330,23 @@ pub struct RouteEntry {
     pub cache_namespace: Option<Spanned<String>>,
     /// The `[upstreams]` the component may call.
     pub outbound: Option<Spanned<Vec<String>>>,
+    /// The `[auth]` policy a caller must satisfy before the component runs.
+    pub auth: Option<Spanned<String>>,
+    /// Scopes the verified caller must all hold (JWT `scope` or `scp`).
+    pub scopes: Option<Spanned<Vec<String>>>,
+    /// CORS for this route, replacing `[cors]`.
+    pub cors: Option<Spanned<Cors>>,
+    /// A one-line summary for `/openapi.json`.
+    pub summary: Option<String>,
+    /// A longer description for `/openapi.json`.
+    pub description: Option<String>,
     /// `config` and `secrets` with environment references resolved, at
     /// validation.
     #[serde(skip)]
     resolved_config: Arc<RouteConfig>,
+    /// The route's `cors`, else `[cors]`, at validation.
+    #[serde(skip)]
+    resolved_cors: Option<Arc<Cors>>,
 }
 
 /// A `config` or `secrets` entry as written in the manifest.
@@ -481,6 +508,15 @@ impl RouteEntry {
                 .as_ref()
                 .map(|o| o.get_ref().clone())
                 .unwrap_or_default(),
+            auth: self.auth.as_ref().map(|a| a.get_ref().clone()),
+            scopes: self
+                .scopes
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_default(),
+            cors: self.resolved_cors.clone(),
+            summary: self.summary.clone(),
+            description: self.description.clone(),
         }
     }
 
@@ -780,5 +816,71 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn edge_policies_are_checked_with_line_and_field() {
+        const KEY: &str = "keys = { env = \"TRELLIS_UNIT_UNSET\", default = \"0123456789abcdef\" }";
+        let route = "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n";
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!("{route}scopes = [\"a\"]\n"),
+                ":4: route[0].scopes: scopes need `auth`",
+            ),
+            (
+                format!(
+                    "[rate_limits.s]\nrequests = 1\nwindow = \"1s\"\nkey = \"subject\"\n{route}rate_limit = \"s\"\n"
+                ),
+                ":8: route[0].rate_limit",
+            ),
+            (
+                "[auth.j]\ntype = \"jwt\"\nalgorithms = [\"RS256\"]\n".into(),
+                ":3: auth.j.jwks",
+            ),
+            (
+                "[auth.j]\ntype = \"jwt\"\nalgorithms = [\"HS256\"]\n".into(),
+                ":3: auth.j.secret",
+            ),
+            (
+                "[auth.j]\ntype = \"jwt\"\nsecret = { env = \"TRELLIS_UNIT_SURELY_UNSET\" }\n"
+                    .into(),
+                ":3: auth.j.secret: environment variable TRELLIS_UNIT_SURELY_UNSET",
+            ),
+            (
+                "[auth.j]\ntype = \"jwt\"\njwks = \"k.json\"\nalgorithms = [\"XS1\"]\n".into(),
+                "auth.j.algorithms",
+            ),
+            (
+                format!("[auth.k]\ntype = \"api-key\"\n{KEY}\n"),
+                "auth.k.header",
+            ),
+            (
+                format!("[auth.k]\ntype = \"api-key\"\nheader = \"x-k\"\nissuer = \"i\"\n{KEY}\n"),
+                ":4: auth.k.issuer",
+            ),
+            ("[auth.k]\ntype = \"oauth\"\n".into(), ":2: auth.k.type"),
+            (
+                "[cors]\nallow_origins = [\"https://a.example/path\"]\n".into(),
+                "cors.allow_origins",
+            ),
+            (
+                format!("{route}cors = {{ allow_origins = [] }}\n"),
+                ":4: route[0].cors.allow_origins",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        // And a valid set.
+        let ok = format!(
+            "[auth.k]\ntype = \"api-key\"\nheader = \"x-k\"\n{KEY}\n[cors]\nallow_origins = [\"https://a.example\", \"http://localhost:3000\"]\n{route}auth = \"k\"\ngrants = [\"identity\"]\n"
+        );
+        let m = parse(&ok).unwrap();
+        let spec = m.routes[0].spec();
+        assert_eq!(spec.auth.as_deref(), Some("k"));
+        assert_eq!(spec.cors.unwrap().allow_origins.len(), 2);
+        assert_eq!(m.auth["k"].resolved.keys.len(), 1);
+        assert!(!format!("{:?}", m.auth["k"].resolved).contains("0123456789abcdef"));
     }
 }

@@ -112,6 +112,16 @@ pub struct RouteSpec {
     pub cache_namespace: String,
     /// The `[upstreams]` the component may call.
     pub outbound: Vec<String>,
+    /// The `[auth]` policy checked before the component runs.
+    pub auth: Option<String>,
+    /// Scopes the caller must hold.
+    pub scopes: Vec<String>,
+    /// The CORS rules in force (the route's own, else `[cors]`).
+    pub cors: Option<Arc<super::Cors>>,
+    /// `/openapi.json`: the operations' summary.
+    pub summary: Option<String>,
+    /// `/openapi.json`: the operations' description.
+    pub description: Option<String>,
 }
 
 /// One route's resolved variables and secrets.

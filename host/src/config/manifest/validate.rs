@@ -23,6 +23,29 @@ impl Manifest {
             field,
             message,
         };
+        let mut kinds = std::collections::BTreeMap::new();
+        for (name, policy) in &mut self.auth {
+            let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
+                return Err(invalid(
+                    policy.kind.span(),
+                    format!("auth.{name:?}"),
+                    "a policy name is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into(),
+                ));
+            }
+            match policy.resolve() {
+                Ok(kind) => kinds.insert(name.clone(), kind),
+                Err((span, key, message)) => {
+                    return Err(invalid(span, format!("auth.{name}.{key}"), message));
+                }
+            };
+        }
+        if let Some(cors) = &self.cors
+            && let Err((key, message)) = cors.get_ref().check()
+        {
+            return Err(invalid(cors.span(), format!("cors.{key}"), message));
+        }
+        let global_cors = self.cors.as_ref().map(|c| Arc::new(c.get_ref().clone()));
         let mut names = std::collections::HashSet::new();
         let mut paths = matchit::Router::new();
         for (i, route) in self.routes.iter_mut().enumerate() {
@@ -112,6 +135,86 @@ impl Manifest {
                         format!("{bad:?} is not a header name"),
                     ));
                 }
+            }
+            let kind = match &route.auth {
+                None => None,
+                Some(policy) => match kinds.get(policy.get_ref()) {
+                    Some(kind) => Some(*kind),
+                    None => {
+                        return Err(invalid(
+                            policy.span(),
+                            field("auth"),
+                            format!("no policy {:?} in [auth]", policy.get_ref()),
+                        ));
+                    }
+                },
+            };
+            if let Some(scopes) = &route.scopes {
+                match kind {
+                    None => {
+                        return Err(invalid(
+                            scopes.span(),
+                            field("scopes"),
+                            "scopes need `auth` naming a jwt policy".into(),
+                        ));
+                    }
+                    Some(super::edge::AuthKind::ApiKey) => {
+                        return Err(invalid(
+                            scopes.span(),
+                            field("scopes"),
+                            "api-key policies carry no scopes; use a jwt policy".into(),
+                        ));
+                    }
+                    Some(super::edge::AuthKind::Jwt) => {}
+                }
+                if let Some(bad) = scopes.get_ref().iter().find(|s| {
+                    s.is_empty()
+                        || !s
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                }) {
+                    return Err(invalid(
+                        scopes.span(),
+                        field("scopes"),
+                        format!(
+                            "{bad:?} is not a scope (RFC 6749: printable ASCII, no spaces, quotes or backslashes)"
+                        ),
+                    ));
+                }
+            }
+            if kind.is_none()
+                && let Some(grants) = &route.grants
+                && grants.get_ref().iter().any(|g| g == "identity")
+            {
+                return Err(invalid(
+                    grants.span(),
+                    field("grants"),
+                    "\"identity\" needs `auth` on the route: without it there is no caller".into(),
+                ));
+            }
+            if kind.is_none()
+                && let Some(policy) = &route.rate_limit
+                && self
+                    .rate_limits
+                    .get(policy.get_ref())
+                    .is_some_and(|p| p.key_source() == Ok(super::KeySource::Subject))
+            {
+                return Err(invalid(
+                    policy.span(),
+                    field("rate_limit"),
+                    format!(
+                        "policy {:?} counts by subject, which needs `auth` on the route",
+                        policy.get_ref()
+                    ),
+                ));
+            }
+            if let Some(cors) = &route.cors {
+                if let Err((key, message)) = cors.get_ref().check() {
+                    return Err(invalid(cors.span(), field(&format!("cors.{key}")), message));
+                }
+                route.resolved_cors = Some(Arc::new(cors.get_ref().clone()));
+            } else {
+                route.resolved_cors = global_cors.clone();
             }
             let config = RouteConfig::resolve(
                 route.config.as_ref().map(Spanned::get_ref),
