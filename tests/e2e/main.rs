@@ -32,6 +32,7 @@ mod probe;
 mod rate_limit;
 mod routing;
 mod shutdown;
+mod scaffold;
 mod sql;
 mod sql_streams;
 mod sql_transactions;
