@@ -23,6 +23,9 @@
 //! - [`ops`]: what operators drive: the admin API, hot load, watch mode,
 //!   health, and the admin API's client.
 //! - [`run`]: the listeners and shutdown, which `main` calls.
+//!
+//! Beside them, [`scaffold`] is the plugin author's `new`, `build` and
+//! `wit`; it uses only [`config`].
 
 #![deny(missing_docs)]
 
@@ -35,6 +38,7 @@ pub mod observability;
 pub mod ops;
 pub mod run;
 pub mod runtime;
+pub mod scaffold;
 pub mod services;
 
 pub use run::{Listeners, run, shutdown_signal};

@@ -1,6 +1,7 @@
 //! The `trellis` binary: read the configuration, load every component,
 //! then serve (or, for `check`, report and exit; for `deploy`/`rollback`,
-//! call a running host's admin API).
+//! call a running host's admin API; for `new`/`build`/`wit`, work on a
+//! plugin project).
 
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let config = match Config::load()? {
         Invocation::Admin(call) => return Ok(trellis::ops::client::run(call).await?),
+        Invocation::Author(command) => return Ok(trellis::scaffold::run(command)?),
         Invocation::Host(config) => config,
     };
     let _log_guard = observability::telemetry::init(&config.env);

@@ -35,6 +35,7 @@ mod probe;
 mod rate_limit;
 mod routing;
 mod shutdown;
+mod scaffold;
 mod sql;
 mod sql_streams;
 mod sql_tls;

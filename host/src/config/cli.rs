@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check`, `deploy` and `rollback`, and the
-//! admin-API calls the last two describe.
+//! The command line: `serve`, `check`, `deploy` and `rollback`, the
+//! admin-API calls the last two describe, and the plugin author's `new`,
+//! `build` and `wit`.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -59,6 +60,80 @@ pub(crate) enum Command {
         route: String,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Create a plugin project in ./NAME: a handler answering `GET /`, the
+    /// world it builds against, a trellis.toml serving it and a README.
+    New {
+        /// Project name: lower-case letters, digits and `-`.
+        name: String,
+        /// The language of the handler.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Capabilities the handler uses and its route grants, e.g.
+        /// `sql,log` (sql, config, log, rate-limit, cache, metrics).
+        #[arg(long, value_delimiter = ',')]
+        grants: Vec<String>,
+        /// Rust: the trellis-sdk crate to depend on (default: the SDK in
+        /// the Trellis checkout this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR (default: .) with its language's
+    /// toolchain, installing it when missing; prints the component's path.
+    Build {
+        /// The project directory.
+        dir: Option<PathBuf>,
+    },
+    /// Write the WIT a handler builds against to DIR (default: ./wit): a
+    /// world importing the wasi:http proxy world and just the granted
+    /// capabilities, with every package it needs in DIR/deps.
+    Wit {
+        /// Capabilities the world imports, e.g. `sql,log`.
+        #[arg(long, value_delimiter = ',')]
+        grants: Vec<String>,
+        /// Where to write it.
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The languages `trellis new` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust with trellis-sdk, built by cargo.
+    Rust,
+    /// JavaScript, built by componentize-js.
+    #[value(alias = "javascript")]
+    Js,
+    /// Python, built by componentize-py.
+    #[value(alias = "py")]
+    Python,
+}
+
+/// What a plugin author asked for: runs apart from the host.
+#[derive(Debug)]
+pub enum Author {
+    /// `trellis new`.
+    New {
+        /// Project name and directory.
+        name: String,
+        /// Its language.
+        lang: Lang,
+        /// The capabilities it uses.
+        grants: Vec<String>,
+        /// `--sdk`.
+        sdk: Option<PathBuf>,
+    },
+    /// `trellis build`.
+    Build {
+        /// The project directory.
+        dir: PathBuf,
+    },
+    /// `trellis wit`.
+    Wit {
+        /// The capabilities the world imports.
+        grants: Vec<String>,
+        /// Where to write it.
+        dir: PathBuf,
     },
 }
 

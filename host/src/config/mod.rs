@@ -11,7 +11,7 @@ pub mod units;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cli::{Action, AdminCall, Cli, Command};
+use cli::{Action, AdminCall, Author, Cli, Command};
 use env::Env;
 use manifest::Manifest;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ pub enum Invocation {
     Host(Box<Config>),
     /// Call a running host's admin API.
     Admin(AdminCall),
+    /// Make, build or type a plugin project (`new`, `build`, `wit`).
+    Author(Author),
 }
 
 /// What the process was asked to do.
@@ -84,6 +86,27 @@ impl Config {
             Command::Rollback { route, admin } => {
                 let action = Action::Rollback { route };
                 return Ok(Invocation::Admin(admin.call(action, env.admin_token)));
+            }
+            Command::New {
+                name,
+                lang,
+                grants,
+                sdk,
+            } => {
+                return Ok(Invocation::Author(Author::New {
+                    name,
+                    lang,
+                    grants,
+                    sdk,
+                }));
+            }
+            Command::Build { dir } => {
+                let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+                return Ok(Invocation::Author(Author::Build { dir }));
+            }
+            Command::Wit { grants, dir } => {
+                let dir = dir.unwrap_or_else(|| PathBuf::from("wit"));
+                return Ok(Invocation::Author(Author::Wit { grants, dir }));
             }
         };
         let default = Path::new("trellis.toml");

@@ -51,9 +51,10 @@ pub enum LoadError {
     /// An import the host does not provide, or a missing export.
     #[error("linking component: {0:#}")]
     Link(wasmtime::Error),
-    /// The component imports a capability its route does not grant.
+    /// The component imports a capability its route does not grant, or an
+    /// interface the host does not offer.
     #[error(transparent)]
-    Grant(#[from] crate::runtime::grants::MissingGrant),
+    Grant(#[from] crate::runtime::grants::ImportError),
     /// The component does not export `wasi:http/incoming-handler`.
     #[error("component does not export wasi:http/incoming-handler@0.2.x: {0:#}")]
     NotAHandler(wasmtime::Error),

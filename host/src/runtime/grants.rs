@@ -29,21 +29,66 @@ pub struct MissingGrant {
     pub fix: String,
 }
 
-/// Checks every `trellis:api` import of `component` against `grants`, and
-/// an import of `wasi:http/outgoing-handler` against `outbound`.
+/// A component importing an interface the host does not implement at all,
+/// named here rather than in wasmtime's generic linking error.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the component imports {interface}, which Trellis does not provide (it offers WASI 0.2 \
+     cli, clocks, filesystem, io, random, sockets and http, and the trellis:api \
+     capabilities sql, config, log, rate-limit, cache, metrics and identity)"
+)]
+pub struct NotOffered {
+    /// The imported interface, e.g. `wasi:keyvalue/store@0.2.0-draft`.
+    pub interface: String,
+}
+
+/// Why a component's imports are refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// An interface no route can grant.
+    #[error(transparent)]
+    NotOffered(#[from] NotOffered),
+    /// A capability this route does not grant.
+    #[error(transparent)]
+    MissingGrant(#[from] MissingGrant),
+}
+
+/// Packages whose 0.2 interfaces the linker provides (version-checked by
+/// wasmtime when linking); `trellis:api` is checked against the grants.
+const OFFERED: &[&str] = &[
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+    "wasi:http/",
+    PACKAGE,
+];
+
+/// Checks every import of `component`: each must be an interface the host
+/// offers, each `trellis:api` import must be in `grants`, and an import of
+/// `wasi:http/outgoing-handler` needs `outbound`.
 pub fn check(
     engine: &Engine,
     component: &Component,
     grants: &[String],
     outbound: &[String],
-) -> Result<(), MissingGrant> {
+) -> Result<(), ImportError> {
     for (name, _) in component.component_type().imports(engine) {
+        if !offered(name) {
+            return Err(NotOffered {
+                interface: name.to_owned(),
+            }
+            .into());
+        }
         if is_outgoing_handler(name) && outbound.is_empty() {
             return Err(MissingGrant {
                 interface: name.to_owned(),
                 grant: "outbound".to_owned(),
                 fix: "declare the upstreams it calls with the route's outbound = [\"NAME\", ...] (each an [upstreams.NAME])".to_owned(),
-            });
+            }
+            .into());
         }
         let Some(grant) = needed_grant(name) else {
             continue;
@@ -53,7 +98,8 @@ pub fn check(
                 interface: name.to_owned(),
                 grant: grant.to_owned(),
                 fix: format!("add \"{grant}\" to the route's grants"),
-            });
+            }
+            .into());
         }
     }
     Ok(())
@@ -64,6 +110,11 @@ fn is_outgoing_handler(import: &str) -> bool {
     import
         .strip_prefix(OUTGOING_HANDLER)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+}
+
+/// Whether `import` is in a package the linker implements.
+fn offered(import: &str) -> bool {
+    OFFERED.iter().any(|package| import.starts_with(package))
 }
 
 /// The grant an import needs: the interface name of a `trellis:api`
@@ -80,6 +131,33 @@ fn needed_grant(import: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imports_outside_the_offered_packages_are_named() {
+        for ok in [
+            "wasi:http/types@0.2.10",
+            "wasi:io/streams@0.2.12",
+            "wasi:cli/stdout@0.2.0",
+            "trellis:api/sql@0.1.0",
+        ] {
+            assert!(offered(ok), "{ok}");
+        }
+        for missing in [
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:config/store@0.2.0-draft",
+            "wasi:httpx/types@0.2.0",
+            "acme:kv/store@1.0.0",
+            "log",
+        ] {
+            assert!(!offered(missing), "{missing}");
+        }
+        let err = NotOffered {
+            interface: "wasi:keyvalue/store@0.2.0-draft".to_owned(),
+        };
+        assert!(err.to_string().starts_with(
+            "the component imports wasi:keyvalue/store@0.2.0-draft, which Trellis does not provide"
+        ));
+    }
 
     #[test]
     fn trellis_imports_need_their_interface_as_grant() {

@@ -1,0 +1,2 @@
+-- The same statement on SQLite and PostgreSQL.
+CREATE TABLE notes (text TEXT NOT NULL);
