@@ -8,7 +8,7 @@
 use crate::app::routes::Route;
 use crate::config::Token;
 use crate::config::manifest::{
-    Limits, RouteSpec, check_grants, check_limits, check_path, check_route_name, parse_methods,
+    Limits, RouteSpec, check_grants, check_limits, check_path, check_reuse, check_route_name, parse_methods,
 };
 use crate::config::units::{ByteSize, Duration};
 use crate::http::edge::{EdgeLayer, RequestId};
@@ -164,6 +164,10 @@ struct SettingsQuery {
     max_body: Option<String>,
     max_concurrency: Option<String>,
     queue_timeout: Option<String>,
+    /// `reuse.requests`; `0` turns reuse off.
+    reuse_requests: Option<String>,
+    /// `reuse.idle`; turns reuse on with the default `requests`.
+    reuse_idle: Option<String>,
 }
 
 async fn deploy(
@@ -303,6 +307,7 @@ fn settings(
             rate_limit: None,
             cache: None,
             cache_namespace: name.to_owned(),
+            reuse: None,
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");
@@ -336,6 +341,17 @@ fn settings(
         "queue_timeout",
     )?;
     check_limits(&spec.limits).map_err(|(field, m)| bad(field, m))?;
+    if query.reuse_requests.is_some() || query.reuse_idle.is_some() {
+        let mut reuse = spec.reuse.unwrap_or_default();
+        parse_into(&mut reuse.requests, query.reuse_requests, "reuse_requests")?;
+        parse_into::<Duration>(&mut reuse.idle, query.reuse_idle, "reuse_idle")?;
+        spec.reuse = if reuse.requests == 0 {
+            None
+        } else {
+            check_reuse(&reuse).map_err(|(field, m)| bad(&format!("reuse_{field}"), m))?;
+            Some(reuse)
+        };
+    }
     Ok(spec)
 }
 
@@ -371,6 +387,7 @@ fn describe(route: &Route, history: &[Arc<Route>]) -> Value {
         "loaded_at": rfc3339(route.loaded_at),
         "grants": spec.grants,
         "limits": spec.limits,
+        "reuse": spec.reuse,
         "history": history.iter().map(|v| json!({
             "version": v.version,
             "digest": v.handler.digest,
