@@ -29,6 +29,7 @@ mod metrics;
 mod migrations;
 mod plugins;
 mod probe;
+mod reuse;
 mod rate_limit;
 mod routing;
 mod shutdown;

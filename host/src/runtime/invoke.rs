@@ -75,7 +75,9 @@ pub struct GuestBody {
     /// it the sending end of `inner`) is dropped.
     failed: Arc<AtomicBool>,
     /// On a route with `reuse`: told how the body ended, so the instance
-    /// is kept only after a clean end. Taken when told.
+    /// is not kept after a body that ended in an error (the guest's
+    /// `finish` disagreed with its Content-Length, or it aborted). Taken
+    /// when told.
     handback: Option<Arc<Handback>>,
 }
 
@@ -97,9 +99,11 @@ impl GuestBody {
 
 impl Drop for GuestBody {
     fn drop(&mut self) {
-        // Dropped before its end (client gone, HEAD, cache too small):
-        // whatever the guest still had to say, its instance is not kept.
-        self.ended(false);
+        // hyper drops a body with a Content-Length once it has sent that
+        // many bytes, without polling for its end; a client gone or a
+        // HEAD request drops it early too. None of that says anything
+        // about the guest, which is judged by how its call ended.
+        self.ended(true);
     }
 }
 

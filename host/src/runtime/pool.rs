@@ -60,6 +60,7 @@ impl Tally {
     fn set_idle(&mut self, idle: bool) {
         if self.idle != idle {
             self.metrics.instance_idle(idle);
+            self.metrics.instance_busy(!idle);
             self.idle = idle;
         }
     }

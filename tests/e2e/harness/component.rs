@@ -23,6 +23,7 @@ pub(crate) const CACHE_PROBE: &str = env!("CACHE_PROBE_COMPONENT");
 pub(crate) const METRICS_PROBE: &str = env!("METRICS_PROBE_COMPONENT");
 pub(crate) const READY_PROBE: &str = env!("READY_PROBE_COMPONENT");
 pub(crate) const LIMIT_PROBE: &str = env!("LIMIT_PROBE_COMPONENT");
+pub(crate) const COUNTER: &str = env!("COUNTER_COMPONENT");
 
 /// Hex sha256 of a file, as the host reports component digests.
 pub(crate) fn sha256_hex(path: &str) -> String {
