@@ -254,3 +254,82 @@ async fn idle_instances_give_their_slots_to_new_ones() {
     assert_eq!(instances(&trellis, "a", "idle").await, 0.0);
     assert_eq!(counts(&trellis, "/a", 2).await, [1, 2]);
 }
+
+#[tokio::test]
+async fn swaps_under_load_with_reuse_drop_nothing_and_never_mix_versions() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let manifest = Manifest::new().route(
+        "v",
+        "/v",
+        component::VERSION_A,
+        &["reuse = { requests = 1000 }"],
+    );
+    let trellis = Arc::new(
+        Trellis::launch(Launch {
+            admin_token: Some(TOKEN.to_owned()),
+            ..Launch::manifest(manifest)
+        })
+        .await,
+    );
+    let digest = |file: &str| crate::harness::sha256_hex(file)[..12].to_owned();
+    let (a, b) = (digest(component::VERSION_A), digest(component::VERSION_B));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (trellis, stop, a, b) = (trellis.clone(), stop.clone(), a.clone(), b.clone());
+        clients.push(tokio::spawn(async move {
+            let client = crate::harness::client_builder().build().unwrap();
+            let (mut served, mut failures) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let response = match client.get(trellis.url("/v")).send().await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        failures.push(format!("request failed: {e}"));
+                        continue;
+                    }
+                };
+                let status = response.status();
+                let label = header(response.headers(), "x-trellis-component");
+                let body = response.text().await.unwrap_or_default();
+                let expected = match body.as_str() {
+                    "version a\n" => format!("v@{a}"),
+                    "version b\n" => format!("v@{b}"),
+                    _ => String::new(),
+                };
+                if status != 200 || label != expected {
+                    failures.push(format!("{status} {label} {body:?}"));
+                }
+                served += 1;
+            }
+            (served, failures)
+        }));
+    }
+    for i in 0..10 {
+        let file = if i % 2 == 0 { component::VERSION_B } else { component::VERSION_A };
+        let put = trellis
+            .client()
+            .put(format!("{}/admin/routes/v", trellis.admin_url()))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(file).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "swap {i}: {}", put.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        let (served, failures) = client.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+        total += served;
+    }
+    assert!(total > 100, "only {total} requests ran during the swaps");
+    // Kept instances of the ten swapped-out versions are gone: what is
+    // left idle belongs to the last version, at most one per client.
+    settle(&trellis, "v").await;
+    let idle = instances(&trellis, "v", "idle").await;
+    assert!((1.0..=8.0).contains(&idle), "{idle} idle instances");
+}
