@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Launch, Manifest, Trellis, assert_error, component, header, metric, wait_until};
+use crate::harness::{
+    Launch, Manifest, Trellis, assert_error, component, header, metric, wait_until,
+};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -54,7 +56,12 @@ async fn counts(trellis: &Trellis, path: &str, n: usize) -> Vec<u32> {
 }
 
 async fn instances(trellis: &Trellis, route: &str, state: &str) -> f64 {
-    metric(trellis, "trellis_instances", &[("route", route), ("state", state)]).await
+    metric(
+        trellis,
+        "trellis_instances",
+        &[("route", route), ("state", state)],
+    )
+    .await
 }
 
 /// Waits until no instance of `route` is busy.
@@ -96,12 +103,17 @@ async fn an_instance_serves_up_to_its_requests_each_with_its_own_request() {
         .collect();
     assert_eq!(
         counts,
-        ["count=1", "count=2", "count=3", "count=1", "count=2", "count=3", "count=1"]
+        [
+            "count=1", "count=2", "count=3", "count=1", "count=2", "count=3", "count=1"
+        ]
     );
     // Each request's capability calls carry that request's id, not the
     // id of the request the instance first served.
     for (request_id, body) in &seen {
-        assert!(body.ends_with(&format!("request_id={request_id}\n")), "{body}");
+        assert!(
+            body.ends_with(&format!("request_id={request_id}\n")),
+            "{body}"
+        );
         let record = trellis
             .wait_log(&format!("counted record of {request_id}"), |l| {
                 l["message"] == "counted" && l["request_id"] == request_id.as_str()
@@ -142,7 +154,11 @@ async fn a_looping_guest_is_cut_by_its_timeout_and_replaced() {
     settle(&trellis, "c").await;
     let started = std::time::Instant::now();
     assert_error(trellis.get("/c?loop").await, 504, "HANDLER_TIMEOUT").await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(counts(&trellis, "/c", 2).await, [1, 2]);
 }
 
@@ -220,7 +236,10 @@ async fn a_hot_swap_starts_over_with_new_instances() {
     let status = put.status();
     let body: Value = serde_json::from_str(&put.text().await.unwrap()).unwrap();
     assert!(status.is_success(), "{body}");
-    assert_eq!(body["reuse"]["requests"], 100, "the new version keeps reuse: {body}");
+    assert_eq!(
+        body["reuse"]["requests"], 100,
+        "the new version keeps reuse: {body}"
+    );
     // The old version's idle instance went with the swap; the new
     // version starts its own.
     wait_idle(&trellis, "c", 0.0).await;
@@ -229,7 +248,10 @@ async fn a_hot_swap_starts_over_with_new_instances() {
     // Reuse off through the admin API: fresh instances again.
     let put = trellis
         .client()
-        .put(format!("{}/admin/routes/c?reuse_requests=0", trellis.admin_url()))
+        .put(format!(
+            "{}/admin/routes/c?reuse_requests=0",
+            trellis.admin_url()
+        ))
         .bearer_auth(TOKEN)
         .header("content-type", "application/wasm")
         .body(std::fs::read(component::COUNTER).unwrap())
@@ -244,7 +266,12 @@ async fn a_hot_swap_starts_over_with_new_instances() {
 async fn idle_instances_give_their_slots_to_new_ones() {
     // One instance in all: the kept one must make way for another
     // route's request, not turn it away.
-    let manifest = counter(Manifest::new().server("max_instances = 1"), "a", "{ requests = 100 }", &[]);
+    let manifest = counter(
+        Manifest::new().server("max_instances = 1"),
+        "a",
+        "{ requests = 100 }",
+        &[],
+    );
     let trellis = Trellis::start(manifest.route("hello", "/hello", component::HELLO, &[])).await;
     assert_eq!(counts(&trellis, "/a", 2).await, [1, 2]);
     settle(&trellis, "a").await;
@@ -306,7 +333,11 @@ async fn swaps_under_load_with_reuse_drop_nothing_and_never_mix_versions() {
         }));
     }
     for i in 0..10 {
-        let file = if i % 2 == 0 { component::VERSION_B } else { component::VERSION_A };
+        let file = if i % 2 == 0 {
+            component::VERSION_B
+        } else {
+            component::VERSION_A
+        };
         let put = trellis
             .client()
             .put(format!("{}/admin/routes/v", trellis.admin_url()))

@@ -99,7 +99,10 @@ async fn run_component(
         return fail(ErrorKind::Overloaded);
     };
     // A kept instance if the route has one idle, else a slot for a new one.
-    let warm = route.pool.as_ref().and_then(|pool| Some((pool.take()?, pool.clone())));
+    let warm = route
+        .pool
+        .as_ref()
+        .and_then(|pool| Some((pool.take()?, pool.clone())));
     let lease = match warm {
         Some((warm, pool)) => Lease::Warm(warm, pool),
         None => {

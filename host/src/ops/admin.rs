@@ -8,7 +8,8 @@
 use crate::app::routes::Route;
 use crate::config::Token;
 use crate::config::manifest::{
-    Limits, RouteSpec, check_grants, check_limits, check_path, check_reuse, check_route_name, parse_methods,
+    Limits, RouteSpec, check_grants, check_limits, check_path, check_reuse, check_route_name,
+    parse_methods,
 };
 use crate::config::units::{ByteSize, Duration};
 use crate::http::edge::{EdgeLayer, RequestId};

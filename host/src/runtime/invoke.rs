@@ -82,7 +82,11 @@ pub struct GuestBody {
 }
 
 impl GuestBody {
-    fn new(inner: HyperOutgoingBody, failed: Arc<AtomicBool>, handback: Option<Arc<Handback>>) -> Self {
+    fn new(
+        inner: HyperOutgoingBody,
+        failed: Arc<AtomicBool>,
+        handback: Option<Arc<Handback>>,
+    ) -> Self {
         GuestBody {
             inner,
             failed,

@@ -576,11 +576,31 @@ mod tests {
         assert_eq!(route("reuse = {}").unwrap().unwrap().requests, 128);
 
         for (line, field, says) in [
-            ("reuse = { requests = 0 }", "route[0].reuse.requests", "at least 1"),
-            ("reuse = { concurrent = 0 }", "route[0].reuse.concurrent", "at least 1"),
-            ("reuse = { concurrent = 5000 }", "route[0].reuse.concurrent", "at most 1024"),
-            ("reuse = { idle = \"0s\" }", "route[0].reuse.idle", "more than 0"),
-            ("reuse = { idle = \"61m\" }", "route[0].reuse.idle", "at most 3600s"),
+            (
+                "reuse = { requests = 0 }",
+                "route[0].reuse.requests",
+                "at least 1",
+            ),
+            (
+                "reuse = { concurrent = 0 }",
+                "route[0].reuse.concurrent",
+                "at least 1",
+            ),
+            (
+                "reuse = { concurrent = 5000 }",
+                "route[0].reuse.concurrent",
+                "at most 1024",
+            ),
+            (
+                "reuse = { idle = \"0s\" }",
+                "route[0].reuse.idle",
+                "more than 0",
+            ),
+            (
+                "reuse = { idle = \"61m\" }",
+                "route[0].reuse.idle",
+                "at most 3600s",
+            ),
         ] {
             let err = route(line).unwrap_err();
             assert!(err.contains(&format!(":4: {field}")), "{line}: {err}");
@@ -591,7 +611,10 @@ mod tests {
         let err = route("reuse = { requests = -1 }").unwrap_err();
         assert!(err.contains("line 4") && err.contains("requests"), "{err}");
         let err = route("reuse = { idle = \"1x\" }").unwrap_err();
-        assert!(err.contains("line 4") && err.contains("unit must be"), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains("unit must be"),
+            "{err}"
+        );
     }
 
     #[test]

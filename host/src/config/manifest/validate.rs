@@ -70,7 +70,11 @@ impl Manifest {
             if let Some(reuse) = &route.reuse
                 && let Err((name, message)) = check_reuse(reuse.get_ref())
             {
-                return Err(invalid(reuse.span(), field(&format!("reuse.{name}")), message));
+                return Err(invalid(
+                    reuse.span(),
+                    field(&format!("reuse.{name}")),
+                    message,
+                ));
             }
             if let Some(policy) = &route.rate_limit
                 && !self.rate_limits.contains_key(policy.get_ref())

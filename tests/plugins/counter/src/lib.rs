@@ -75,7 +75,10 @@ impl wasi::exports::http::incoming_handler::Guest for Counter {
                 _ => {}
             }
         }
-        respond(response_out, &format!("count={count} request_id={request_id}\n"));
+        respond(
+            response_out,
+            &format!("count={count} request_id={request_id}\n"),
+        );
     }
 }
 
