@@ -156,10 +156,14 @@ impl Pool {
         }
         warm.tally.set_idle(true);
         state.idle.push((Instant::now(), warm));
-        if !state.sweeping {
+        // Outside a runtime (never while serving) idle instances still
+        // expire, lazily, when `take` finds them.
+        if !state.sweeping
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             state.sweeping = true;
             drop(state);
-            tokio::spawn(sweep(Arc::downgrade(self), self.reuse.idle.0));
+            runtime.spawn(sweep(Arc::downgrade(self), self.reuse.idle.0));
         }
     }
 
