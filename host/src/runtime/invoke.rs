@@ -3,7 +3,7 @@
 //! `wasi:http/incoming-handler.handle`, and hand the guest's response back
 //! while the guest keeps streaming its body on its own task. A kept
 //! instance goes back to its [`Pool`] only once both the guest returned
-//! and its response body ended cleanly ([`Handback`]).
+//! and its response body ended without an error ([`Handback`]).
 
 use crate::capabilities::GuestContext;
 use crate::config::manifest::Limits;
@@ -161,8 +161,8 @@ pub enum Lease {
 }
 
 /// Returns a reused instance to its pool once the guest returned cleanly
-/// *and* its response body ended cleanly, whichever comes last; drops it
-/// if either did not.
+/// *and* its response body ended without an error, whichever comes last;
+/// drops it if either did not.
 pub struct Handback {
     pool: Arc<Pool>,
     state: Mutex<Handing>,
