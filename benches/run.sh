@@ -5,6 +5,8 @@
 #   trellis   - `trellis serve` with a one-route manifest (the `hello` component)
 #   axum      - a plain native axum app (benches/axum-hello.rs), the baseline
 #   wasmtime  - `wasmtime serve` 48.0.8 with the same hello.wasm
+#   trellis-reuse  - trellis with the route's `reuse = { requests = 128 }`
+#   wasmtime-reuse - `wasmtime serve --max-instance-reuse-count 128`
 #   express   - an Express app on one Node.js process (benches/express/server.js)
 # sql   - GET /users/{id}, one primary-key SELECT on PostgreSQL, side by side with
 #   trellis   - `trellis serve` with the `users` component, a 20-connection pool
@@ -37,10 +39,12 @@
 #   THREADS=2        wrk -t
 #   WARMUP=2s        wrk warm-up run per server, discarded
 #   SUITES=a,b       subset of: hello,sql,cached (default: all three)
-#   ONLY=a,b         subset of: trellis,trellis-resp,axum,wasmtime,express
+#   ONLY=a,b         subset of: trellis,trellis-resp,trellis-reuse,axum,
+#                    wasmtime,wasmtime-reuse,express
 #                    (default: all; sql runs trellis and express, cached
 #                    trellis, trellis-resp and express)
-#   PORT_BASE=8080   hello: trellis=+0 axum=+1 wasmtime=+2 express=+3;
+#   PORT_BASE=8080   hello: trellis=+0 axum=+1 wasmtime=+2 express=+3
+#                    trellis-reuse=+9 wasmtime-reuse=+10;
 #                    sql: trellis=+4 express=+5;
 #                    cached: trellis=+6 trellis-resp=+7 express=+8
 #   BENCH_DATABASE_URL  PostgreSQL for the sql suite, without the schema
@@ -64,7 +68,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 SUITES=${SUITES:-hello,sql,cached}
-ONLY=${ONLY:-trellis,trellis-resp,axum,wasmtime,express}
+ONLY=${ONLY:-trellis,trellis-resp,trellis-reuse,axum,wasmtime,wasmtime-reuse,express}
 PORT_BASE=${PORT_BASE:-8080}
 SKIP_BUILD=${SKIP_BUILD:-0}
 BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -84,8 +88,8 @@ RESULTS="$BENCH_DIR/results"
 EXPECTED_BODY=$'Hello, world!\n'
 
 ALL_SUITES=(hello sql cached)
-ALL_SERVERS=(trellis trellis-resp axum wasmtime express)
-HELLO_SERVERS=(trellis axum wasmtime express)
+ALL_SERVERS=(trellis trellis-resp trellis-reuse axum wasmtime wasmtime-reuse express)
+HELLO_SERVERS=(trellis trellis-reuse axum wasmtime wasmtime-reuse express)
 SQL_SERVERS=(trellis express)
 CACHED_SERVERS=(trellis trellis-resp express)
 # The cached suite's Redis keys, by server; the script deletes these (and
@@ -102,7 +106,7 @@ for s in "${_only[@]}"; do
     s=${s// /}
     [[ -z $s ]] && continue
     case $s in
-        trellis|trellis-resp|axum|wasmtime|express) SELECTED[$s]=1 ;;
+        trellis|trellis-resp|trellis-reuse|axum|wasmtime|wasmtime-reuse|express) SELECTED[$s]=1 ;;
         *) die "ONLY: unknown server '$s' (known: ${ALL_SERVERS[*]})" ;;
     esac
 done
@@ -308,7 +312,7 @@ find_guest_wasm() {
 abs_path() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 
 ensure_wrk
-in_suite hello wasmtime && ensure_wasmtime
+{ in_suite hello wasmtime || in_suite hello wasmtime-reuse; } && ensure_wasmtime
 needed express && ensure_express
 command -v curl >/dev/null || die "curl not found"
 suite_on cached && check_redis
@@ -318,7 +322,7 @@ users_suites && seed_database
 TARGET=$(target_dir)
 if [[ $SKIP_BUILD != 1 ]]; then
     pkgs=()
-    { needed trellis || needed trellis-resp; } && pkgs+=(-p trellis)
+    { needed trellis || needed trellis-resp || needed trellis-reuse; } && pkgs+=(-p trellis)
     in_suite hello axum && pkgs+=(-p trellis-benches)
     if ((${#pkgs[@]} > 0)); then
         log "cargo build --release ${pkgs[*]}"
@@ -326,14 +330,15 @@ if [[ $SKIP_BUILD != 1 ]]; then
     fi
     # Without trellis, nothing else builds the guest: build it the way the
     # host's build script lays it out.
-    if in_suite hello wasmtime && ! needed trellis && ! needed trellis-resp; then
+    if { in_suite hello wasmtime || in_suite hello wasmtime-reuse; } &&
+        ! needed trellis && ! needed trellis-resp && ! needed trellis-reuse; then
         log "cargo build --release --target wasm32-wasip2 -p hello"
         (cd "$REPO" && cargo build --release --target wasm32-wasip2 -p hello --target-dir "$TARGET/guests" >&2)
     fi
 fi
 
 HELLO_WASM=""
-if in_suite hello trellis || in_suite hello wasmtime; then
+if in_suite hello trellis || in_suite hello wasmtime || in_suite hello trellis-reuse || in_suite hello wasmtime-reuse; then
     HELLO_WASM=${HELLO_WASM_PATH:-$(find_guest_wasm "$TARGET" hello || true)}
     [[ -n $HELLO_WASM && -f $HELLO_WASM ]] || die "hello.wasm not found under $TARGET/guests (set HELLO_WASM_PATH)"
     HELLO_WASM=$(abs_path "$HELLO_WASM")
@@ -351,7 +356,7 @@ if in_suite sql trellis || in_suite cached trellis || in_suite cached trellis-re
 fi
 TRELLIS_BIN=${TRELLIS_BIN:-$TARGET/release/trellis}
 AXUM_BIN=$TARGET/release/axum-hello
-if needed trellis || needed trellis-resp; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
+if needed trellis || needed trellis-resp || needed trellis-reuse; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
 if in_suite hello axum; then [[ -x $AXUM_BIN ]] || die "missing $AXUM_BIN"; fi
 
 # ------------------------------------------------------------------ servers
@@ -362,6 +367,8 @@ port_of() {
         hello/axum) echo $((PORT_BASE + 1)) ;;
         hello/wasmtime) echo $((PORT_BASE + 2)) ;;
         hello/express) echo $((PORT_BASE + 3)) ;;
+        hello/trellis-reuse) echo $((PORT_BASE + 9)) ;;
+        hello/wasmtime-reuse) echo $((PORT_BASE + 10)) ;;
         sql/trellis) echo $((PORT_BASE + 4)) ;;
         sql/express) echo $((PORT_BASE + 5)) ;;
         cached/trellis) echo $((PORT_BASE + 6)) ;;
@@ -375,6 +382,8 @@ label_of() {
         hello/trellis) echo "trellis (hello.wasm)" ;;
         hello/axum) echo "axum (native)" ;;
         hello/wasmtime) echo "wasmtime serve $WASMTIME_VERSION" ;;
+        hello/trellis-reuse) echo "trellis-reuse (hello.wasm, reuse = { requests = 128 })" ;;
+        hello/wasmtime-reuse) echo "wasmtime serve $WASMTIME_VERSION --max-instance-reuse-count 128" ;;
         hello/express) echo "express $EXPRESS_VERSION (node $NODE_VERSION, 1 process)" ;;
         sql/trellis) echo "trellis (users.wasm, pool $SQL_POOL)" ;;
         sql/express) echo "express $EXPRESS_VERSION + pg $PG_CLIENT_VERSION (node $NODE_VERSION, 1 process, pool $SQL_POOL)" ;;
@@ -406,8 +415,11 @@ start_server() {
     local suite=$1 name=$2 port=$3 logf=$WORK/$1-$2.log
     local manifest=$WORK/$suite-trellis.toml
     case $suite/$name in
-        hello/trellis)
+        hello/trellis | hello/trellis-reuse)
             mkdir -p "$WORK/trellis-cache"
+            manifest=$WORK/$suite-$name.toml
+            local reuse=""
+            [[ $name == trellis-reuse ]] && reuse='reuse = { requests = 128 }'
             cat >"$manifest" <<EOF
 [server]
 listen = "127.0.0.1:$port"
@@ -416,6 +428,7 @@ listen = "127.0.0.1:$port"
 path = "/hello"
 methods = ["GET"]
 component = "$HELLO_WASM"
+$reuse
 EOF
             # Default logging, as a user would run it.
             TRELLIS_CACHE_DIR=$WORK/trellis-cache "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
@@ -427,6 +440,10 @@ EOF
             # -S cli: the guest, like any Rust std component, also imports
             # wasi:cli/environment etc., which `serve` links only with -S cli.
             "$TOOLS/bin/wasmtime" serve -S cli --addr "127.0.0.1:$port" "$HELLO_WASM" >"$logf" 2>&1 &
+            ;;
+        hello/wasmtime-reuse)
+            "$TOOLS/bin/wasmtime" serve -S cli --max-instance-reuse-count 128 \
+                --addr "127.0.0.1:$port" "$HELLO_WASM" >"$logf" 2>&1 &
             ;;
         hello/express)
             (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port exec node server.js) >"$logf" 2>&1 &
@@ -905,6 +922,9 @@ wrk_line="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARM
                 echo "- trellis / wasmtime serve = $(ratio "${RPS[hello/trellis]}" "${RPS[hello/wasmtime]}") (target > 1)"
             [[ -n ${RPS[hello/express]:-} ]] &&
                 echo "- trellis / express = $(ratio "${RPS[hello/trellis]}" "${RPS[hello/express]}")"
+        fi
+        if [[ -n ${RPS[hello/trellis-reuse]:-} && -n ${RPS[hello/wasmtime-reuse]:-} ]]; then
+            echo "- trellis-reuse / wasmtime-reuse = $(ratio "${RPS[hello/trellis-reuse]}" "${RPS[hello/wasmtime-reuse]}") (target ≥ 1.0, aim 1.2)"
         fi
         table_warnings hello
         echo "- $wrk_line; wrk and the server share the machine."

@@ -459,3 +459,25 @@ pub(crate) async fn identity_probe() {
     );
     assert_eq!(body["has_scope_read"], false);
 }
+
+#[tokio::test]
+pub(crate) async fn counter() {
+    // By default every request gets a fresh instance: the static count
+    // never gets past 1, and each answer names its own request.
+    let trellis = Trellis::start(Manifest::new().route(
+        "counter",
+        "/counter",
+        component::COUNTER,
+        &[r#"grants = ["log"]"#],
+    ))
+    .await;
+    for _ in 0..3 {
+        let response = trellis.get("/counter").await;
+        assert_eq!(response.status(), 200);
+        let request_id = header(response.headers(), "x-request-id");
+        assert_eq!(
+            response.text().await.unwrap(),
+            format!("count=1 request_id={request_id}\n")
+        );
+    }
+}

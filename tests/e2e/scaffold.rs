@@ -65,7 +65,10 @@ async fn build(dir: &Path) -> PathBuf {
         "`trellis build` printed {printed:?}, which is not a file"
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("==> built"), "no progress on the console: {stderr}");
+    assert!(
+        stderr.contains("==> built"),
+        "no progress on the console: {stderr}"
+    );
     component
 }
 
@@ -77,7 +80,10 @@ async fn scaffold(parent: &TempDir, lang: &str, grants: &str) -> PathBuf {
     }
     let output = trellis(parent.path(), &args);
     let said = String::from_utf8_lossy(&output.stdout);
-    assert!(said.contains("trellis build"), "`new` says what to do next: {said}");
+    assert!(
+        said.contains("trellis build"),
+        "`new` says what to do next: {said}"
+    );
     let dir = parent.path().join("demo");
     for file in ["trellis.toml", "README.md", ".gitignore"] {
         assert!(dir.join(file).is_file(), "{file} missing");
@@ -113,7 +119,10 @@ async fn sql_and_log(lang: &str) {
     let parent = TempDir::new();
     let dir = scaffold(&parent, lang, "sql,log").await;
     let manifest = std::fs::read_to_string(dir.join("trellis.toml")).unwrap();
-    assert!(manifest.contains("grants = [\"sql\", \"log\"]"), "{manifest}");
+    assert!(
+        manifest.contains("grants = [\"sql\", \"log\"]"),
+        "{manifest}"
+    );
     let trellis = serve(&dir, vec![]).await;
     let body = get_index(&trellis).await;
     assert_eq!(body["message"], "Hello from demo!", "{body}");
@@ -152,7 +161,10 @@ async fn js_scaffold_uses_sql_and_log_and_type_checks() {
     let parent = TempDir::new();
     let dir = scaffold(&parent, "js", "sql,log").await;
     let declarations = dir.join("types/generated/interfaces/trellis-api-sql.d.ts");
-    assert!(declarations.is_file(), "no declarations for trellis:api/sql");
+    assert!(
+        declarations.is_file(),
+        "no declarations for trellis:api/sql"
+    );
     let check = Command::new("npx")
         .args(["--no-install", "tsc", "--noEmit", "-p", "."])
         .current_dir(&dir)
@@ -175,7 +187,10 @@ async fn js_scaffold_uses_sql_and_log_and_type_checks() {
         .current_dir(&dir)
         .output()
         .expect("running npx tsc");
-    assert!(!broken.status.success(), "tsc accepted a number as a statement");
+    assert!(
+        !broken.status.success(),
+        "tsc accepted a number as a statement"
+    );
     std::fs::remove_file(dir.join("src/broken.js")).unwrap();
 
     let trellis = serve(&dir, vec![]).await;
@@ -227,7 +242,11 @@ async fn notes_example(name: &str) {
             .unwrap();
         assert_eq!(bad.status(), 400, "{name}: a note's text must be a string");
         let listed = list_notes(&trellis).await;
-        assert_eq!(listed, json!({ "notes": ["buy milk", "call mum"] }), "{name}");
+        assert_eq!(
+            listed,
+            json!({ "notes": ["buy milk", "call mum"] }),
+            "{name}"
+        );
         trellis
             .wait_log("the example's log record", |l| {
                 l["message"] == "note added" && l["target"] == "guest"

@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Everything a request handler needs, built once at startup.
 pub struct App {
@@ -90,6 +90,29 @@ impl App {
             draining: AtomicBool::new(false),
             metrics,
         })
+    }
+}
+
+impl App {
+    /// A slot of the instance budget for a new instance, now or never.
+    /// When every slot is taken and some are held by idle kept instances
+    /// (routes with `reuse`), the longest-idle instances of the serving
+    /// routes are dropped to make room: kept instances never make a
+    /// request fail that a fresh instance could have served.
+    pub fn instance_slot(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if let Ok(slot) = self.instances.clone().try_acquire_owned() {
+                return Some(slot);
+            }
+            let routes = self.routes.load();
+            let evicted = routes
+                .iter()
+                .filter_map(|route| route.pool.as_ref())
+                .any(|pool| pool.evict_oldest());
+            if !evicted {
+                return None;
+            }
+        }
     }
 }
 

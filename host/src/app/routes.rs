@@ -11,6 +11,7 @@ use crate::observability::metrics::{Metrics, RouteMetrics};
 use crate::observability::trace::TraceContext;
 use crate::runtime::component::Handler;
 use crate::runtime::lane::SLOW_PER_ROUTE;
+use crate::runtime::pool::Pool;
 use http::{HeaderValue, Method};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -39,6 +40,9 @@ pub struct Route {
     /// Caps this route's guests in the slow lane; shared by its versions
     /// like `slots`.
     pub slow_slots: Arc<Semaphore>,
+    /// This version's warm instances, when the route has `reuse`. Never
+    /// shared: each version (and each route) starts with an empty pool.
+    pub pool: Option<Arc<Pool>>,
     /// This route's metric series, resolved on first use.
     metrics: OnceLock<Arc<RouteMetrics>>,
 }
@@ -74,6 +78,7 @@ impl Route {
             loaded_at: SystemTime::now(),
             slots,
             slow_slots,
+            pool: spec.reuse.map(|reuse| Arc::new(Pool::new(reuse))),
             spec,
             metrics: OnceLock::new(),
         }
@@ -83,6 +88,21 @@ impl Route {
     pub fn metrics(&self, metrics: &Metrics) -> &Arc<RouteMetrics> {
         self.metrics
             .get_or_init(|| Arc::new(metrics.route(&self.name)))
+    }
+
+    /// This version stopped serving (swapped out or removed): its idle
+    /// instances go now, busy ones when their requests finish.
+    pub fn retire(&self) {
+        if let Some(pool) = &self.pool {
+            pool.retire();
+        }
+    }
+
+    /// This version serves again (rolled back to).
+    pub fn reinstate(&self) {
+        if let Some(pool) = &self.pool {
+            pool.reinstate();
+        }
     }
 
     /// The capability context for one request on this route, by the

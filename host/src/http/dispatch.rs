@@ -8,7 +8,7 @@ use crate::http::edge::{RequestContext, Served, X_REQUEST_ID};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::{auth, cors, response_cache};
 use crate::observability::metrics::FailureKind;
-use crate::runtime::invoke::{self, Failure, invoke};
+use crate::runtime::invoke::{self, Failure, Lease, invoke};
 use crate::services::auth::Identity;
 use axum::body::Body;
 use axum::extract::Request;
@@ -137,7 +137,8 @@ fn served(app: &App, route: &Route) -> Served {
     }
 }
 
-/// Runs `req` through a fresh instance of the route's component, under
+/// Runs `req` through an instance of the route's component (fresh, or
+/// kept when the route has `reuse`), under
 /// the route's body, concurrency and time limits.
 async fn run_component(
     app: &App,
@@ -155,8 +156,22 @@ async fn run_component(
     let Some(route_slot) = route.admit().await else {
         return fail(ErrorKind::Overloaded);
     };
-    let Ok(instance_slot) = app.instances.clone().try_acquire_owned() else {
-        return fail(ErrorKind::Overloaded);
+    // A kept instance if the route has one idle, else a slot for a new one.
+    let warm = route
+        .pool
+        .as_ref()
+        .and_then(|pool| Some((pool.take()?, pool.clone())));
+    let lease = match warm {
+        Some((warm, pool)) => Lease::Warm(warm, pool),
+        None => {
+            let Some(slot) = app.instance_slot() else {
+                return fail(ErrorKind::Overloaded);
+            };
+            match &route.pool {
+                Some(pool) => Lease::New(slot, pool.clone()),
+                None => Lease::Fresh(slot),
+            }
+        }
     };
 
     // The guest sees the request id the client will see, even when the
@@ -187,7 +202,8 @@ async fn run_component(
         route.handler.clone(),
         &route.spec.limits,
         req,
-        (route_slot, instance_slot, in_flight),
+        (route_slot, in_flight),
+        lease,
         cx,
     )
     .await;

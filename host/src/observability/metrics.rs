@@ -39,6 +39,12 @@ const MEMORY_BUCKETS: &[f64] = &[
     4294967296.0,
 ];
 
+/// Requests one reused instance served, 1 to the largest `reuse.requests`
+/// worth telling apart.
+const SERVED_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0, 65536.0,
+];
+
 /// How a guest failed, as the `kind` label of `trellis_guest_failures_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
@@ -72,6 +78,8 @@ pub struct Metrics {
     failures: IntCounterVec,
     client_body: IntCounterVec,
     in_flight: IntGaugeVec,
+    instances: IntGaugeVec,
+    instance_requests: HistogramVec,
 }
 
 impl Metrics {
@@ -147,8 +155,28 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let instances = IntGaugeVec::new(
+            Opts::new(
+                "trellis_instances",
+                "Instances of routes with `reuse`, by route and state: busy serving a \
+                 request, or idle and kept for the next one.",
+            ),
+            &["route", "state"],
+        )
+        .expect("valid metric");
+        let instance_requests = HistogramVec::new(
+            HistogramOpts::new(
+                "trellis_instance_requests",
+                "Requests one instance of a route with `reuse` served before it was dropped.",
+            )
+            .buckets(SERVED_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(instances.clone()),
+            Box::new(instance_requests.clone()),
             Box::new(duration.clone()),
             Box::new(instantiate.clone()),
             Box::new(guest_time.clone()),
@@ -169,6 +197,8 @@ impl Metrics {
             failures,
             client_body,
             in_flight,
+            instances,
+            instance_requests,
         }
     }
 
@@ -216,6 +246,9 @@ impl Metrics {
             guest_time: self.guest_time.with_label_values(&[route]),
             guest_memory: self.guest_memory.with_label_values(&[route]),
             in_flight: self.in_flight.with_label_values(&[route]),
+            busy: self.instances.with_label_values(&[route, "busy"]),
+            idle: self.instances.with_label_values(&[route, "idle"]),
+            served: self.instance_requests.with_label_values(&[route]),
         }
     }
 
@@ -262,9 +295,27 @@ pub struct RouteMetrics {
     guest_time: prometheus::Histogram,
     guest_memory: prometheus::Histogram,
     in_flight: prometheus::IntGauge,
+    busy: prometheus::IntGauge,
+    idle: prometheus::IntGauge,
+    served: prometheus::Histogram,
 }
 
 impl RouteMetrics {
+    /// A reused-route instance became busy (`true`) or stopped being so.
+    pub fn instance_busy(&self, up: bool) {
+        if up { self.busy.inc() } else { self.busy.dec() }
+    }
+
+    /// A reused-route instance became idle (`true`) or stopped being so.
+    pub fn instance_idle(&self, up: bool) {
+        if up { self.idle.inc() } else { self.idle.dec() }
+    }
+
+    /// A reused-route instance was dropped after serving `served` requests.
+    pub fn instance_dropped(&self, served: u32) {
+        self.served.observe(f64::from(served));
+    }
+
     /// The time one instantiation took.
     pub fn instantiated(&self, took: Duration) {
         self.instantiate.observe(took.as_secs_f64());

@@ -8,7 +8,8 @@
 use crate::app::routes::Route;
 use crate::config::Token;
 use crate::config::manifest::{
-    Limits, RouteSpec, check_grants, check_limits, check_path, check_route_name, parse_methods,
+    Limits, RouteSpec, check_grants, check_limits, check_path, check_reuse, check_route_name,
+    parse_methods,
 };
 use crate::http::edge::{EdgeLayer, RequestContext};
 use crate::http::error::{ApiError, ErrorKind};
@@ -159,6 +160,10 @@ struct SettingsQuery {
     grants: Option<String>,
     /// Comma-separated `[upstreams]` names; empty for none.
     outbound: Option<String>,
+    /// `reuse.requests`; `0` turns reuse off.
+    reuse_requests: Option<String>,
+    /// `reuse.idle`; turns reuse on with the default `requests`.
+    reuse_idle: Option<String>,
     /// Everything else: the route's [`Limits`] by name (`timeout=2s`);
     /// any other name is refused by [`settings`].
     #[serde(flatten)]
@@ -318,6 +323,7 @@ fn settings(
             cors: None,
             summary: None,
             description: None,
+            reuse: None,
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");
@@ -342,12 +348,30 @@ fn settings(
     for (field, value) in &query.limits {
         if !spec.limits.set(field, value).map_err(|m| bad(field, m))? {
             return Err(format!(
-                "query parameter {field}: unknown; expected path, methods, grants, outbound or one of {}",
+                "query parameter {field}: unknown; expected path, methods, grants, outbound, \
+                 reuse_requests, reuse_idle or one of {}",
                 Limits::NAMES.join(", ")
             ));
         }
     }
     check_limits(&spec.limits).map_err(|(field, m)| bad(field, m))?;
+    if query.reuse_requests.is_some() || query.reuse_idle.is_some() {
+        let mut reuse = spec.reuse.unwrap_or_default();
+        if let Some(requests) = &query.reuse_requests {
+            reuse.requests = requests
+                .parse()
+                .map_err(|e| bad("reuse_requests", format!("{e}")))?;
+        }
+        if let Some(idle) = &query.reuse_idle {
+            reuse.idle = idle.parse().map_err(|e| bad("reuse_idle", e))?;
+        }
+        spec.reuse = if reuse.requests == 0 {
+            None
+        } else {
+            check_reuse(&reuse).map_err(|(field, m)| bad(&format!("reuse_{field}"), m))?;
+            Some(reuse)
+        };
+    }
     Ok(spec)
 }
 
@@ -372,6 +396,7 @@ fn describe(route: &Route, history: &[Arc<Route>]) -> Value {
         "grants": spec.grants,
         "outbound": spec.outbound,
         "limits": spec.limits,
+        "reuse": spec.reuse,
         "history": history.iter().map(|v| json!({
             "version": v.version,
             "digest": v.handler.digest,

@@ -179,10 +179,14 @@ impl Deployments {
         spec: &RouteSpec,
         handler: &Handler,
     ) -> Result<(), DeployError> {
-        let _slot = tokio::time::timeout(SLOT_WAIT, self.app.instances.clone().acquire_owned())
-            .await
-            .map_err(|_| DeployError::Busy(SLOT_WAIT))?
-            .map_err(|_| DeployError::Busy(SLOT_WAIT))?;
+        // Idle kept instances give their slots up first.
+        let _slot = match self.app.instance_slot() {
+            Some(slot) => slot,
+            None => tokio::time::timeout(SLOT_WAIT, self.app.instances.clone().acquire_owned())
+                .await
+                .map_err(|_| DeployError::Busy(SLOT_WAIT))?
+                .map_err(|_| DeployError::Busy(SLOT_WAIT))?,
+        };
         let capabilities = Arc::new(Capabilities::new(&self.app.services, spec));
         let guest = GuestContext::probe(
             capabilities,
@@ -308,7 +312,7 @@ impl Deployments {
             }
         }
         if !replaced {
-            routes.extend(with);
+            routes.extend(with.clone());
         }
         let mut table = RouteTable::default();
         for route in routes {
@@ -318,6 +322,16 @@ impl Deployments {
                 .map_err(|source| DeployError::PathConflict { path, source })?;
         }
         self.app.routes.store(Arc::new(table));
+        // Kept instances belong to one version: the one swapped out drops
+        // its idle ones now and the rest as their requests finish.
+        for route in current.iter().filter(|r| &*r.name == name) {
+            if with.as_ref().is_none_or(|w| !Arc::ptr_eq(w, route)) {
+                route.retire();
+            }
+        }
+        if let Some(route) = &with {
+            route.reinstate();
+        }
         Ok(())
     }
 }

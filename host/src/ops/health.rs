@@ -145,7 +145,11 @@ async fn run_checks(app: &App) -> Report {
         let name = format!("component:{}", route.name);
         let check = timed(&name, async {
             // Like a request, a check needs an instance slot.
-            let _slot = app.instances.clone().acquire_owned().await?;
+            // (Idle kept instances give theirs up first.)
+            let _slot = match app.instance_slot() {
+                Some(slot) => slot,
+                None => app.instances.clone().acquire_owned().await?,
+            };
             instantiate_once(
                 &app.engine,
                 &route.handler,

@@ -1,21 +1,25 @@
-//! Serving one request with one fresh instance: instantiate from the pool,
-//! call `wasi:http/incoming-handler.handle`, and hand the guest's response
-//! back while the guest keeps streaming its body on its own task.
+//! Serving one request with one instance: instantiate from the pool (or,
+//! on a route with `reuse`, take a warm instance), call
+//! `wasi:http/incoming-handler.handle`, and hand the guest's response back
+//! while the guest keeps streaming its body on its own task. A kept
+//! instance goes back to its [`Pool`] only once both the guest returned
+//! and its response body ended without an error ([`Handback`]).
 
 use crate::capabilities::GuestContext;
 use crate::config::manifest::Limits;
 use crate::observability::metrics::{FailureKind, Metrics, RouteMetrics};
 use crate::runtime::component::Handler;
 use crate::runtime::lane::Lane;
+use crate::runtime::pool::{Pool, Tally, Warm};
 use crate::runtime::store::{new_store, set_deadline};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -70,6 +74,41 @@ pub struct GuestBody {
     /// Set by the guest's task when it fails, before its store (and with
     /// it the sending end of `inner`) is dropped.
     failed: Arc<AtomicBool>,
+    /// On a route with `reuse`: told how the body ended, so the instance
+    /// is not kept after a body that ended in an error (the guest's
+    /// `finish` disagreed with its Content-Length, or it aborted). Taken
+    /// when told.
+    handback: Option<Arc<Handback>>,
+}
+
+impl GuestBody {
+    fn new(
+        inner: HyperOutgoingBody,
+        failed: Arc<AtomicBool>,
+        handback: Option<Arc<Handback>>,
+    ) -> Self {
+        GuestBody {
+            inner,
+            failed,
+            handback,
+        }
+    }
+
+    fn ended(&mut self, clean: bool) {
+        if let Some(handback) = self.handback.take() {
+            handback.body_ended(clean);
+        }
+    }
+}
+
+impl Drop for GuestBody {
+    fn drop(&mut self) {
+        // hyper drops a body with a Content-Length once it has sent that
+        // many bytes, without polling for its end; a client gone or a
+        // HEAD request drops it early too. None of that says anything
+        // about the guest, which is judged by how its call ended.
+        self.ended(true);
+    }
 }
 
 impl Body for GuestBody {
@@ -81,9 +120,20 @@ impl Body for GuestBody {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) if self.failed.load(Ordering::Acquire) => Poll::Ready(Some(Err(
-                wasmtime_wasi_http::Error::InternalError(Some("the handler failed".into())),
-            ))),
+            Poll::Ready(None) if self.failed.load(Ordering::Acquire) => {
+                self.ended(false);
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    "the handler failed".into(),
+                )))))
+            }
+            Poll::Ready(None) => {
+                self.ended(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.ended(false);
+                Poll::Ready(Some(Err(err)))
+            }
             other => other,
         }
     }
@@ -96,6 +146,72 @@ impl Body for GuestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Where the instance serving a request comes from, and where it goes.
+pub enum Lease {
+    /// A fresh instance in this slot of the instance budget, dropped
+    /// after the request.
+    Fresh(OwnedSemaphorePermit),
+    /// A fresh instance in this slot, kept in the pool afterwards.
+    New(OwnedSemaphorePermit, Arc<Pool>),
+    /// A warm instance from the pool, returned to it afterwards.
+    Warm(Warm, Arc<Pool>),
+}
+
+/// Returns a reused instance to its pool once the guest returned cleanly
+/// *and* its response body ended without an error, whichever comes last;
+/// drops it if either did not.
+pub struct Handback {
+    pool: Arc<Pool>,
+    state: Mutex<Handing>,
+}
+
+enum Handing {
+    /// Neither has happened yet.
+    Open,
+    /// The guest is done; waiting for the body.
+    Parked(Warm),
+    /// The body ended cleanly; waiting for the guest.
+    BodyDone,
+    /// Decided.
+    Closed,
+}
+
+impl Handback {
+    fn new(pool: Arc<Pool>) -> Arc<Handback> {
+        Arc::new(Handback {
+            pool,
+            state: Mutex::new(Handing::Open),
+        })
+    }
+
+    /// The guest returned from `handle` without a failure.
+    fn guest_done(&self, warm: Warm) {
+        let mut state = self.state.lock().expect("handback lock");
+        match std::mem::replace(&mut *state, Handing::Closed) {
+            Handing::Open => *state = Handing::Parked(warm),
+            Handing::BodyDone => {
+                drop(state);
+                self.pool.put(warm);
+            }
+            Handing::Parked(_) | Handing::Closed => {}
+        }
+    }
+
+    /// The response body ended, cleanly or not.
+    fn body_ended(&self, clean: bool) {
+        let mut state = self.state.lock().expect("handback lock");
+        match std::mem::replace(&mut *state, Handing::Closed) {
+            Handing::Open if clean => *state = Handing::BodyDone,
+            Handing::Parked(warm) if clean => {
+                drop(state);
+                self.pool.put(warm);
+            }
+            // Not clean: the parked instance (if any) drops here.
+            _ => {}
+        }
     }
 }
 
@@ -118,7 +234,8 @@ impl Drop for FailOnDrop {
     }
 }
 
-/// Runs `req` through a fresh instance of `handler` under `limits`.
+/// Runs `req` through an instance of `handler` under `limits`: a fresh
+/// one, or a kept one per `lease`.
 ///
 /// `guard` is held until the guest finishes, including streaming the
 /// response body, so concurrency limits count the whole request.
@@ -128,6 +245,7 @@ pub async fn invoke<B, G>(
     limits: &Limits,
     req: http::Request<B>,
     guard: G,
+    lease: Lease,
     cx: Context,
 ) -> Result<http::Response<GuestBody>, Failure>
 where
@@ -140,8 +258,26 @@ where
     let route = cx.guest.caller.route.clone();
     let request_id = cx.guest.caller.request_id.clone();
     let slow_slots = cx.slow_slots.clone();
-    let mut store = new_store(engine, limits, cx.guest);
+    let (mut store, proxy, slot, tally, pool) = match lease {
+        Lease::Fresh(slot) => (new_store(engine, limits, cx.guest), None, slot, None, None),
+        Lease::New(slot, pool) => {
+            let tally = Tally::new(cx.series.clone());
+            let store = new_store(engine, limits, cx.guest);
+            (store, None, slot, Some(tally), Some(pool))
+        }
+        Lease::Warm(warm, pool) => {
+            let Warm {
+                mut store,
+                proxy,
+                slot,
+                tally,
+            } = warm;
+            store.data_mut().serve(cx.guest);
+            (store, Some(proxy), slot, Some(tally), Some(pool))
+        }
+    };
     set_deadline(&mut store, deadline);
+    let handback = pool.map(Handback::new);
 
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let mut http = store.data_mut().http();
@@ -152,19 +288,27 @@ where
 
     let failed = Arc::new(AtomicBool::new(false));
     let mut unfinished = FailOnDrop(Some(failed.clone()));
+    let guest_handback = handback.clone();
     let guest = async move {
         let _guard = guard;
         let started = Instant::now();
         let run = async {
-            let proxy = handler.pre.instantiate_async(&mut store).await?;
-            cx.series.instantiated(started.elapsed());
+            let proxy = match proxy {
+                Some(proxy) => proxy,
+                None => {
+                    let proxy = handler.pre.instantiate_async(&mut store).await?;
+                    cx.series.instantiated(started.elapsed());
+                    proxy
+                }
+            };
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
-                .await
+                .await?;
+            Ok::<_, wasmtime::Error>(proxy)
         };
         let result = match tokio::time::timeout_at(deadline.into(), run).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(proxy)) => Ok(proxy),
             Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 Err(Failure::Timeout(timeout))
             }
@@ -191,10 +335,33 @@ where
                 cx.metrics.guest_failed(&route, kind);
                 tracing::warn!(route = %route, request_id = %request_id, cause = %failure, "handler failed");
             }
-        } else {
-            unfinished.disarm();
         }
-        result
+        match result {
+            Ok(proxy) => {
+                unfinished.disarm();
+                // Kept only if the body ends cleanly too.
+                if let (Some(handback), Some(mut tally)) = (guest_handback, tally) {
+                    tally.served += 1;
+                    handback.guest_done(Warm {
+                        store,
+                        proxy,
+                        slot,
+                        tally,
+                    });
+                } else {
+                    drop(store);
+                    drop(slot);
+                }
+                Ok(())
+            }
+            Err(failure) => {
+                // A failed instance (trap, timeout, memory limit) is never
+                // kept: its store goes before the slot that stands for it.
+                drop(store);
+                drop(slot);
+                Err(failure)
+            }
+        }
     };
     // Timed on this thread; past its slice it moves to the slow lane.
     let mut guest = Lane::new(guest, slow_slots);
@@ -208,7 +375,7 @@ where
         finished = &mut guest => {
             finished?;
             return match rx.await {
-                Ok(Ok(response)) => Ok(response.map(|inner| GuestBody { inner, failed })),
+                Ok(Ok(response)) => Ok(response.map(|inner| GuestBody::new(inner, failed, handback))),
                 Ok(Err(code)) => Err(Failure::ErrorCode(code)),
                 Err(_) => Err(Failure::NoResponse),
             };
@@ -217,7 +384,7 @@ where
     match answered {
         Ok(Ok(response)) => {
             tokio::spawn(guest);
-            Ok(response.map(|inner| GuestBody { inner, failed }))
+            Ok(response.map(|inner| GuestBody::new(inner, failed, handback)))
         }
         Ok(Err(code)) => {
             tokio::spawn(guest);

@@ -12,4 +12,5 @@ pub mod grants;
 pub mod invoke;
 pub mod lane;
 pub mod linker;
+pub mod pool;
 pub mod store;

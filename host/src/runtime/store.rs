@@ -1,5 +1,8 @@
-//! Per-request store data: one `StoreData` per guest instance, built fresh
-//! for every request and dropped with it.
+//! Per-instance store data: one `StoreData` per guest instance, built
+//! fresh for every request and dropped with it, or, on a route with
+//! `reuse`, kept with its instance and handed the next request's caller
+//! ([`StoreData::serve`]) once it has shown it holds nothing of the last
+//! ([`StoreData::is_clean`]).
 
 use crate::capabilities::cache::CacheView;
 use crate::capabilities::config::ConfigView;
@@ -17,8 +20,9 @@ use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Everything one instance can reach. It lives exactly as long as the
-/// request it serves, so no state leaks from one request to the next.
+/// Everything one instance can reach. It lives as long as its instance:
+/// one request, or on a route with `reuse` several, each of which starts
+/// with an empty resource table and its own caller.
 pub struct StoreData {
     table: ResourceTable,
     wasi: WasiCtx,
@@ -112,6 +116,21 @@ impl StoreData {
     /// Who this instance serves.
     pub fn caller(&self) -> &Caller {
         &self.guest.caller
+    }
+
+    /// Hands a kept instance the next request: its request id, trace and
+    /// capability contexts. The resource table is empty by then
+    /// ([`StoreData::is_clean`]), so no handle of the last request can
+    /// reach anything of this one.
+    pub fn serve(&mut self, guest: GuestContext) {
+        self.guest = guest;
+    }
+
+    /// Whether the instance holds no host resource (a wasi:http request,
+    /// body or stream, a capability's transaction, stream or fill): true
+    /// after a request whose guest dropped everything it was handed.
+    pub fn is_clean(&self) -> bool {
+        self.table.is_empty()
     }
 
     /// The largest linear memory this instance has reached, in bytes.

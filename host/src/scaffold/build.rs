@@ -116,9 +116,7 @@ fn manifest_error(path: &Path, reason: impl ToString) -> ScaffoldError {
 
 fn rust_name(dir: &Path) -> Result<String, ScaffoldError> {
     let path = dir.join("Cargo.toml");
-    let manifest: toml::Table = read(&path)?
-        .parse()
-        .map_err(|e| manifest_error(&path, e))?;
+    let manifest: toml::Table = read(&path)?.parse().map_err(|e| manifest_error(&path, e))?;
     manifest
         .get("package")
         .and_then(|p| p.get("name"))
@@ -221,11 +219,11 @@ fn js(dir: &Path) -> Result<(), ScaffoldError> {
     })?;
     let bin = dir.join("node_modules/.bin");
     if !bin.join("componentize-js").exists() || !bin.join("jco").exists() {
-        step(Command::new("npm").current_dir(dir).args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-        ]))
+        step(
+            Command::new("npm")
+                .current_dir(dir)
+                .args(["install", "--no-audit", "--no-fund"]),
+        )
         .map_err(|err| ScaffoldError::Toolchain {
             what: "componentize-js and jco",
             reason: err.to_string(),
@@ -240,9 +238,7 @@ fn js(dir: &Path) -> Result<(), ScaffoldError> {
 
 fn python_name(dir: &Path) -> Result<String, ScaffoldError> {
     let path = dir.join("pyproject.toml");
-    let manifest: toml::Table = read(&path)?
-        .parse()
-        .map_err(|e| manifest_error(&path, e))?;
+    let manifest: toml::Table = read(&path)?.parse().map_err(|e| manifest_error(&path, e))?;
     manifest
         .get("project")
         .and_then(|p| p.get("name"))
@@ -268,12 +264,16 @@ fn python(dir: &Path, component: &Path) -> Result<(), ScaffoldError> {
                 reason,
                 fix: format!("apt-get install python3 python3-venv`, then `{fix}"),
             })?;
-            step(Command::new("python3").current_dir(dir).args(["-m", "venv", ".venv"]))
-                .map_err(|err| ScaffoldError::Toolchain {
-                    what: "a Python virtual environment",
-                    reason: err.to_string(),
-                    fix: fix.clone(),
-                })?;
+            step(
+                Command::new("python3")
+                    .current_dir(dir)
+                    .args(["-m", "venv", ".venv"]),
+            )
+            .map_err(|err| ScaffoldError::Toolchain {
+                what: "a Python virtual environment",
+                reason: err.to_string(),
+                fix: fix.clone(),
+            })?;
         }
         step(
             Command::new(venv.join("bin/python"))
@@ -287,10 +287,7 @@ fn python(dir: &Path, component: &Path) -> Result<(), ScaffoldError> {
             fix: fix.clone(),
         })?;
     }
-    let out = component
-        .strip_prefix(dir)
-        .unwrap_or(component)
-        .to_owned();
+    let out = component.strip_prefix(dir).unwrap_or(component).to_owned();
     step(
         Command::new(&tool)
             .current_dir(dir)

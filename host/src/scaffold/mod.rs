@@ -58,7 +58,9 @@ pub enum ScaffoldError {
         reason: String,
     },
     /// A toolchain is missing and could not be installed.
-    #[error("{what} is not available ({reason}); install it with `{fix}`, then run `trellis build` again")]
+    #[error(
+        "{what} is not available ({reason}); install it with `{fix}`, then run `trellis build` again"
+    )]
     Toolchain {
         /// What is missing.
         what: &'static str,
@@ -100,7 +102,10 @@ pub fn run(command: Author) -> Result<(), ScaffoldError> {
         } => {
             let dir = new::create(Path::new("."), &name, lang, &grants, sdk)?;
             println!("created {}", dir.display());
-            println!("next: cd {} && trellis build && trellis serve", dir.display());
+            println!(
+                "next: cd {} && trellis build && trellis serve",
+                dir.display()
+            );
         }
         Author::Build { dir } => {
             let component = build::build(&dir)?;

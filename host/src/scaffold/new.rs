@@ -50,7 +50,10 @@ const JS: &[File] = &[
 const PYTHON: &[File] = &[
     ("app.py", include_str!("templates/python/app.py")),
     ("trellis.py", include_str!("templates/python/trellis.py")),
-    ("pyproject.toml", include_str!("templates/python/pyproject.toml")),
+    (
+        "pyproject.toml",
+        include_str!("templates/python/pyproject.toml"),
+    ),
 ];
 
 /// Creates the project `name` under `parent`; returns its directory.
@@ -100,7 +103,12 @@ pub fn create(
     let example = if grants.contains(&"cache") {
         grants.join(",")
     } else {
-        grants.iter().copied().chain(["cache"]).collect::<Vec<_>>().join(",")
+        grants
+            .iter()
+            .copied()
+            .chain(["cache"])
+            .collect::<Vec<_>>()
+            .join(",")
     };
     let lang_flag = format!("{lang:?}").to_lowercase();
     let vars = [
@@ -160,7 +168,11 @@ fn sdk_dependency(sdk: Option<PathBuf>, log: bool) -> Result<String, ScaffoldErr
         .filter(|p| p.join("Cargo.toml").is_file())
         .ok_or(ScaffoldError::NoSdk(path))?;
     let path = path.display().to_string().replace('\\', "/");
-    let features = if log { "" } else { ", default-features = false" };
+    let features = if log {
+        ""
+    } else {
+        ", default-features = false"
+    };
     Ok(format!("trellis-sdk = {{ path = \"{path}\"{features} }}"))
 }
 
@@ -191,18 +203,30 @@ mod tests {
         let grants = ["log".to_owned(), "sql".to_owned()];
         let dir = create(&parent, "demo", Lang::Python, &grants, None).expect("created");
         let manifest = fs::read_to_string(dir.join("trellis.toml")).unwrap();
-        assert!(manifest.contains("grants = [\"sql\", \"log\"]"), "{manifest}");
-        assert!(manifest.contains("component = \"dist/demo.wasm\""), "{manifest}");
+        assert!(
+            manifest.contains("grants = [\"sql\", \"log\"]"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("component = \"dist/demo.wasm\""),
+            "{manifest}"
+        );
         assert!(!manifest.contains("rate_limits"), "{manifest}");
         let app = fs::read_to_string(dir.join("app.py")).unwrap();
         assert!(app.contains("sql.query("), "{app}");
         assert!(app.contains("log.info("), "{app}");
         assert!(!app.contains("cache") && !app.contains("trellis:"), "{app}");
         let world = fs::read_to_string(dir.join("wit/world.wit")).unwrap();
-        assert!(world.contains("with-sql") && world.contains("with-log"), "{world}");
+        assert!(
+            world.contains("with-sql") && world.contains("with-log"),
+            "{world}"
+        );
         assert!(!world.contains("with-cache"), "{world}");
         assert!(
-            matches!(create(&parent, "demo", Lang::Js, &[], None), Err(ScaffoldError::Exists(_))),
+            matches!(
+                create(&parent, "demo", Lang::Js, &[], None),
+                Err(ScaffoldError::Exists(_))
+            ),
             "a second project of the same name is refused"
         );
         let _ = fs::remove_dir_all(&parent);

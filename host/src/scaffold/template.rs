@@ -32,9 +32,7 @@ pub(crate) fn render(template: &str, enabled: &[&str], vars: &[(&str, &str)]) ->
     for line in template.split_inclusive('\n') {
         match marker(line) {
             Some(Marker::If(conditions)) => {
-                keep = conditions
-                    .split(',')
-                    .any(|c| enabled.contains(&c.trim()));
+                keep = conditions.split(',').any(|c| enabled.contains(&c.trim()));
             }
             Some(Marker::End) => keep = true,
             None if keep => out.push_str(line),

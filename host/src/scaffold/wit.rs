@@ -154,7 +154,10 @@ mod tests {
                 .keys()
                 .map(|key| resolve.name_world_key(key))
                 .collect();
-            assert_eq!(exports, [format!("wasi:http/incoming-handler@{WASI_VERSION}")]);
+            assert_eq!(
+                exports,
+                [format!("wasi:http/incoming-handler@{WASI_VERSION}")]
+            );
             let _ = fs::remove_dir_all(&dir);
         }
     }

@@ -14,7 +14,7 @@ mod validate;
 use crate::config::units::{ByteSize, Duration};
 pub use edge::{AuthPolicy, Cors};
 use serde::Deserialize;
-pub use spec::{Limits, RouteConfig, RouteSpec};
+pub use spec::{Limits, Reuse, RouteConfig, RouteSpec};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,8 @@ use std::time;
 use toml::Spanned;
 pub use upstreams::{BreakerSettings, UpstreamEntry, UpstreamSpec};
 pub use validate::{
-    check_database_url, check_grants, check_limits, check_path, check_route_name, parse_methods,
+    check_database_url, check_grants, check_limits, check_path, check_reuse, check_route_name,
+    parse_methods,
 };
 
 /// Capabilities a route may grant; see `wit/` and DESIGN.md.
@@ -340,6 +341,8 @@ pub struct RouteEntry {
     pub summary: Option<String>,
     /// A longer description for `/openapi.json`.
     pub description: Option<String>,
+    /// Opt-in instance reuse; a fresh instance per request when absent.
+    pub reuse: Option<Spanned<Reuse>>,
     /// `config` and `secrets` with environment references resolved, at
     /// validation.
     #[serde(skip)]
@@ -517,6 +520,7 @@ impl RouteEntry {
             cors: self.resolved_cors.clone(),
             summary: self.summary.clone(),
             description: self.description.clone(),
+            reuse: self.reuse.as_ref().map(|r| *r.get_ref()),
         }
     }
 
@@ -621,6 +625,69 @@ mod tests {
         let err = parse("[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ngrants = [\"sql\", \"filesystem\"]\n").unwrap_err().to_string();
         assert!(
             err.contains(":4: route[0].grants") && err.contains("filesystem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reuse_is_opt_in_with_defaults_and_bounds() {
+        let route = |line: &str| {
+            parse(&format!(
+                "[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n{line}\n"
+            ))
+            .map(|m| m.routes[0].spec().reuse)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(route("").unwrap(), None, "fresh instances by default");
+        let reuse = route("reuse = { requests = 64 }").unwrap().unwrap();
+        assert_eq!(reuse.requests, 64);
+        assert_eq!(reuse.concurrent, 1);
+        assert_eq!(reuse.idle.0, time::Duration::from_secs(1));
+        let reuse = route("reuse = { requests = 2, concurrent = 16, idle = \"250ms\" }")
+            .unwrap()
+            .unwrap();
+        assert_eq!((reuse.requests, reuse.concurrent), (2, 16));
+        assert_eq!(reuse.idle.0, time::Duration::from_millis(250));
+        assert_eq!(route("reuse = {}").unwrap().unwrap().requests, 128);
+
+        for (line, field, says) in [
+            (
+                "reuse = { requests = 0 }",
+                "route[0].reuse.requests",
+                "at least 1",
+            ),
+            (
+                "reuse = { concurrent = 0 }",
+                "route[0].reuse.concurrent",
+                "at least 1",
+            ),
+            (
+                "reuse = { concurrent = 5000 }",
+                "route[0].reuse.concurrent",
+                "at most 1024",
+            ),
+            (
+                "reuse = { idle = \"0s\" }",
+                "route[0].reuse.idle",
+                "more than 0",
+            ),
+            (
+                "reuse = { idle = \"61m\" }",
+                "route[0].reuse.idle",
+                "at most 3600s",
+            ),
+        ] {
+            let err = route(line).unwrap_err();
+            assert!(err.contains(&format!(":4: {field}")), "{line}: {err}");
+            assert!(err.contains(says), "{line}: {err}");
+        }
+        let err = route("reuse = { request = 3 }").unwrap_err();
+        assert!(err.contains("line 4") && err.contains("request"), "{err}");
+        let err = route("reuse = { requests = -1 }").unwrap_err();
+        assert!(err.contains("line 4") && err.contains("requests"), "{err}");
+        let err = route("reuse = { idle = \"1x\" }").unwrap_err();
+        assert!(
+            err.contains("line 4") && err.contains("unit must be"),
             "{err}"
         );
     }

@@ -4,7 +4,7 @@
 
 use super::{ConfigValue, FromEnv, ResponseCache};
 use crate::config::units::{ByteSize, Duration};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -88,6 +88,47 @@ impl Limits {
     }
 }
 
+/// A route's `reuse = { requests, concurrent, idle }`: one instance
+/// serves up to `requests` requests, then is dropped; an instance idle for
+/// `idle` is dropped too. `concurrent` is how many requests one instance
+/// may serve at once; WASI 0.2 handlers are served one at a time whatever
+/// it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reuse {
+    /// Requests one instance serves before it is dropped.
+    #[serde(default = "Reuse::default_requests")]
+    pub requests: u32,
+    /// Requests one instance serves at once (WASI 0.3 handlers only).
+    #[serde(default = "Reuse::default_concurrent")]
+    pub concurrent: u32,
+    /// How long an unused instance is kept.
+    #[serde(default = "Reuse::default_idle")]
+    pub idle: Duration,
+}
+
+impl Reuse {
+    pub(super) fn default_requests() -> u32 {
+        128
+    }
+    pub(super) fn default_concurrent() -> u32 {
+        1
+    }
+    pub(super) fn default_idle() -> Duration {
+        Duration(time::Duration::from_secs(1))
+    }
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Reuse {
+            requests: Reuse::default_requests(),
+            concurrent: Reuse::default_concurrent(),
+            idle: Reuse::default_idle(),
+        }
+    }
+}
+
 /// One route's settings, wherever they were written (a `[[route]]` of the
 /// manifest or the query of an admin `PUT`), validated by the same checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +163,8 @@ pub struct RouteSpec {
     pub summary: Option<String>,
     /// `/openapi.json`: the operations' description.
     pub description: Option<String>,
+    /// Instance reuse; `None` is a fresh instance per request.
+    pub reuse: Option<Reuse>,
 }
 
 /// One route's resolved variables and secrets.

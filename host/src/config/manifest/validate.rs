@@ -2,7 +2,7 @@
 //! to the same settings given in a query. Every error names the field and,
 //! in a manifest, its line.
 
-use super::spec::Limits;
+use super::spec::{Limits, Reuse};
 use super::{KNOWN_GRANTS, Manifest, ManifestError, RouteConfig, line_of};
 use crate::config::units::Duration;
 use std::ops::Range;
@@ -89,6 +89,15 @@ impl Manifest {
             }
             if let Err((name, message)) = check_limits(&route.limits()) {
                 return Err(invalid(route.path.span(), field(name), message));
+            }
+            if let Some(reuse) = &route.reuse
+                && let Err((name, message)) = check_reuse(reuse.get_ref())
+            {
+                return Err(invalid(
+                    reuse.span(),
+                    field(&format!("reuse.{name}")),
+                    message,
+                ));
             }
             if let Some(policy) = &route.rate_limit
                 && !self.rate_limits.contains_key(policy.get_ref())
@@ -483,6 +492,8 @@ pub fn check_grants(grants: &[String]) -> Result<(), String> {
 /// - `[redis].timeout`: 1m. Redis is a fast path the host can do without.
 /// - `[rate_limits.NAME].window`: 24h.
 /// - a route's `cache.ttl`: 7 days (168h).
+/// - a route's `reuse.idle`: 1h. An idle instance holds a pooling-allocator
+///   slot and its memory; keeping one longer is a leak, not a cache.
 mod max {
     use std::time::Duration;
 
@@ -499,6 +510,7 @@ mod max {
     pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(MINUTE);
     pub(super) const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(24 * HOUR);
     pub(super) const CACHE_TTL: Duration = Duration::from_secs(7 * 24 * HOUR);
+    pub(super) const REUSE_IDLE: Duration = Duration::from_secs(HOUR);
 }
 
 /// `Err("at most MAX")` when `value` is over `max`.
@@ -524,6 +536,29 @@ pub fn check_limits(limits: &Limits) -> Result<(), (&'static str, String)> {
         return Err(("memory", "must be at least 1MiB".into()));
     }
     Ok(())
+}
+
+/// Most requests one instance may serve at once with `reuse.concurrent`.
+const MAX_REUSE_CONCURRENT: u32 = 1024;
+
+/// Checks a route's `reuse`; the error names the key within it.
+pub fn check_reuse(reuse: &Reuse) -> Result<(), (&'static str, String)> {
+    if reuse.requests == 0 {
+        return Err(("requests", "must be at least 1".into()));
+    }
+    if reuse.concurrent == 0 {
+        return Err(("concurrent", "must be at least 1".into()));
+    }
+    if reuse.concurrent > MAX_REUSE_CONCURRENT {
+        return Err((
+            "concurrent",
+            format!("must be at most {MAX_REUSE_CONCURRENT}"),
+        ));
+    }
+    if reuse.idle.0.is_zero() {
+        return Err(("idle", "must be more than 0".into()));
+    }
+    at_most(reuse.idle, max::REUSE_IDLE).map_err(|m| ("idle", m))
 }
 
 /// Checks that a database URL names a database the host supports.
