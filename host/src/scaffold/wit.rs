@@ -15,8 +15,10 @@ use std::path::Path;
 
 use super::ScaffoldError;
 
-/// The capabilities a world can import: the `trellis:api` interfaces, in
-/// the order worlds list them.
+/// The capabilities a scaffold's world can import: the `trellis:api`
+/// interfaces, in the order worlds list them. `identity` is left out: it
+/// needs an `[auth]` policy, which a scaffold cannot choose (its world is
+/// `trellis:api/with-identity` for authors who add one).
 pub const GRANTS: &[&str] = &["sql", "config", "log", "rate-limit", "cache", "metrics"];
 
 /// The world's fully qualified name, for `-w` / `--world-name`.

@@ -6,6 +6,7 @@ const TRELLIS_API: &[(&str, &str)] = &[
     ("cache.wit", include_str!("../../../wit/cache.wit")),
     ("config.wit", include_str!("../../../wit/config.wit")),
     ("health.wit", include_str!("../../../wit/health.wit")),
+    ("identity.wit", include_str!("../../../wit/identity.wit")),
     ("log.wit", include_str!("../../../wit/log.wit")),
     ("metrics.wit", include_str!("../../../wit/metrics.wit")),
     ("rate-limit.wit", include_str!("../../../wit/rate-limit.wit")),
