@@ -225,6 +225,24 @@ async fn outbound_needs_its_grant_and_a_valid_declaration() {
     );
 }
 
+/// `outbound = []` says a route calls no upstream: a component importing
+/// `outgoing-handler` loads (as JavaScript and Python components always
+/// import it), and every call it makes is denied without touching the
+/// network, even to an upstream the host declares.
+#[tokio::test]
+async fn an_empty_outbound_links_the_import_and_denies_every_call() {
+    let upstream = Upstream::start().await;
+    let origin = upstream.origin();
+    let trellis = Trellis::start(manifest(
+        &format!("[upstreams.api]\nurl = \"{origin}\"\n"),
+        "[]",
+    ))
+    .await;
+    let (status, _, body) = call(&trellis, &format!("{origin}/ok")).await;
+    assert_eq!((status, body.as_str()), (502, "HttpRequestDenied"));
+    assert_eq!(upstream.requests(), 0);
+}
+
 /// An upstream that never answers fails the call with
 /// `connection-read-timeout` after the upstream's `timeout`; one that
 /// stalls mid-body cuts the guest's response short.

@@ -127,7 +127,7 @@ fn load_route(
     let started = Instant::now();
     let spec = route.spec();
     let (handler, cache) = loader
-        .load(&bytes, &spec.grants, &spec.outbound)
+        .load(&bytes, &spec.grants, spec.outbound.as_deref())
         .with_context(|| format!("component {}", path.display()))?;
     tracing::info!(
         route = %route.name(),

@@ -190,7 +190,12 @@ async fn deploy(
     let current = state.deployments.app().routes.load().get(&name).cloned();
     let upstreams = &state.deployments.app().services.upstreams;
     let spec = match settings(&name, current.as_deref(), query).and_then(|spec| {
-        match spec.outbound.iter().find(|n| upstreams.get(n).is_none()) {
+        match spec
+            .outbound
+            .iter()
+            .flatten()
+            .find(|n| upstreams.get(n).is_none())
+        {
             Some(unknown) => Err(format!(
                 "query parameter outbound: no upstream {unknown:?} in the manifest's [upstreams]"
             )),
@@ -316,7 +321,7 @@ fn settings(
             rate_limit: None,
             cache: None,
             cache_namespace: name.to_owned(),
-            outbound: Vec::new(),
+            outbound: None,
             // Edge policies come from the manifest only, like `config`.
             auth: None,
             scopes: Vec::new(),
@@ -343,7 +348,7 @@ fn settings(
         spec.grants = grants;
     }
     if let Some(outbound) = query.outbound {
-        spec.outbound = split(&outbound);
+        spec.outbound = Some(split(&outbound));
     }
     for (field, value) in &query.limits {
         if !spec.limits.set(field, value).map_err(|m| bad(field, m))? {
@@ -473,12 +478,14 @@ mod tests {
             assert!(err.contains("route name"), "{err}");
         }
         let spec = settings("x", None, q(r#"{"path":"/x","outbound":"a, b"}"#)).unwrap();
-        assert_eq!(spec.outbound, ["a", "b"]);
+        assert_eq!(spec.outbound.unwrap(), ["a", "b"]);
+        let spec = settings("x", None, q(r#"{"path":"/x","outbound":""}"#)).unwrap();
+        assert_eq!(spec.outbound, Some(vec![]));
         assert!(
             settings("x", None, q(r#"{"path":"/x"}"#))
                 .unwrap()
                 .outbound
-                .is_empty()
+                .is_none()
         );
     }
 }

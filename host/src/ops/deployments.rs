@@ -141,13 +141,18 @@ impl Deployments {
     pub async fn prepare(&self, spec: &RouteSpec, bytes: Vec<u8>) -> Result<Prepared, DeployError> {
         let started = Instant::now();
         let upstreams = &self.app.services.upstreams;
-        if let Some(unknown) = spec.outbound.iter().find(|n| upstreams.get(n).is_none()) {
+        if let Some(unknown) = spec
+            .outbound
+            .iter()
+            .flatten()
+            .find(|n| upstreams.get(n).is_none())
+        {
             return Err(DeployError::UnknownUpstream(unknown.clone()));
         }
         let loader = self.app.loader.clone();
         let (grants, outbound) = (spec.grants.clone(), spec.outbound.clone());
         let (handler, cache) =
-            tokio::task::spawn_blocking(move || loader.load(&bytes, &grants, &outbound))
+            tokio::task::spawn_blocking(move || loader.load(&bytes, &grants, outbound.as_deref()))
                 .await
                 .map_err(DeployError::Task)??;
         if spec.grants.iter().any(|g| g == "sql") {

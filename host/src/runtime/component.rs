@@ -95,7 +95,7 @@ impl Loader {
         &self,
         bytes: &[u8],
         grants: &[String],
-        outbound: &[String],
+        outbound: Option<&[String]>,
     ) -> Result<(Handler, CacheOutcome), LoadError> {
         let digest = crate::ids::hex(&Sha256::digest(bytes));
         let (component, outcome) = self.compile(bytes, &digest)?;

@@ -68,12 +68,15 @@ const OFFERED: &[&str] = &[
 
 /// Checks every import of `component`: each must be an interface the host
 /// offers, each `trellis:api` import must be in `grants`, and an import of
-/// `wasi:http/outgoing-handler` needs `outbound`.
+/// `wasi:http/outgoing-handler` needs the route to set `outbound` (to the
+/// upstreams it calls, or to `[]` when it calls none: StarlingMonkey and
+/// componentize-py's proxy world import it whether or not the code calls
+/// out, and their calls are then denied).
 pub fn check(
     engine: &Engine,
     component: &Component,
     grants: &[String],
-    outbound: &[String],
+    outbound: Option<&[String]>,
 ) -> Result<(), ImportError> {
     for (name, _) in component.component_type().imports(engine) {
         if !offered(name) {
@@ -82,11 +85,11 @@ pub fn check(
             }
             .into());
         }
-        if is_outgoing_handler(name) && outbound.is_empty() {
+        if is_outgoing_handler(name) && outbound.is_none() {
             return Err(MissingGrant {
                 interface: name.to_owned(),
                 grant: "outbound".to_owned(),
-                fix: "declare the upstreams it calls with the route's outbound = [\"NAME\", ...] (each an [upstreams.NAME])".to_owned(),
+                fix: "declare the upstreams it calls with the route's outbound = [\"NAME\", ...] (each an [upstreams.NAME]), or outbound = [] if it calls none".to_owned(),
             }
             .into());
         }

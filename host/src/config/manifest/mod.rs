@@ -506,11 +506,7 @@ impl RouteEntry {
                 .cache_namespace
                 .as_ref()
                 .map_or_else(|| self.name(), |n| n.get_ref().clone()),
-            outbound: self
-                .outbound
-                .as_ref()
-                .map(|o| o.get_ref().clone())
-                .unwrap_or_default(),
+            outbound: self.outbound.as_ref().map(|o| o.get_ref().clone()),
             auth: self.auth.as_ref().map(|a| a.get_ref().clone()),
             scopes: self
                 .scopes
@@ -830,7 +826,7 @@ mod tests {
         assert_eq!((spec.retries, spec.breaker.failures), (2, 3));
         assert_eq!(spec.breaker.open_for.0, time::Duration::from_secs(30));
         assert!(spec.headers[0].1.is_sensitive());
-        assert_eq!(m.routes[0].spec().outbound, ["pay"]);
+        assert_eq!(m.routes[0].spec().outbound.unwrap(), ["pay"]);
 
         for (text, want) in [
             (

@@ -151,8 +151,11 @@ pub struct RouteSpec {
     pub cache: Option<ResponseCache>,
     /// The `cache` capability's key namespace.
     pub cache_namespace: String,
-    /// The `[upstreams]` the component may call.
-    pub outbound: Vec<String>,
+    /// The `[upstreams]` the component may call; `None` when the route
+    /// does not say, which refuses a component importing
+    /// `wasi:http/outgoing-handler`, while `Some([])` links it with every
+    /// call denied (for toolchains that always import it).
+    pub outbound: Option<Vec<String>>,
     /// The `[auth]` policy checked before the component runs.
     pub auth: Option<String>,
     /// Scopes the caller must hold.
