@@ -481,3 +481,64 @@ pub(crate) async fn counter() {
         );
     }
 }
+
+/// The quotes gateway of `examples/quotes`: a quote through the declared
+/// upstream, then the walk-through of its README: failures open the
+/// upstream's breaker, after which calls fail at once (the upstream sees
+/// no request) with 503 `UPSTREAM_UNAVAILABLE`, and readiness says
+/// `degraded`.
+#[tokio::test]
+pub(crate) async fn quotes() {
+    let upstream = Upstream::start().await;
+    let origin = upstream.origin();
+    let route = |url: &str| {
+        [
+            r#"grants = ["config", "log"]"#.to_owned(),
+            r#"outbound = ["quotes"]"#.to_owned(),
+            format!("config = {{ quotes_url = \"{origin}{url}\" }}"),
+        ]
+    };
+    let (good, failing) = (route("/ok"), route("/status/503"));
+    let refs = |r: &[String; 3]| -> Vec<String> { r.to_vec() };
+    let (good, failing) = (refs(&good), refs(&failing));
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let failing: Vec<&str> = failing.iter().map(String::as_str).collect();
+    let trellis = Trellis::start(
+        Manifest::new()
+            .section(&format!(
+                "[upstreams.quotes]\nurl = \"{origin}\"\nretries = 0\nbreaker = {{ failures = 2, window = \"30s\", open_for = \"60s\" }}\n"
+            ))
+            .route("quote", "/quote", component::QUOTES, &good)
+            .route("flaky", "/flaky/quote", component::QUOTES, &failing),
+    )
+    .await;
+
+    let response = trellis.get("/quote").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["quote"], "hello from upstream", "{body}");
+    assert_eq!(upstream.requests(), 1);
+
+    // Two 5xx answers within the window open the breaker.
+    for _ in 0..2 {
+        assert_error(trellis.get("/flaky/quote").await, 502, "UPSTREAM_FAILED").await;
+    }
+    assert_eq!(upstream.requests(), 3);
+
+    // Open: the healthy route fails too, at once, without a request.
+    let response = trellis.get("/quote").await;
+    assert_eq!(header(response.headers(), "retry-after"), "1");
+    assert_error(response, 503, "UPSTREAM_UNAVAILABLE").await;
+    assert_eq!(upstream.requests(), 3, "an open breaker sent a request");
+    let state = crate::harness::metric(
+        &trellis,
+        "trellis_upstream_breaker_state",
+        &[("upstream", "quotes")],
+    )
+    .await;
+    assert_eq!(state, 1.0);
+    let ready = trellis.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = serde_json::from_slice(&ready.bytes().await.unwrap()).unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+}

@@ -43,6 +43,7 @@
 mod bindings;
 pub mod config;
 mod error;
+pub mod http;
 pub mod identity;
 pub mod log;
 mod request;

@@ -26,6 +26,7 @@ pub(crate) const LIMIT_PROBE: &str = env!("LIMIT_PROBE_COMPONENT");
 pub(crate) const OUTBOUND_PROBE: &str = env!("OUTBOUND_PROBE_COMPONENT");
 pub(crate) const IDENTITY_PROBE: &str = env!("IDENTITY_PROBE_COMPONENT");
 pub(crate) const COUNTER: &str = env!("COUNTER_COMPONENT");
+pub(crate) const QUOTES: &str = env!("QUOTES_COMPONENT");
 
 /// Hex sha256 of a file, as the host reports component digests.
 pub(crate) fn sha256_hex(path: &str) -> String {
