@@ -179,7 +179,9 @@ async fn pool_limits(db: Db) {
     let trellis = launch(
         manifest(
             &db,
-            &["max_connections = 1", r#"acquire_timeout = "300ms""#],
+            // Long enough for a first connection (with PostgreSQL's TLS
+            // handshake, sslmode=prefer) on a loaded debug host.
+            &["max_connections = 1", r#"acquire_timeout = "1s""#],
         ),
         &[],
     )
