@@ -433,6 +433,34 @@ async fn breaker_opens_fails_fast_and_probes() {
     assert_eq!(report["status"], "ok", "{report}");
 }
 
+/// An HTTPS upstream that offers HTTP/2 through ALPN is called over
+/// HTTP/2, and a stream of calls shares one connection.
+#[tokio::test]
+async fn http2_is_used_where_the_upstream_offers_it() {
+    let upstream = Upstream::start_tls_h2().await;
+    let origin = upstream.origin();
+    let ca = upstream.ca.as_ref().unwrap().display().to_string();
+    let trellis = Trellis::start(manifest(
+        &format!("[upstreams.h2]\nurl = \"{origin}\"\nca = \"{ca}\"\n"),
+        r#"["h2"]"#,
+    ))
+    .await;
+    for _ in 0..3 {
+        let (status, upstream_status, body) = call(&trellis, &format!("{origin}/ok")).await;
+        assert_eq!(
+            (status, upstream_status.as_deref(), body.as_str()),
+            (200, Some("200"), "hello from upstream")
+        );
+    }
+    let versions: Vec<http::Version> = upstream.heads().iter().map(|h| h.version).collect();
+    assert_eq!(versions, [http::Version::HTTP_2; 3]);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "HTTP/2 calls share one connection"
+    );
+}
+
 /// HTTPS to a server whose certificate a test CA signed: trusted through
 /// `ca`, refused as a certificate error without it.
 #[tokio::test]

@@ -51,12 +51,21 @@ impl Drop for Upstream {
 impl Upstream {
     /// A plain HTTP upstream.
     pub(crate) async fn start() -> Upstream {
-        Upstream::serve(None).await
+        Upstream::serve(None, false).await
     }
 
     /// An HTTPS upstream whose certificate (for `127.0.0.1`) is signed by
     /// a CA made for this test; [`Upstream::ca`] is its PEM.
     pub(crate) async fn start_tls() -> Upstream {
+        Upstream::start_tls_with(false).await
+    }
+
+    /// [`Upstream::start_tls`] offering only HTTP/2 (ALPN `h2`).
+    pub(crate) async fn start_tls_h2() -> Upstream {
+        Upstream::start_tls_with(true).await
+    }
+
+    async fn start_tls_with(h2: bool) -> Upstream {
         let dir = TempDir::new();
         let d = dir.path();
         super::tls::make_certs(d);
@@ -75,15 +84,19 @@ impl Upstream {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let mut upstream =
-            Upstream::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+        config.alpn_protocols = vec![if h2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut upstream = Upstream::serve(Some(acceptor), h2).await;
         upstream.ca = Some(d.join("ca.pem"));
         upstream._dir = Some(dir);
         upstream
     }
 
-    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, h2: bool) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let counters = Arc::new(Counters::default());
@@ -104,6 +117,14 @@ impl Upstream {
                             let Ok(stream) = acceptor.accept(tcp).await else {
                                 return;
                             };
+                            if h2 {
+                                let _ = hyper::server::conn::http2::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                                return;
+                            }
                             let _ = builder
                                 .serve_connection(TokioIo::new(stream), service)
                                 .await;
