@@ -18,7 +18,7 @@ use trellis::observability::metrics::Metrics;
 use trellis::observability::trace::TraceContext;
 use trellis::runtime::component::Loader;
 use trellis::runtime::engine::{EpochTicker, new_engine};
-use trellis::runtime::invoke::{Context, instantiate_once, invoke};
+use trellis::runtime::invoke::{Context, Lease, instantiate_once, invoke};
 use trellis::runtime::linker::new_linker;
 
 #[tokio::main(flavor = "current_thread")]
@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let loader = Loader::new(engine.clone(), linker, cache.clone());
     // Every grant, so any plugin loads (users.wasm, say, for its cost).
     let grants: Vec<String> = KNOWN_GRANTS.iter().map(|g| g.to_string()).collect();
-    let (handler, _) = loader.load(&std::fs::read(&wasm)?, &grants)?;
+    let (handler, _) = loader.load(&std::fs::read(&wasm)?, &grants, Some(&[]))?;
     let manifest = Manifest::parse("", std::path::Path::new("bench.toml"), cache.clone())?;
     let services = Services::new(&manifest, &Env::default())?;
     let spec = RouteSpec {
@@ -50,6 +50,13 @@ async fn main() -> anyhow::Result<()> {
         rate_limit: None,
         cache: None,
         cache_namespace: "hello".into(),
+        outbound: Some(Vec::new()),
+        auth: None,
+        scopes: Vec::new(),
+        cors: None,
+        summary: None,
+        description: None,
+        reuse: None,
     };
     let capabilities = Arc::new(Capabilities::new(&services, &spec));
     let trace = Arc::new(TraceContext::from_request(None));
@@ -59,9 +66,11 @@ async fn main() -> anyhow::Result<()> {
         handler.digest.clone(),
         "bench".into(),
         trace,
+        None,
     );
     let handler = Arc::new(handler);
     let slow_slots = Arc::new(tokio::sync::Semaphore::new(4));
+    let instances = Arc::new(tokio::sync::Semaphore::new(1));
     let metrics = Arc::new(Metrics::new());
     let series = Arc::new(metrics.route("hello"));
     let limits = Limits {
@@ -98,9 +107,21 @@ async fn main() -> anyhow::Result<()> {
             slow_slots: slow_slots.clone(),
             client_fault: Default::default(),
         };
-        let response = invoke(&engine, handler.clone(), &limits, req, (), cx)
-            .await
-            .expect("invoke");
+        let slot = instances
+            .clone()
+            .try_acquire_owned()
+            .expect("a free instance slot");
+        let response = invoke(
+            &engine,
+            handler.clone(),
+            &limits,
+            req,
+            (),
+            Lease::Fresh(slot),
+            cx,
+        )
+        .await
+        .expect("invoke");
         let body = response
             .into_body()
             .collect()
