@@ -16,6 +16,7 @@
 # target/release/trellis, built unless SKIP_BUILD=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-16}
@@ -68,16 +69,14 @@ for _ in $(seq 200); do
 done
 curl -fs "http://127.0.0.1:$PORT/hello" >/dev/null || { cat "$work/trellis.log" >&2; exit 1; }
 
-# CPU ticks (user + system) the host has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$host/stat"; }
 hz=$(getconf CLK_TCK)
 
 # Runs wrk on /hello; prints "req/s p50_ms p99_ms cpu_us_per_request".
 measure() {
   local before after out rps p50 p99 requests
-  before=$(cpu_ticks)
+  before=$(cpu_ticks "$host")
   out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PORT/hello")
-  after=$(cpu_ticks)
+  after=$(cpu_ticks "$host")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -87,14 +86,6 @@ measure() {
 
 # A wrk duration (10s, 1m) in whole seconds.
 secs() { case $1 in *m) echo $(( ${1%m} * 60 )) ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac; }
-
-# wrk latency (e.g. 512.00us, 1.20ms, 2.01s) in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0
-    if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000
-    printf "%.2f", n }'
-}
 
 taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$PORT/hello" >/dev/null
 read -r a_rps a_p50 a_p99 a_cpu < <(measure)

@@ -19,6 +19,7 @@
 # SKIP_BUILD=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -60,16 +61,7 @@ upstream=$!
 pids+=("$upstream")
 wait_up "http://127.0.0.1:$UP_PORT/hello"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-
-# wrk latency (512.00us, 1.20ms, 2.01s) in milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0
-    if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000
-    printf "%.2f", n }'
-}
 
 # Measures URL served by PID: prints "req/s p50_ms p99_ms cpu_us_per_request".
 measure() {
