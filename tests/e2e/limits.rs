@@ -149,3 +149,36 @@ async fn requests_queue_for_a_slot_within_queue_timeout() {
         started.elapsed()
     );
 }
+
+/// The process-wide instance budget (`[server] max_instances`) queues like
+/// a route's `max_concurrency`: a request that finds every instance busy
+/// waits up to its route's `queue_timeout`, then gets 503.
+#[tokio::test]
+async fn the_instance_budget_queues_within_queue_timeout() {
+    let trellis = Trellis::start(
+        Manifest::new()
+            .server("max_instances = 1")
+            .route("patient", "/slow", component::SLOW, &[r#"queue_timeout = "5s""#])
+            .route(
+                "hasty",
+                "/hasty",
+                component::SLOW,
+                &[r#"queue_timeout = "50ms""#],
+            ),
+    )
+    .await;
+    let started = Instant::now();
+    let (a, b) = tokio::join!(trellis.get("/slow?ms=600"), trellis.get("/slow?ms=600"));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1150),
+        "two instances side by side under max_instances = 1: {:?}",
+        started.elapsed()
+    );
+
+    let holder = tokio::spawn(trellis.client().get(trellis.url("/slow?ms=1500")).send());
+    let busy = wait_until_busy(&trellis, "/hasty?ms=0").await;
+    assert_error(busy, 503, "OVERLOADED").await;
+    let holder = holder.await.unwrap().expect("the holder is answered");
+    assert_eq!(holder.status(), 200);
+}

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Everything a request handler needs, built once at startup.
@@ -111,6 +111,27 @@ impl App {
                 .any(|pool| pool.evict_oldest());
             if !evicted {
                 return None;
+            }
+        }
+    }
+
+    /// A slot of the instance budget, waiting up to `wait` for one: a
+    /// request that arrives as another finishes (its response sent, its
+    /// instance not yet dropped) queues briefly, as on a route's
+    /// `max_concurrency`, instead of being turned away.
+    pub async fn instance_slot_within(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
+        // A finishing request wakes the wait; an instance another route
+        // keeps idle does not, so eviction is tried again this often.
+        const RECHECK: Duration = Duration::from_millis(10);
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(slot) = self.instance_slot() {
+                return Some(slot);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let acquire = self.instances.clone().acquire_owned();
+            if let Ok(Ok(slot)) = tokio::time::timeout(left.min(RECHECK), acquire).await {
+                return Some(slot);
             }
         }
     }

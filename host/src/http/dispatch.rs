@@ -164,7 +164,8 @@ async fn run_component(
     let lease = match warm {
         Some((warm, pool)) => Lease::Warm(warm, pool),
         None => {
-            let Some(slot) = app.instance_slot() else {
+            let wait = route.spec.limits.queue_timeout.0;
+            let Some(slot) = app.instance_slot_within(wait).await else {
                 return fail(ErrorKind::Overloaded);
             };
             match &route.pool {
