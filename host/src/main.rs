@@ -33,8 +33,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("loading {}", config.origin))?,
     );
     if config.mode == Mode::Check {
-        trellis::ops::report_check(&app, &config.origin);
-        return Ok(());
+        return trellis::ops::report_check(&app, &config.origin).await;
     }
     services
         .database

@@ -102,6 +102,33 @@ async fn check_names_an_unknown_field_and_its_line() {
     assert!(stderr.contains(&line), "stderr lacks {line:?}: {stderr}");
 }
 
+/// A component whose initial memory is above its route's `memory` links
+/// fine but can never be instantiated: `check` instantiates each route once
+/// under its limits, so it fails there, naming the route and the limit,
+/// instead of in every request once served.
+#[tokio::test]
+async fn check_instantiates_each_component_under_its_limits() {
+    let text = Manifest::new()
+        .route("hello", "/hello", component::HELLO, &[])
+        // A 4 MiB data segment in a 2 MiB route.
+        .route("blob", "/blob", component::BIG_BLOB, &[r#"memory = "2MiB""#])
+        .render();
+    let (_dir, output) = check(&text).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "check accepted a component over its memory limit: {stdout}"
+    );
+    assert!(stdout.contains("ok  hello"), "stdout: {stdout}");
+    let fail = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL blob"))
+        .unwrap_or_else(|| panic!("no FAIL line for blob: {stdout}"));
+    assert!(fail.contains("memory limit of 2097152 bytes"), "{fail}");
+    assert!(stderr.contains("blob"), "stderr does not name the route: {stderr}");
+}
+
 #[tokio::test]
 async fn check_names_the_route_of_a_missing_component() {
     let dir = TempDir::new();

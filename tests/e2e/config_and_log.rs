@@ -210,3 +210,71 @@ async fn guest_logs_carry_route_component_request_id_and_mask_secrets() {
     );
     assert_no_secret_logged(&trellis);
 }
+
+/// What a guest prints reaches the log as structured lines: tagged like
+/// its records, secrets masked, a partial line kept until the instance
+/// ends, and a flood cut to the per-instance budget with one line saying
+/// how much was left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_stdout_and_stderr_become_log_lines() {
+    let (_db, trellis) = config_host().await;
+    let print = |stream: &str, text: &str, times: u32| {
+        json!({ "op": "print", "stream": stream, "text": text, "times": times })
+    };
+    let response = post_script(
+        &trellis,
+        "/probe",
+        &json!([
+            print("stdout", "printed on stdout\nsecond line\n", 1),
+            print("stderr", &format!("stderr says {SECRET_LITERAL}\n"), 1),
+            print("stderr", "no newline at the end", 1),
+        ]),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let request_id = header(response.headers(), "x-request-id");
+    let digest = sha256_hex(component::SQL_PROBE);
+    for (text, stream, level) in [
+        ("printed on stdout", "stdout", "INFO"),
+        ("second line", "stdout", "INFO"),
+        ("stderr says [redacted]", "stderr", "WARN"),
+        ("no newline at the end", "stderr", "WARN"),
+    ] {
+        let line = trellis
+            .wait_log(text, |l| l["target"] == "guest" && l["message"] == text)
+            .await;
+        assert_eq!(line["stream"], stream, "{line}");
+        assert_eq!(line["level"], level, "{line}");
+        assert_eq!(line["route"], "probe", "{line}");
+        assert_eq!(line["component"], digest, "{line}");
+        assert_eq!(line["request_id"], request_id, "{line}");
+    }
+
+    // 5,000 lines in one request: the budget's worth are logged, the
+    // rest counted in one warning, and the request is not held up.
+    let response = post_script(
+        &trellis,
+        "/probe",
+        &json!([print("stderr", "flood line\n", 5000)]),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let request_id = header(response.headers(), "x-request-id");
+    let summary = trellis
+        .wait_log("the flood's summary", |l| {
+            l["request_id"] == request_id.as_str() && l["suppressed"].is_u64()
+        })
+        .await;
+    let logged = trellis
+        .logs()
+        .iter()
+        .filter(|l| l["request_id"] == request_id.as_str() && l["message"] == "flood line")
+        .count() as u64;
+    let suppressed = summary["suppressed"].as_u64().unwrap();
+    assert_eq!(logged + suppressed, 5000, "every line logged or counted");
+    assert!(
+        (1..=200).contains(&logged),
+        "{logged} flood lines logged: the budget did not hold"
+    );
+    assert_no_secret_logged(&trellis);
+}

@@ -63,6 +63,14 @@ pub(crate) async fn trap() {
     let log = trellis.request_log(&request_id).await;
     assert_eq!(log["status"], 500);
     assert_eq!(log["route"], "trap");
+    // The panic message is for the operator: in the log, with the request.
+    let panic = trellis
+        .wait_log("the guest's panic message", |l| {
+            l["stream"] == "stderr"
+                && l["message"].as_str().is_some_and(|m| m.contains("secret-detail-5f1c"))
+        })
+        .await;
+    assert_eq!(panic["request_id"], request_id);
 }
 
 #[tokio::test]

@@ -103,7 +103,7 @@ impl Host for LogView<'_> {
 }
 
 /// `text` with every occurrence of each secret replaced by [`MASK`].
-fn mask_secrets<'a>(text: &str, secrets: impl Iterator<Item = &'a str>) -> String {
+pub fn mask_secrets<'a>(text: &str, secrets: impl Iterator<Item = &'a str>) -> String {
     let mut masked = text.to_owned();
     for secret in secrets {
         if masked.contains(secret) {

@@ -11,7 +11,7 @@ use crate::observability::metrics::{FailureKind, Metrics, RouteMetrics};
 use crate::runtime::component::Handler;
 use crate::runtime::lane::Lane;
 use crate::runtime::pool::{Pool, Tally, Warm};
-use crate::runtime::store::{new_store, set_deadline};
+use crate::runtime::store::{StoreData, new_store, set_deadline};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Engine, Trap};
+use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -402,6 +402,25 @@ where
 /// The readiness export a plugin may have (`wit/health.wit`).
 const HEALTH: &str = "trellis:api/health@0.1.0";
 
+/// Instantiates `handler` in a fresh store under `limits` (memory, and
+/// `timeout` for its start function), calling nothing: `trellis check`'s
+/// test of a component that needs no services.
+pub async fn instantiate_fresh(
+    engine: &Engine,
+    handler: &Handler,
+    limits: &Limits,
+    guest: GuestContext,
+) -> wasmtime::Result<(Store<StoreData>, wasmtime::component::Instance)> {
+    let mut store = new_store(engine, limits, guest);
+    set_deadline(&mut store, Instant::now() + limits.timeout.0);
+    let instance = handler
+        .pre
+        .instance_pre()
+        .instantiate_async(&mut store)
+        .await?;
+    Ok((store, instance))
+}
+
 /// Instantiates `handler` once in a fresh store under `limits` and, if the
 /// component exports `trellis:api/health`, calls its `ready`; the request
 /// handler itself is not called. Catches what linking cannot, such as
@@ -413,13 +432,7 @@ pub async fn instantiate_once(
     limits: &Limits,
     guest: GuestContext,
 ) -> wasmtime::Result<()> {
-    let mut store = new_store(engine, limits, guest);
-    set_deadline(&mut store, Instant::now() + limits.timeout.0);
-    let instance = handler
-        .pre
-        .instance_pre()
-        .instantiate_async(&mut store)
-        .await?;
+    let (mut store, instance) = instantiate_fresh(engine, handler, limits, guest).await?;
     let Some(health) = instance.get_export_index(&mut store, None, HEALTH) else {
         return Ok(());
     };

@@ -12,5 +12,6 @@ pub mod grants;
 pub mod invoke;
 pub mod lane;
 pub mod linker;
+pub mod output;
 pub mod pool;
 pub mod store;

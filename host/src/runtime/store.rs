@@ -14,6 +14,7 @@ use crate::capabilities::rate_limit::RateLimitView;
 use crate::capabilities::sql::SqlView;
 use crate::capabilities::{Caller, GuestContext, View};
 use crate::config::manifest::Limits;
+use crate::runtime::output::{GuestOutput, Stream};
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -30,6 +31,8 @@ pub struct StoreData {
     limits: MemoryLimiter,
     /// Sends a guest's outgoing requests to its route's upstreams.
     hooks: OutboundHooks,
+    /// The guest's stdout and stderr, on their way to the host's log.
+    output: GuestOutput,
     guest: GuestContext,
 }
 
@@ -38,8 +41,14 @@ impl StoreData {
         // The WASI context is deliberately empty: no environment, no
         // arguments, no preopened directories and no sockets. Guests reach
         // the outside world only through capabilities their route grants.
+        // What it prints goes to the host's log.
+        let output = GuestOutput::new(
+            guest.caller.clone(),
+            guest.capabilities.log.config.clone(),
+        );
         let wasi = WasiCtxBuilder::new()
-            .inherit_stderr()
+            .stdout(output.stream(Stream::Stdout))
+            .stderr(output.stream(Stream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .build();
@@ -53,6 +62,7 @@ impl StoreData {
                 peak: 0,
             },
             hooks: OutboundHooks::new(guest.capabilities.clone(), guest.caller.trace.clone()),
+            output,
             guest,
         }
     }
@@ -123,6 +133,7 @@ impl StoreData {
     /// ([`StoreData::is_clean`]), so no handle of the last request can
     /// reach anything of this one.
     pub fn serve(&mut self, guest: GuestContext) {
+        self.output.serve(guest.caller.clone());
         self.guest = guest;
     }
 

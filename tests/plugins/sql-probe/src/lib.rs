@@ -155,6 +155,22 @@ fn run(state: &mut State, step: &Json) -> Result<Result<Json, Json>, String> {
                 .map(|()| Json::Null)
                 .map_err(|e| codec::log_error(&e))
         }
+        // Raw bytes to stdout or stderr, `times` times, unflushed: the
+        // host turns them into log lines.
+        "print" => {
+            use std::io::Write as _;
+            let text = str_field(step, "text")?;
+            let times = step.get("times").map_or(Ok(1), |_| u32_field(step, "times"))?;
+            let mut out: Box<dyn std::io::Write> = match str_field(step, "stream")? {
+                "stdout" => Box::new(std::io::stdout()),
+                "stderr" => Box::new(std::io::stderr()),
+                other => return Err(format!("no stream {other:?}")),
+            };
+            for _ in 0..times {
+                out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+            }
+            Ok(Json::Null)
+        }
         "log_enabled" => Ok(json!(log::enabled(codec::level(str_field(
             step, "level"
         )?)?))),
