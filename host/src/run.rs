@@ -66,10 +66,7 @@ pub async fn run(
     // connections wait in the listen backlog meanwhile.
     let following = match &fleet {
         Some(fleet) => {
-            let admin_addr = listeners
-                .admin
-                .as_ref()
-                .and_then(|l| l.local_addr().ok());
+            let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
             fleet
                 .start(deployments.clone(), addr, admin_addr)
                 .await

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::database::{Db, PgProxy, PgSchema};
 use crate::harness::{
     Launch, Manifest, STARTUP_TIMEOUT, Trellis, WAIT, assert_error, client_builder, component,
-    header, sha256_hex,
+    header, sha256_hex, shared_cache_dir,
 };
 
 const TOKEN: &str = "fleet-admin-token-0123456789";
@@ -35,11 +35,27 @@ fn fleet_manifest(url: &str) -> Manifest {
         ))
 }
 
-/// A host of the fleet, named `id`, with the admin API on.
+/// A host of the fleet, named `id`, with the admin API on and a
+/// precompiled-component cache of its own (so it loads what it did not
+/// compile from the store).
 async fn host(manifest: Manifest, id: &str) -> Trellis {
     Trellis::launch(Launch {
         admin_token: Some(TOKEN.to_owned()),
         env: vec![("TRELLIS_HOST_ID".to_owned(), id.to_owned())],
+        ..Launch::manifest(manifest)
+    })
+    .await
+}
+
+/// Like [`host`], on the precompiled cache the tests share, as hosts on
+/// one machine (or one volume) would: the 2 s bound below is about
+/// propagation and the swap, not about how long an unoptimized test build
+/// takes to compile (a second or more per host on a loaded 2-core VM).
+async fn host_sharing_the_cache(manifest: Manifest, id: &str) -> Trellis {
+    Trellis::launch(Launch {
+        admin_token: Some(TOKEN.to_owned()),
+        env: vec![("TRELLIS_HOST_ID".to_owned(), id.to_owned())],
+        cache_dir: Some(shared_cache_dir()),
         ..Launch::manifest(manifest)
     })
     .await
@@ -68,7 +84,12 @@ async fn json_of(response: reqwest::Response) -> Value {
 
 async fn deploy(trellis: &Trellis, component: &str) -> Value {
     let response = put(trellis, "v", "", component).await;
-    assert_eq!(response.status(), 200, "deploy through {}", trellis.admin_url());
+    assert_eq!(
+        response.status(),
+        200,
+        "deploy through {}",
+        trellis.admin_url()
+    );
     json_of(response).await
 }
 
@@ -198,9 +219,9 @@ async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_ro
     let schema = PgSchema::create().await;
     let manifest = fleet_manifest(&schema.url());
     let (a, b, c) = tokio::join!(
-        host(manifest.clone(), "host-a"),
-        host(manifest.clone(), "host-b"),
-        host(manifest.clone(), "host-c"),
+        host_sharing_the_cache(manifest.clone(), "host-a"),
+        host_sharing_the_cache(manifest.clone(), "host-b"),
+        host_sharing_the_cache(manifest.clone(), "host-c"),
     );
     let (a, b, c) = (Arc::new(a), Arc::new(b), Arc::new(c));
     let (digest_a, digest_b) = (
@@ -218,9 +239,19 @@ async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_ro
         let entry = host_entry(&before, id);
         assert_eq!(entry["live"], true, "{entry}");
         assert_eq!(entry["serving"]["v"]["version"], 1, "{entry}");
-        assert_eq!(entry["serving"]["v"]["digest"], digest_a.as_str(), "{entry}");
-        assert!(entry["address"].as_str().unwrap().starts_with("127.0.0.1:"), "{entry}");
-        assert!(entry["last_seen"].as_str().unwrap().ends_with('Z'), "{entry}");
+        assert_eq!(
+            entry["serving"]["v"]["digest"],
+            digest_a.as_str(),
+            "{entry}"
+        );
+        assert!(
+            entry["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{entry}"
+        );
+        assert!(
+            entry["last_seen"].as_str().unwrap().ends_with('Z'),
+            "{entry}"
+        );
     }
 
     let load = Load::start(&[a.clone(), b.clone(), c.clone()]);
@@ -236,7 +267,11 @@ async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_ro
     let back = admin(&b, reqwest::Method::POST, "/admin/routes/v/rollback").await;
     assert_eq!(back.status(), 200);
     let back = json_of(back).await;
-    assert_eq!((back["version"].as_u64(), back["digest"].as_str()), (Some(1), Some(digest_a.as_str())), "{back}");
+    assert_eq!(
+        (back["version"].as_u64(), back["digest"].as_str()),
+        (Some(1), Some(digest_a.as_str())),
+        "{back}"
+    );
     let took = until_all_serve(&[&a, &b, &c], component::VERSION_A, Duration::from_secs(2)).await;
     eprintln!("rollback reached three hosts in {} ms", took.as_millis());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -259,7 +294,11 @@ async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_ro
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(after["desired"]["v"]["version"], 3, "{after:#}");
-    assert_eq!(after["desired"]["v"]["digest"], digest_b.as_str(), "{after:#}");
+    assert_eq!(
+        after["desired"]["v"]["digest"],
+        digest_b.as_str(),
+        "{after:#}"
+    );
     for id in ["host-a", "host-b", "host-c"] {
         let entry = host_entry(&after, id);
         assert_eq!(entry["matches"], true, "{entry}");
@@ -270,13 +309,24 @@ async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_ro
     // Every host shows the fleet's history: version 1 (the manifest's,
     // recorded when the route entered the store) and 3; 2 was rolled back.
     let route = json_of(admin(&b, reqwest::Method::GET, "/admin/routes/v").await).await;
-    let versions: Vec<u64> = route["history"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    let versions: Vec<u64> = route["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(versions, [1, 3], "{route:#}");
     let changes: Vec<(String, u64, String)> = route["changes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["action"].as_str().unwrap().to_owned(), c["version"].as_u64().unwrap(), c["host"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap().to_owned(),
+                c["version"].as_u64().unwrap(),
+                c["host"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         changes,
@@ -294,7 +344,11 @@ async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_ro
     let deadline = Instant::now() + Duration::from_secs(2);
     for trellis in [&a, &b, &c] {
         while trellis.get("/v").await.status() != 404 {
-            assert!(Instant::now() < deadline, "{} still serves /v after the delete", trellis.url("/v"));
+            assert!(
+                Instant::now() < deadline,
+                "{} still serves /v after the delete",
+                trellis.url("/v")
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -304,7 +358,10 @@ async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_ro
 async fn a_host_killed_mid_swap_restarts_serving_the_fleets_version_and_history() {
     let schema = PgSchema::create().await;
     let manifest = fleet_manifest(&schema.url());
-    let (a, b) = tokio::join!(host(manifest.clone(), "host-a"), host(manifest.clone(), "host-b"));
+    let (a, b) = tokio::join!(
+        host(manifest.clone(), "host-a"),
+        host(manifest.clone(), "host-b")
+    );
     let mut b = b;
     // b is killed as the deploy through a lands: it may be mid-swap.
     let deploying = deploy(&a, component::VERSION_B);
@@ -326,7 +383,10 @@ async fn a_host_killed_mid_swap_restarts_serving_the_fleets_version_and_history(
         let status = fleet(&a).await;
         let entry = host_entry(&status, "host-b");
         if entry["live"] == false {
-            assert_eq!(status["converged"], true, "a dead host does not block convergence: {status:#}");
+            assert_eq!(
+                status["converged"], true,
+                "a dead host does not block convergence: {status:#}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "host-b still live: {status:#}");
@@ -336,15 +396,41 @@ async fn a_host_killed_mid_swap_restarts_serving_the_fleets_version_and_history(
     // Restarted with the manifest's version a, b serves the fleet's b from
     // its very first request, with the fleet's history.
     let b = host(manifest.clone(), "host-b").await;
-    assert_eq!(served(&b).await.0, label(component::VERSION_B), "the first request after restart");
+    assert_eq!(
+        served(&b).await.0,
+        label(component::VERSION_B),
+        "the first request after restart"
+    );
     let route = json_of(admin(&b, reqwest::Method::GET, "/admin/routes/v").await).await;
     assert_eq!(route["version"], 2, "{route:#}");
-    let versions: Vec<u64> = route["history"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    let versions: Vec<u64> = route["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(versions, [1, 2], "{route:#}");
     assert_eq!(route["history"][1]["deployed_by"], "host-a", "{route:#}");
-    b.loaded_log("v").await;
-    // A fresh host with its own cache has no precompiled copy: it fetched
-    // the component from the store by digest.
+    // A fresh host with a cache of its own has no precompiled copy of
+    // version b: it fetched the component from the store by digest and
+    // compiled it, before listening.
+    let reloaded = b
+        .wait_log("the fleet's version loaded", |l| {
+            l["message"] == "route reloaded"
+        })
+        .await;
+    assert_eq!(
+        (reloaded["version"].as_u64(), reloaded["cache"].as_str()),
+        (Some(2), Some("miss")),
+        "{reloaded}"
+    );
+    assert_eq!(reloaded["digest"], sha256_hex(component::VERSION_B));
+    let logs = b.logs();
+    let position = |message: &str| logs.iter().position(|l| l["message"] == message).unwrap();
+    assert!(
+        position("route reloaded") < position("listening"),
+        "loaded after listening"
+    );
     let status = fleet(&a).await;
     assert_eq!(host_entry(&status, "host-b")["live"], true, "{status:#}");
 
@@ -373,20 +459,41 @@ async fn deploy_wait_returns_when_every_host_serves_it_or_names_the_host_that_ca
     let schema = PgSchema::create().await;
     let manifest = fleet_manifest(&schema.url());
     // Host b has no [upstreams.pay]: it cannot load a version that calls it.
-    let with_upstream = manifest.clone().section("[upstreams.pay]\nurl = \"http://127.0.0.1:9\"");
+    let with_upstream = manifest
+        .clone()
+        .section("[upstreams.pay]\nurl = \"http://127.0.0.1:9\"");
     let (a, b) = tokio::join!(host(with_upstream, "host-a"), host(manifest, "host-b"));
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
 
-    let out = cli(&["deploy", "v", component::VERSION_B, "--admin", &a.admin_url(), "--wait"]).await;
+    let out = cli(&[
+        "deploy",
+        "v",
+        component::VERSION_B,
+        "--admin",
+        &a.admin_url(),
+        "--wait",
+    ])
+    .await;
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{}\n{stderr}", text(&out.stdout));
-    assert!(stderr.contains("2 live host(s) serve v version 2"), "{stderr}");
+    assert!(
+        stderr.contains("2 live host(s) serve v version 2"),
+        "{stderr}"
+    );
     // --wait returned only once both serve it: no polling needed here.
     assert_eq!(served(&a).await.0, label(component::VERSION_B));
     assert_eq!(served(&b).await.0, label(component::VERSION_B));
 
     let out = cli(&[
-        "deploy", "v", component::VERSION_A, "--admin", &a.admin_url(), "--set", "outbound=pay", "--wait", "20s",
+        "deploy",
+        "v",
+        component::VERSION_A,
+        "--admin",
+        &a.admin_url(),
+        "--set",
+        "outbound=pay",
+        "--wait",
+        "20s",
     ])
     .await;
     let stderr = text(&out.stderr);
@@ -403,17 +510,35 @@ async fn deploy_wait_returns_when_every_host_serves_it_or_names_the_host_that_ca
     assert_eq!(entry["matches"], false, "{status:#}");
     assert_eq!(entry["behind"], serde_json::json!(["v"]), "{status:#}");
     assert_eq!(entry["errors"]["v"]["version"], 3, "{status:#}");
-    assert!(entry["errors"]["v"]["error"].as_str().unwrap().contains("pay"), "{status:#}");
+    assert!(
+        entry["errors"]["v"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("pay"),
+        "{status:#}"
+    );
     assert_eq!(status["converged"], false, "{status:#}");
 
     // A version b can load clears its error.
     let out = cli(&[
-        "deploy", "v", component::VERSION_B, "--admin", &b.admin_url(), "--set", "outbound=", "--wait", "20s",
+        "deploy",
+        "v",
+        component::VERSION_B,
+        "--admin",
+        &b.admin_url(),
+        "--set",
+        "outbound=",
+        "--wait",
+        "20s",
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let status = fleet(&a).await;
-    assert_eq!(host_entry(&status, "host-b")["errors"], serde_json::json!({}), "{status:#}");
+    assert_eq!(
+        host_entry(&status, "host-b")["errors"],
+        serde_json::json!({}),
+        "{status:#}"
+    );
     assert_eq!(status["desired"]["v"]["version"], 4, "{status:#}");
 
     // Rolling back to 3 takes a back to it; --wait names b again.
@@ -422,7 +547,10 @@ async fn deploy_wait_returns_when_every_host_serves_it_or_names_the_host_that_ca
     assert!(!out.status.success(), "{stderr}");
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["version"], 3, "{answer}");
-    assert!(stderr.contains("host host-b cannot load v version 3"), "{stderr}");
+    assert!(
+        stderr.contains("host host-b cannot load v version 3"),
+        "{stderr}"
+    );
     assert_eq!(served(&b).await.0, label(component::VERSION_B));
 }
 
@@ -479,7 +607,12 @@ async fn concurrent_deploys_through_two_hosts_are_serialized() {
     assert_eq!(versions, [2, 3, 4, 5, 6, 7], "no version number twice");
 
     let route = json_of(admin(&a, reqwest::Method::GET, "/admin/routes/v").await).await;
-    let deploys = route["changes"].as_array().unwrap().iter().filter(|c| c["action"] == "deploy").count();
+    let deploys = route["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "deploy")
+        .count();
     assert_eq!(deploys, 6, "{route:#}");
     // Both hosts end on the last version.
     let deadline = Instant::now() + WAIT;
@@ -508,10 +641,19 @@ async fn on_sqlite_one_host_keeps_its_history_across_a_restart() {
     drop(trellis);
 
     let trellis = host(manifest, "solo").await;
-    assert_eq!(served(&trellis).await.0, label(component::VERSION_B), "the first request after restart");
+    assert_eq!(
+        served(&trellis).await.0,
+        label(component::VERSION_B),
+        "the first request after restart"
+    );
     let route = json_of(admin(&trellis, reqwest::Method::GET, "/admin/routes/v").await).await;
     assert_eq!(route["version"], 3, "{route:#}");
-    let versions: Vec<u64> = route["history"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    let versions: Vec<u64> = route["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(versions, [1, 3], "{route:#}");
     assert_eq!(route["changes"].as_array().unwrap().len(), 3, "{route:#}");
     // Rollback after the restart goes back to the manifest's version.
@@ -521,7 +663,11 @@ async fn on_sqlite_one_host_keeps_its_history_across_a_restart() {
     assert_eq!(deploy(&trellis, component::VERSION_B).await["version"], 4);
     let status = fleet(&trellis).await;
     assert_eq!(status["hosts"].as_array().unwrap().len(), 1, "{status:#}");
-    assert_eq!(host_entry(&status, "solo")["serving"]["v"]["version"], 4, "{status:#}");
+    assert_eq!(
+        host_entry(&status, "solo")["serving"]["v"]["version"],
+        4,
+        "{status:#}"
+    );
 }
 
 #[tokio::test]
@@ -533,5 +679,11 @@ async fn a_host_that_does_not_share_deployments_says_so() {
     .await;
     let response = admin(&trellis, reqwest::Method::GET, "/admin/fleet").await;
     let body = assert_error(response, 409, "CONFLICT").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("[deployments] shared"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[deployments] shared"),
+        "{body}"
+    );
 }

@@ -160,7 +160,7 @@ async fn fleet(State(state): State<AdminState>, rid: Rid) -> Response {
             "this host does not share deployments: set [deployments] shared = true".into(),
         ));
     };
-    match fleet.status().await {
+    match fleet.status(&state.deployments).await {
         Ok(status) => axum::Json(status).into_response(),
         Err(err) => {
             tracing::warn!(request_id = %rid.0, cause = %err, "GET /admin/fleet: reading the store");
@@ -293,9 +293,7 @@ async fn rollback(State(state): State<AdminState>, Path(name): Path<String>, rid
 
 async fn remove(State(state): State<AdminState>, Path(name): Path<String>, rid: Rid) -> Response {
     match state.deployments.remove(&name).await {
-        Ok(route) => {
-            axum::Json(json!({ "removed": describe(&route, &[], None) })).into_response()
-        }
+        Ok(route) => axum::Json(json!({ "removed": describe(&route, &[], None) })).into_response(),
         Err(err) => deploy_failed(&rid, &name, err),
     }
 }
@@ -420,7 +418,10 @@ pub(crate) fn stored_settings(spec: &RouteSpec) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert("path".to_owned(), spec.path.clone());
     let methods = spec.methods.as_ref().map_or_else(String::new, |m| {
-        m.iter().map(http::Method::as_str).collect::<Vec<_>>().join(",")
+        m.iter()
+            .map(http::Method::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
     });
     out.insert("methods".to_owned(), methods);
     out.insert("grants".to_owned(), join(&spec.grants));
@@ -580,7 +581,11 @@ mod tests {
         assert_eq!(rebuilt.outbound, None);
         assert_eq!(rebuilt.methods, None);
         assert!(rebuilt.grants.is_empty());
-        assert_eq!(rebuilt.rate_limit.as_deref(), Some("per_ip"), "the manifest's own");
+        assert_eq!(
+            rebuilt.rate_limit.as_deref(),
+            Some("per_ip"),
+            "the manifest's own"
+        );
         let mut bad = stored_settings(&plain);
         bad.insert("timeout".into(), "2x".into());
         let err = settings_from_stored("x", None, &bad).unwrap_err();

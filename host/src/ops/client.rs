@@ -147,7 +147,15 @@ pub async fn run(call: AdminCall) -> Result<(), ClientError> {
     let route = answer["name"].as_str().unwrap_or_default().to_owned();
     let version = answer["version"].as_i64().unwrap_or_default();
     let digest = answer["digest"].as_str().unwrap_or_default().to_owned();
-    wait_for_fleet(&target, &format!("{prefix}/admin/fleet"), &route, version, &digest, within).await
+    wait_for_fleet(
+        &target,
+        &format!("{prefix}/admin/fleet"),
+        &route,
+        version,
+        &digest,
+        within,
+    )
+    .await
 }
 
 /// Where admin calls go.
@@ -275,7 +283,12 @@ enum Wait {
 
 /// Whether every live host in the `GET /admin/fleet` answer serves
 /// `version` of `route`: the number of live hosts, or why not.
-fn converged(fleet: &serde_json::Value, route: &str, version: i64, digest: &str) -> Result<usize, Wait> {
+fn converged(
+    fleet: &serde_json::Value,
+    route: &str,
+    version: i64,
+    digest: &str,
+) -> Result<usize, Wait> {
     let desired = &fleet["desired"][route];
     if desired.is_object() && desired["version"].as_i64() != Some(version) {
         return Err(Wait::Failed(format!(
@@ -283,7 +296,10 @@ fn converged(fleet: &serde_json::Value, route: &str, version: i64, digest: &str)
             desired["version"]
         )));
     }
-    let hosts = fleet["hosts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let hosts = fleet["hosts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let mut lagging = Vec::new();
     let mut live = 0;
     for host in hosts.iter().filter(|h| h["live"] == true) {
@@ -297,7 +313,9 @@ fn converged(fleet: &serde_json::Value, route: &str, version: i64, digest: &str)
             )));
         }
         let serving = &host["serving"][route];
-        if serving["version"].as_i64() != Some(version) || serving["digest"].as_str() != Some(digest) {
+        if serving["version"].as_i64() != Some(version)
+            || serving["digest"].as_str() != Some(digest)
+        {
             let now = match serving["version"].as_i64() {
                 Some(v) => format!("version {v}"),
                 None => "nothing".to_owned(),
@@ -308,7 +326,10 @@ fn converged(fleet: &serde_json::Value, route: &str, version: i64, digest: &str)
     if lagging.is_empty() {
         Ok(live)
     } else {
-        Err(Wait::Pending(format!("hosts not serving it: {}", lagging.join(", "))))
+        Err(Wait::Pending(format!(
+            "hosts not serving it: {}",
+            lagging.join(", ")
+        )))
     }
 }
 

@@ -488,7 +488,10 @@ impl Deployments {
             let failure = fleet.sync(self, name).await;
             fleet.changed();
             let serving = self.app.routes.load().get(name).cloned();
-            let wanted = state.current.as_ref().map(|v| (v.version, v.digest.as_str()));
+            let wanted = state
+                .current
+                .as_ref()
+                .map(|v| (v.version, v.digest.as_str()));
             return match serving {
                 Some(route)
                     if wanted == Some((i64::from(route.version), &*route.handler.digest)) =>

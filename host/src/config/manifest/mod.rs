@@ -832,12 +832,22 @@ mod tests {
         let m = parse("").unwrap();
         assert!(!m.deployments.shared);
         assert_eq!(m.deployments.reconcile.0, time::Duration::from_secs(5));
-        let m = parse("[deployments]\nshared = true\nreconcile = \"1s\"\nstale_after = \"3s\"\n").unwrap();
+        let m = parse("[deployments]\nshared = true\nreconcile = \"1s\"\nstale_after = \"3s\"\n")
+            .unwrap();
         assert!(m.deployments.shared);
         for (text, want) in [
-            ("[deployments]\nreconcile = \"10ms\"\n", ":2: deployments.reconcile: must be at least 100ms"),
-            ("[deployments]\nreconcile = \"2h\"\nstale_after = \"5h\"\n", ":2: deployments.reconcile:"),
-            ("[deployments]\nshared = true\nstale_after = \"9s\"\n", ":3: deployments.stale_after: 9s is too short"),
+            (
+                "[deployments]\nreconcile = \"10ms\"\n",
+                ":2: deployments.reconcile: must be at least 100ms",
+            ),
+            (
+                "[deployments]\nreconcile = \"2h\"\nstale_after = \"5h\"\n",
+                ":2: deployments.reconcile:",
+            ),
+            (
+                "[deployments]\nshared = true\nstale_after = \"9s\"\n",
+                ":3: deployments.stale_after: 9s is too short",
+            ),
             ("[deployments]\nshare = true\n", "share"),
         ] {
             let err = parse(text).unwrap_err().to_string();

@@ -223,7 +223,9 @@ impl Fleet {
                             self.changed();
                         }
                         Ok(None) => {
-                            tracing::warn!("deployment notifications: connection lost and reopened; reconciling");
+                            tracing::warn!(
+                                "deployment notifications: connection lost and reopened; reconciling"
+                            );
                             self.reconcile(&deployments).await;
                         }
                         Err(source) => {
@@ -317,9 +319,9 @@ impl Fleet {
         }
     }
 
-    /// Records what this host serves and could not load.
-    async fn heartbeat(&self, deployments: &Deployments) {
-        let serving: BTreeMap<String, Serving> = deployments
+    /// What this host serves, by route.
+    fn serving(deployments: &Deployments) -> BTreeMap<String, Serving> {
+        deployments
             .app()
             .routes
             .load()
@@ -331,7 +333,12 @@ impl Fleet {
                 };
                 (r.name.to_string(), s)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Records what this host serves and could not load.
+    async fn heartbeat(&self, deployments: &Deployments) {
+        let serving = Fleet::serving(deployments);
         let failures = self.failures.lock().expect("failures lock").clone();
         let (address, admin) = self.addresses.lock().expect("addresses lock").clone();
         let now = now_ms();
@@ -423,12 +430,20 @@ impl Fleet {
 
     /// `GET /admin/fleet`: each host (live or not), what the store wants
     /// per route, whether each live host serves it, and its load failures.
-    pub async fn status(&self) -> Result<Value, StoreError> {
+    /// This host's own entry is its state now, not its last heartbeat.
+    pub async fn status(&self, deployments: &Deployments) -> Result<Value, StoreError> {
         let desired = self.store.desired().await?;
-        let hosts = self.store.hosts().await?;
+        let mut hosts = self.store.hosts().await?;
+        for host in hosts.iter_mut().filter(|h| h.id == self.id) {
+            host.serving = serde_json::to_string(&Fleet::serving(deployments)).expect("serializes");
+            let failures = self.failures.lock().expect("failures lock").clone();
+            host.errors = serde_json::to_string(&failures).expect("serializes");
+            host.last_seen_ms = now_ms();
+        }
         let now = now_ms();
         let stale = i64::try_from(self.settings.stale_after.0.as_millis()).unwrap_or(i64::MAX);
-        let at = |ms: i64| rfc3339(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        let at =
+            |ms: i64| rfc3339(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
         let mut converged = true;
         let hosts: Vec<Value> = hosts
             .into_iter()
@@ -440,7 +455,9 @@ impl Fleet {
                 let behind: Vec<&String> = desired
                     .iter()
                     .filter(|(name, (version, digest))| {
-                        serving.get(*name).is_none_or(|s| s.version != *version || s.digest != *digest)
+                        serving
+                            .get(*name)
+                            .is_none_or(|s| s.version != *version || s.digest != *digest)
                     })
                     .map(|(name, _)| name)
                     .collect();

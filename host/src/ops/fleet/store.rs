@@ -325,7 +325,8 @@ impl Store {
             .map_err(at("locking the route"))?;
             if let Some(seed) = seed.filter(|_| current.is_none() && next == 1) {
                 put_component!(tx, seed.digest, seed.bytes, now);
-                let seed_settings = serde_json::to_string(seed.settings).expect("strings serialize");
+                let seed_settings =
+                    serde_json::to_string(seed.settings).expect("strings serialize");
                 let version = seed.version.max(1);
                 sqlx::query(
                     "INSERT INTO trellis_route_versions \
@@ -382,7 +383,17 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(at("updating the route"))?;
-            record_change!(tx, pg, &channel, name, "deploy", Some(version), Some(digest), &self.host, now);
+            record_change!(
+                tx,
+                pg,
+                &channel,
+                name,
+                "deploy",
+                Some(version),
+                Some(digest),
+                &self.host,
+                now
+            );
             tx.commit().await.map_err(at("committing the deploy"))?;
             Ok((version, generation))
         })
@@ -418,12 +429,14 @@ impl Store {
             let Some((target, digest)) = target else {
                 return Err(StoreError::NoEarlierVersion(name.to_owned()));
             };
-            sqlx::query("UPDATE trellis_route_versions SET retired = 1 WHERE route = $1 AND version = $2")
-                .bind(name)
-                .bind(current)
-                .execute(&mut *tx)
-                .await
-                .map_err(at("retiring the current version"))?;
+            sqlx::query(
+                "UPDATE trellis_route_versions SET retired = 1 WHERE route = $1 AND version = $2",
+            )
+            .bind(name)
+            .bind(current)
+            .execute(&mut *tx)
+            .await
+            .map_err(at("retiring the current version"))?;
             let generation = generation + 1;
             sqlx::query(
                 "UPDATE trellis_routes SET version = $2, generation = $3, changed_ms = $4 WHERE name = $1",
@@ -435,7 +448,17 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(at("updating the route"))?;
-            record_change!(tx, pg, &channel, name, "rollback", Some(target), Some(digest.as_str()), &self.host, now);
+            record_change!(
+                tx,
+                pg,
+                &channel,
+                name,
+                "rollback",
+                Some(target),
+                Some(digest.as_str()),
+                &self.host,
+                now
+            );
             tx.commit().await.map_err(at("committing the rollback"))?;
             Ok(generation)
         })?;
@@ -494,7 +517,17 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(at("updating the route"))?;
-            record_change!(tx, pg, &channel, name, "delete", None::<i64>, None::<&str>, &self.host, now);
+            record_change!(
+                tx,
+                pg,
+                &channel,
+                name,
+                "delete",
+                None::<i64>,
+                None::<&str>,
+                &self.host,
+                now
+            );
             tx.commit().await.map_err(at("committing the delete"))?;
             Ok(generation)
         })
@@ -712,7 +745,6 @@ impl Store {
     }
 }
 
-
 fn parse_settings(route: &str, version: i64, text: &str) -> Result<Settings, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Settings {
         route: route.to_owned(),
@@ -743,7 +775,10 @@ mod tests {
     fn channels_are_identifiers_per_scope() {
         let a = channel_name("test.e2e_1");
         assert_eq!(a.len(), "trellis_deploy_".len() + 16);
-        assert!(a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        );
         assert_ne!(a, channel_name("test.e2e_2"));
         assert_eq!(a, channel_name("test.e2e_1"));
     }
