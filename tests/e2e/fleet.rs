@@ -27,11 +27,16 @@ const RECONCILE: &str = "1s";
 /// A manifest serving version a at `/v`, sharing deployments through the
 /// database at `url`.
 fn fleet_manifest(url: &str) -> Manifest {
+    fleet_manifest_reconciling(url, RECONCILE, "3s")
+}
+
+/// Like [`fleet_manifest`], reconciling every `reconcile`.
+fn fleet_manifest_reconciling(url: &str, reconcile: &str, stale_after: &str) -> Manifest {
     Manifest::new()
         .route("v", "/v", component::VERSION_A, &[])
         .database(&format!("url = {url:?}"))
         .section(&format!(
-            "[deployments]\nshared = true\nreconcile = \"{RECONCILE}\"\nstale_after = \"3s\""
+            "[deployments]\nshared = true\nreconcile = \"{reconcile}\"\nstale_after = \"{stale_after}\""
         ))
 }
 
@@ -217,7 +222,9 @@ fn host_entry<'a>(fleet: &'a Value, id: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_through_one_host_reaches_all_three_under_load_and_so_does_a_rollback() {
     let schema = PgSchema::create().await;
-    let manifest = fleet_manifest(&schema.url());
+    // Reconciling only every 30 s: changes reach the other hosts within
+    // 2 s through LISTEN/NOTIFY, not through the reconcile.
+    let manifest = fleet_manifest_reconciling(&schema.url(), "30s", "90s");
     let (a, b, c) = tokio::join!(
         host_sharing_the_cache(manifest.clone(), "host-a"),
         host_sharing_the_cache(manifest.clone(), "host-b"),
