@@ -45,8 +45,6 @@ async fn main() -> anyhow::Result<()> {
     // retried when tokens arrive (they get 503 until it answers).
     services.auth.warm_up().await;
     let listeners = Listeners::bind(&config).await?;
-    let addr = listeners.public.local_addr()?;
-    tracing::info!(addr = %addr, manifest = %config.origin, "listening");
     trellis::run(app, &config, listeners, trellis::shutdown_signal()).await?;
     services.database.close().await;
     tracing::info!("stopped");

@@ -1,5 +1,6 @@
-//! Running the host: the public listener, the admin listener and watch
-//! mode, started together and stopped together.
+//! Running the host: the public listener, the admin listener, watch mode
+//! and (with shared deployments) following the fleet's store, started
+//! together and stopped together.
 //!
 //! On shutdown the public server stops accepting and readiness turns 503;
 //! both servers give requests in flight `server.shutdown_grace`, and the
@@ -9,6 +10,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::http::server;
 use crate::ops::deployments::Deployments;
+use crate::ops::fleet::Fleet;
 use crate::ops::{admin, endpoints, watch};
 use futures::FutureExt as _;
 use std::future::Future;
@@ -44,7 +46,8 @@ impl Listeners {
 }
 
 /// Serves `app` on `listeners` (and, with `--watch`, reloads what changes
-/// on disk) until `shutdown` resolves and the servers have drained.
+/// on disk; with `[deployments] shared`, follows the fleet's store) until
+/// `shutdown` resolves and the servers have drained.
 pub async fn run(
     app: Arc<App>,
     config: &Config,
@@ -52,7 +55,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shutdown = shutdown.boxed().shared();
-    let deployments = Arc::new(Deployments::new(app.clone()));
+    let fleet = config
+        .manifest
+        .deployments
+        .shared
+        .then(|| Arc::new(Fleet::new(config, app.services.database.clone())));
+    let deployments = Arc::new(Deployments::with_fleet(app.clone(), fleet.clone()));
+    let addr = listeners.public.local_addr()?;
+    // The fleet's versions are loaded before the first request is taken:
+    // connections wait in the listen backlog meanwhile.
+    let following = match &fleet {
+        Some(fleet) => {
+            let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+            fleet
+                .start(deployments.clone(), addr, admin_addr)
+                .await
+                .map_err(|e| std::io::Error::other(format!("shared deployments: {e:#}")))?
+        }
+        None => Vec::new(),
+    };
+    tracing::info!(addr = %addr, manifest = %config.origin, "listening");
     let watching = config
         .watch
         .then(|| watch::spawn(deployments.clone(), config))
@@ -75,6 +97,12 @@ pub async fn run(
     let served = server::serve(app, host, listeners.public, shutdown).await;
     if let Some(task) = watching {
         task.abort();
+    }
+    for task in following {
+        task.abort();
+    }
+    if let Some(fleet) = &fleet {
+        fleet.leave().await;
     }
     if let Some(admin) = admin {
         match admin.await {

@@ -17,6 +17,7 @@ mod cors;
 mod database;
 mod fairness;
 mod faults;
+mod fleet;
 mod grants;
 mod harness;
 mod health;

@@ -53,6 +53,8 @@ pub(crate) enum Command {
         /// queue_timeout).
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
         settings: Vec<(String, String)>,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Serve ROUTE's previous version again on a running host.
     Rollback {
@@ -60,6 +62,8 @@ pub(crate) enum Command {
         route: String,
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// Create a plugin project in ./NAME: a handler answering `GET /`, the
     /// world it builds against, a trellis.toml serving it and a README.
@@ -147,14 +151,30 @@ pub(crate) struct AdminArgs {
     pub(crate) token: Option<String>,
 }
 
+/// `--wait [DURATION]`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WaitArg {
+    /// With shared deployments: return only once every live host serves
+    /// the new version (GET /admin/fleet), or fail after DURATION naming
+    /// the hosts that do not (default 60s).
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "60s")]
+    pub(crate) wait: Option<crate::config::units::Duration>,
+}
+
 impl AdminArgs {
     /// The call, with `env_token` (`TRELLIS_ADMIN_TOKEN`) when `--token`
     /// is not given.
-    pub(crate) fn call(self, action: Action, env_token: Option<String>) -> AdminCall {
+    pub(crate) fn call(
+        self,
+        action: Action,
+        env_token: Option<String>,
+        wait: WaitArg,
+    ) -> AdminCall {
         AdminCall {
             admin: self.admin,
             token: self.token.or(env_token),
             action,
+            wait: wait.wait.map(|d| d.0),
         }
     }
 }
@@ -175,6 +195,9 @@ pub struct AdminCall {
     pub token: Option<String>,
     /// What to do.
     pub action: Action,
+    /// `--wait`: how long to wait for every live host of the fleet to
+    /// serve the result.
+    pub wait: Option<std::time::Duration>,
 }
 
 /// What an [`AdminCall`] asks for.

@@ -23,6 +23,10 @@ pub const LOG: &str = "TRELLIS_LOG";
 /// Where precompiled components are cached; wins over `server.cache_dir`.
 pub const CACHE_DIR: &str = "TRELLIS_CACHE_DIR";
 
+/// This host's id in a fleet sharing deployments (default: the hostname
+/// and a random suffix, new at each start).
+pub const HOST_ID: &str = "TRELLIS_HOST_ID";
+
 /// What the host takes from its environment. Empty values count as unset.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
@@ -42,6 +46,11 @@ pub struct Env {
     pub log_filter: Option<String>,
     /// [`CACHE_DIR`].
     pub cache_dir: Option<PathBuf>,
+    /// [`HOST_ID`].
+    pub host_id: Option<String>,
+    /// The machine's name (`HOSTNAME`, else `/etc/hostname`), the default
+    /// prefix of the host id.
+    pub hostname: Option<String>,
     /// The user's cache directory (`XDG_CACHE_HOME`, else `$HOME/.cache`),
     /// the last fallback for the component cache.
     pub user_cache_dir: Option<PathBuf>,
@@ -59,6 +68,13 @@ impl Env {
             log_json: lookup(LOG_FORMAT).is_some_and(|f| f.eq_ignore_ascii_case("json")),
             log_filter: lookup(LOG),
             cache_dir: lookup(CACHE_DIR).map(PathBuf::from),
+            host_id: lookup(HOST_ID),
+            hostname: lookup("HOSTNAME").or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+            }),
             user_cache_dir: lookup("XDG_CACHE_HOME")
                 .map(PathBuf::from)
                 .or_else(|| lookup("HOME").map(|h| PathBuf::from(h).join(".cache"))),

@@ -74,6 +74,7 @@ impl Config {
                 admin,
                 path,
                 mut settings,
+                wait,
             } => {
                 settings.extend(path.map(|p| ("path".to_owned(), p)));
                 let action = Action::Deploy {
@@ -81,11 +82,11 @@ impl Config {
                     component,
                     settings,
                 };
-                return Ok(Invocation::Admin(admin.call(action, env.admin_token)));
+                return Ok(Invocation::Admin(admin.call(action, env.admin_token, wait)));
             }
-            Command::Rollback { route, admin } => {
+            Command::Rollback { route, admin, wait } => {
                 let action = Action::Rollback { route };
-                return Ok(Invocation::Admin(admin.call(action, env.admin_token)));
+                return Ok(Invocation::Admin(admin.call(action, env.admin_token, wait)));
             }
             Command::New {
                 name,
@@ -149,6 +150,7 @@ impl Config {
 }
 
 /// Where the manifest came from.
+#[derive(Clone)]
 pub enum ManifestSource {
     /// A file the operator wrote; its text is kept for line numbers.
     File {

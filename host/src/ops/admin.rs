@@ -1,5 +1,6 @@
 //! The admin API, on its own listener: list routes, deploy a component to
-//! a route, roll a route back, remove it (DESIGN.md, Operators).
+//! a route, roll a route back, remove it, and with shared deployments see
+//! the fleet (DESIGN.md, Operators).
 //!
 //! Every request needs `authorization: Bearer <TRELLIS_ADMIN_TOKEN>`; with
 //! no token configured the API is not served at all. Answers are JSON, and
@@ -13,7 +14,8 @@ use crate::config::manifest::{
 };
 use crate::http::edge::{EdgeLayer, RequestContext};
 use crate::http::error::{ApiError, ErrorKind};
-use crate::ops::deployments::{DeployError, Deployed, Deployments};
+use crate::ops::deployments::{DeployError, Deployed, Deployments, VersionInfo};
+use crate::ops::fleet::store::{Change, StoreError};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -46,6 +48,7 @@ pub fn router(deployments: Arc<Deployments>, token: Token) -> Router {
         .route("/admin/routes", get(list))
         .route("/admin/routes/{name}", get(show).put(deploy).delete(remove))
         .route("/admin/routes/{name}/rollback", post(rollback))
+        .route("/admin/fleet", get(fleet))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -135,8 +138,8 @@ async fn list(State(state): State<AdminState>) -> Response {
     let table = state.deployments.app().routes.load_full();
     let mut routes = Vec::new();
     for route in table.iter() {
-        let history = state.deployments.versions(&route.name).await;
-        routes.push(describe(route, &history));
+        let (history, changes) = state.deployments.versions(&route.name).await;
+        routes.push(describe(route, &history, changes));
     }
     axum::Json(json!({ "routes": routes })).into_response()
 }
@@ -145,8 +148,25 @@ async fn show(State(state): State<AdminState>, Path(name): Path<String>, rid: Ri
     let Some(route) = state.deployments.app().routes.load().get(&name).cloned() else {
         return rid.fail(ErrorKind::NoSuchRoute(name));
     };
-    let history = state.deployments.versions(&name).await;
-    axum::Json(describe(&route, &history)).into_response()
+    let (history, changes) = state.deployments.versions(&name).await;
+    axum::Json(describe(&route, &history, changes)).into_response()
+}
+
+/// `GET /admin/fleet`: every host sharing the deployment store, what each
+/// serves against what the store wants, and what each could not load.
+async fn fleet(State(state): State<AdminState>, rid: Rid) -> Response {
+    let Some(fleet) = state.deployments.fleet() else {
+        return rid.fail(ErrorKind::Conflict(
+            "this host does not share deployments: set [deployments] shared = true".into(),
+        ));
+    };
+    match fleet.status(&state.deployments).await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(err) => {
+            tracing::warn!(request_id = %rid.0, cause = %err, "GET /admin/fleet: reading the store");
+            rid.fail(ErrorKind::UpstreamUnavailable(err.to_string()))
+        }
+    }
 }
 
 /// Route settings given as query parameters of a `PUT`; the ones left out
@@ -189,7 +209,7 @@ async fn deploy(
     };
     let current = state.deployments.app().routes.load().get(&name).cloned();
     let upstreams = &state.deployments.app().services.upstreams;
-    let spec = match settings(&name, current.as_deref(), query).and_then(|spec| {
+    let spec = match settings(&name, current.as_deref().map(|r| &r.spec), query).and_then(|spec| {
         match spec
             .outbound
             .iter()
@@ -242,15 +262,15 @@ async fn deploy(
             "the request body must be the component (.wasm)".into(),
         ));
     }
-    match state.deployments.deploy(spec, bytes.to_vec()).await {
+    match state.deployments.deploy(spec, bytes).await {
         Ok(deployed) => deployed_response(&state, deployed).await,
         Err(err) => deploy_failed(&rid, &name, err),
     }
 }
 
 async fn deployed_response(state: &AdminState, deployed: Deployed) -> Response {
-    let history = state.deployments.versions(&deployed.route.name).await;
-    let mut body = describe(&deployed.route, &history);
+    let (history, changes) = state.deployments.versions(&deployed.route.name).await;
+    let mut body = describe(&deployed.route, &history, changes);
     body["cache"] = json!(deployed.cache.as_str());
     body["load_ms"] = json!(deployed.load_ms);
     let status = if deployed.created {
@@ -264,8 +284,8 @@ async fn deployed_response(state: &AdminState, deployed: Deployed) -> Response {
 async fn rollback(State(state): State<AdminState>, Path(name): Path<String>, rid: Rid) -> Response {
     match state.deployments.rollback(&name).await {
         Ok(route) => {
-            let history = state.deployments.versions(&name).await;
-            axum::Json(describe(&route, &history)).into_response()
+            let (history, changes) = state.deployments.versions(&name).await;
+            axum::Json(describe(&route, &history, changes)).into_response()
         }
         Err(err) => deploy_failed(&rid, &name, err),
     }
@@ -273,7 +293,7 @@ async fn rollback(State(state): State<AdminState>, Path(name): Path<String>, rid
 
 async fn remove(State(state): State<AdminState>, Path(name): Path<String>, rid: Rid) -> Response {
     match state.deployments.remove(&name).await {
-        Ok(route) => axum::Json(json!({ "removed": describe(&route, &[]) })).into_response(),
+        Ok(route) => axum::Json(json!({ "removed": describe(&route, &[], None) })).into_response(),
         Err(err) => deploy_failed(&rid, &name, err),
     }
 }
@@ -284,9 +304,20 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
         | DeployError::Instantiate(_)
         | DeployError::PathConflict { .. }
         | DeployError::Database(_)
+        | DeployError::Settings(_)
+        | DeployError::NotLoadedHere(_)
         | DeployError::UnknownUpstream(_) => ErrorKind::ValidationFailed(err.to_string()),
-        DeployError::NoSuchRoute(name) => ErrorKind::NoSuchRoute(name.clone()),
-        DeployError::NoEarlierVersion(_) => ErrorKind::Conflict(err.to_string()),
+        DeployError::NoSuchRoute(name) | DeployError::Store(StoreError::NoSuchRoute(name)) => {
+            ErrorKind::NoSuchRoute(name.clone())
+        }
+        DeployError::NoEarlierVersion(_) | DeployError::Store(StoreError::NoEarlierVersion(_)) => {
+            ErrorKind::Conflict(err.to_string())
+        }
+        // The operator needs the cause: the admin API is theirs.
+        DeployError::Store(store) if store.is_transient() => ErrorKind::UpstreamUnavailable(
+            format!("{err}; nothing changed on any host, retry when the database answers"),
+        ),
+        DeployError::Store(_) => ErrorKind::ValidationFailed(err.to_string()),
         DeployError::Busy(_) => ErrorKind::Overloaded,
         DeployError::Task(_) => ErrorKind::Internal,
     };
@@ -299,12 +330,12 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
 /// manifest's.
 fn settings(
     name: &str,
-    current: Option<&Route>,
+    current: Option<&RouteSpec>,
     query: SettingsQuery,
 ) -> Result<RouteSpec, String> {
     check_route_name(name)?;
     let mut spec = match current {
-        Some(route) => route.spec.clone(),
+        Some(spec) => spec.clone(),
         None => RouteSpec {
             name: name.to_owned(),
             path: query
@@ -380,6 +411,68 @@ fn settings(
     Ok(spec)
 }
 
+/// The settings of `spec` the admin API can set, as the query parameters
+/// that set them: what the deployment store keeps per version.
+pub(crate) fn stored_settings(spec: &RouteSpec) -> BTreeMap<String, String> {
+    let join = |list: &[String]| list.join(",");
+    let mut out = BTreeMap::new();
+    out.insert("path".to_owned(), spec.path.clone());
+    let methods = spec.methods.as_ref().map_or_else(String::new, |m| {
+        m.iter()
+            .map(http::Method::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    out.insert("methods".to_owned(), methods);
+    out.insert("grants".to_owned(), join(&spec.grants));
+    if let Some(outbound) = &spec.outbound {
+        out.insert("outbound".to_owned(), join(outbound));
+    }
+    let limits = &spec.limits;
+    for (name, value) in [
+        ("timeout", limits.timeout.to_string()),
+        ("memory", limits.memory.to_string()),
+        ("max_body", limits.max_body.to_string()),
+        ("max_concurrency", limits.max_concurrency.to_string()),
+        ("queue_timeout", limits.queue_timeout.to_string()),
+    ] {
+        out.insert(name.to_owned(), value);
+    }
+    match &spec.reuse {
+        Some(reuse) => {
+            out.insert("reuse_requests".to_owned(), reuse.requests.to_string());
+            out.insert("reuse_idle".to_owned(), reuse.idle.to_string());
+        }
+        None => {
+            out.insert("reuse_requests".to_owned(), "0".to_owned());
+        }
+    }
+    out
+}
+
+/// Route `name` with `stored` settings (see [`stored_settings`]) on top of
+/// `base`, this host's manifest route of that name if any, which supplies
+/// what only the manifest sets (config, secrets, rate limit, cache, auth,
+/// CORS): validated exactly as an admin `PUT`.
+pub(crate) fn settings_from_stored(
+    name: &str,
+    base: Option<&RouteSpec>,
+    stored: &BTreeMap<String, String>,
+) -> Result<RouteSpec, String> {
+    let base = base.map(|spec| RouteSpec {
+        methods: None,
+        grants: Vec::new(),
+        outbound: None,
+        limits: Limits::default(),
+        reuse: None,
+        ..spec.clone()
+    });
+    let query: SettingsQuery = serde_json::to_value(stored)
+        .and_then(serde_json::from_value)
+        .map_err(|e| e.to_string())?;
+    settings(name, base.as_ref(), query)
+}
+
 fn split(list: &str) -> Vec<String> {
     list.split(',')
         .map(str::trim)
@@ -388,10 +481,11 @@ fn split(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// A route version as the admin API shows it.
-fn describe(route: &Route, history: &[Arc<Route>]) -> Value {
+/// A route version as the admin API shows it; with shared deployments,
+/// also the route's last changes across the fleet.
+fn describe(route: &Route, history: &[VersionInfo], changes: Option<Vec<Change>>) -> Value {
     let spec = &route.spec;
-    json!({
+    let mut out = json!({
         "name": &*route.name,
         "path": spec.path,
         "methods": spec.methods.as_ref().map(|m| m.iter().map(http::Method::as_str).collect::<Vec<_>>()),
@@ -402,16 +496,38 @@ fn describe(route: &Route, history: &[Arc<Route>]) -> Value {
         "outbound": spec.outbound,
         "limits": spec.limits,
         "reuse": spec.reuse,
-        "history": history.iter().map(|v| json!({
-            "version": v.version,
-            "digest": v.handler.digest,
-            "loaded_at": rfc3339(v.loaded_at),
-        })).collect::<Vec<_>>(),
-    })
+        "history": history.iter().map(|v| {
+            let mut entry = json!({
+                "version": v.version,
+                "digest": v.digest,
+                "loaded_at": rfc3339(v.at),
+            });
+            if let Some(by) = &v.by {
+                entry["deployed_by"] = json!(by);
+            }
+            entry
+        }).collect::<Vec<_>>(),
+    });
+    if let Some(changes) = changes {
+        out["changes"] = changes
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "action": c.action,
+                    "version": c.version,
+                    "digest": c.digest,
+                    "host": c.host,
+                    "at": rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(c.at_ms).unwrap_or(0))),
+                })
+            })
+            .collect();
+    }
+    out
 }
 
 /// `2026-11-24T02:49:07.123Z`.
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -435,6 +551,45 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + std::time::Duration::from_millis(1_795_920_547_123);
         assert_eq!(rfc3339(t), "2026-11-29T02:49:07.123Z");
+    }
+
+    /// What the deployment store keeps of a version rebuilds the same
+    /// settings on another host, and the manifest supplies the rest.
+    #[test]
+    fn stored_settings_round_trip() {
+        let q = |s: &str| -> SettingsQuery {
+            serde_json::from_value(serde_json::from_str(s).unwrap()).unwrap()
+        };
+        let spec = settings(
+            "x",
+            None,
+            q(r#"{"path":"/x/{id}","methods":"GET,HEAD","grants":"sql,log","outbound":"","timeout":"2s","memory":"16MiB","max_concurrency":"8","reuse_requests":"4","reuse_idle":"250ms"}"#),
+        )
+        .unwrap();
+        let stored = stored_settings(&spec);
+        assert_eq!(stored["timeout"], "2s");
+        assert_eq!(stored["memory"], "16MiB");
+        let again = settings_from_stored("x", None, &stored).unwrap();
+        assert_eq!(again, spec);
+        // Without reuse and outbound, they stay off even over a base that
+        // has them.
+        let plain = settings("x", None, q(r#"{"path":"/x"}"#)).unwrap();
+        let mut base = spec.clone();
+        base.rate_limit = Some("per_ip".into());
+        let rebuilt = settings_from_stored("x", Some(&base), &stored_settings(&plain)).unwrap();
+        assert_eq!(rebuilt.reuse, None);
+        assert_eq!(rebuilt.outbound, None);
+        assert_eq!(rebuilt.methods, None);
+        assert!(rebuilt.grants.is_empty());
+        assert_eq!(
+            rebuilt.rate_limit.as_deref(),
+            Some("per_ip"),
+            "the manifest's own"
+        );
+        let mut bad = stored_settings(&plain);
+        bad.insert("timeout".into(), "2x".into());
+        let err = settings_from_stored("x", None, &bad).unwrap_err();
+        assert!(err.contains("timeout"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `trellis deploy` and `trellis rollback`: clients of a running host's
 //! admin API. The component is streamed from disk with a progress line on
-//! stderr; the host's JSON answer goes to stdout.
+//! stderr; the host's JSON answer goes to stdout. With `--wait`, the client
+//! then polls `GET /admin/fleet` until every live host serves the version
+//! the answer names.
 
 use crate::config::cli::{Action, AdminCall};
 use bytes::Bytes;
@@ -55,6 +57,9 @@ pub enum ClientError {
     /// The call took longer than [`CALL_TIMEOUT`].
     #[error("admin API request: no answer within {0:?}")]
     Timeout(Duration),
+    /// `--wait` ran out of time, or a host could not load the version.
+    #[error("{0}")]
+    NotConverged(String),
     /// The host answered with an error (its body went to stdout).
     #[error("the host refused: {status} {code}: {message}")]
     Refused {
@@ -111,71 +116,221 @@ pub async fn run(call: AdminCall) -> Result<(), ClientError> {
         ),
     };
 
-    let stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|source| ClientError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, authority.as_str())
-        .header(header::AUTHORIZATION, format!("Bearer {token}"));
-    let exchange = async {
-        let response = match body {
-            Some(file) => {
-                let (body, len) = upload(&file).await?;
-                let request = request
-                    .header(header::CONTENT_TYPE, "application/wasm")
-                    .header(header::CONTENT_LENGTH, len)
-                    .body(body)
-                    .expect("request parts are valid");
-                sender.send_request(request).await?
-            }
-            None => {
-                let request = request
-                    .body(
-                        Empty::<Bytes>::new()
-                            .map_err(|never| match never {})
-                            .boxed_unsync(),
-                    )
-                    .expect("request parts are valid");
-                sender.send_request(request).await?
-            }
-        };
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        Ok::<_, ClientError>((status, bytes))
+    let target = Target {
+        addr,
+        authority: authority.to_string(),
+        token,
     };
-    let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, exchange)
-        .await
-        .map_err(|_| ClientError::Timeout(CALL_TIMEOUT))??;
-
+    let (status, bytes) = target.send(method, &path, body).await?;
     let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
     let shown = match &json {
         Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
         None => String::from_utf8_lossy(&bytes).into_owned(),
     };
     println!("{shown}");
-    if status.is_success() {
-        return Ok(());
+    if !status.is_success() {
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v["error"][name].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        return Err(ClientError::Refused {
+            status: status.as_u16(),
+            code: field("code"),
+            message: field("message"),
+        });
     }
-    let field = |name: &str| {
-        json.as_ref()
-            .and_then(|v| v["error"][name].as_str())
-            .unwrap_or_default()
-            .to_owned()
+    let (Some(within), Some(answer)) = (call.wait, json) else {
+        return Ok(());
     };
-    Err(ClientError::Refused {
-        status: status.as_u16(),
-        code: field("code"),
-        message: field("message"),
-    })
+    let route = answer["name"].as_str().unwrap_or_default().to_owned();
+    let version = answer["version"].as_i64().unwrap_or_default();
+    let digest = answer["digest"].as_str().unwrap_or_default().to_owned();
+    wait_for_fleet(
+        &target,
+        &format!("{prefix}/admin/fleet"),
+        &route,
+        version,
+        &digest,
+        within,
+    )
+    .await
+}
+
+/// Where admin calls go.
+struct Target {
+    addr: String,
+    authority: String,
+    token: String,
+}
+
+impl Target {
+    /// One call on a connection of its own: its status and body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<PathBuf>,
+    ) -> Result<(http::StatusCode, Bytes), ClientError> {
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.authority.as_str())
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+        let exchange = async {
+            let response = match body {
+                Some(file) => {
+                    let (body, len) = upload(&file).await?;
+                    let request = request
+                        .header(header::CONTENT_TYPE, "application/wasm")
+                        .header(header::CONTENT_LENGTH, len)
+                        .body(body)
+                        .expect("request parts are valid");
+                    sender.send_request(request).await?
+                }
+                None => {
+                    let request = request
+                        .body(
+                            Empty::<Bytes>::new()
+                                .map_err(|never| match never {})
+                                .boxed_unsync(),
+                        )
+                        .expect("request parts are valid");
+                    sender.send_request(request).await?
+                }
+            };
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(CALL_TIMEOUT))?
+    }
+}
+
+/// How often `--wait` asks the fleet.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Polls `fleet` (`GET /admin/fleet`) until every live host serves
+/// `version` (`digest`) of `route`. Fails at once when a live host reports
+/// it cannot load that version, or when a later change replaced it; after
+/// `within`, names the hosts that do not serve it.
+async fn wait_for_fleet(
+    target: &Target,
+    fleet: &str,
+    route: &str,
+    version: i64,
+    digest: &str,
+    within: Duration,
+) -> Result<(), ClientError> {
+    let started = Instant::now();
+    eprintln!("waiting up to {within:?} for every live host to serve {route} version {version}…");
+    loop {
+        let (status, bytes) = target.send(Method::GET, fleet, None).await?;
+        let status_json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if !status.is_success() {
+            let field = |name: &str| {
+                status_json["error"][name]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                code: field("code"),
+                message: field("message"),
+            });
+        }
+        match converged(&status_json, route, version, digest) {
+            Ok(hosts) => {
+                eprintln!(
+                    "{hosts} live host(s) serve {route} version {version} ({} ms)",
+                    started.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+            Err(Wait::Failed(message)) => return Err(ClientError::NotConverged(message)),
+            Err(Wait::Pending(lagging)) if started.elapsed() >= within => {
+                return Err(ClientError::NotConverged(format!(
+                    "not every live host serves {route} version {version} after {within:?}: {lagging}"
+                )));
+            }
+            Err(Wait::Pending(_)) => tokio::time::sleep(WAIT_POLL).await,
+        }
+    }
+}
+
+/// Why the fleet is not there yet.
+#[derive(Debug)]
+enum Wait {
+    /// Still loading: which hosts, serving what.
+    Pending(String),
+    /// It will not get there.
+    Failed(String),
+}
+
+/// Whether every live host in the `GET /admin/fleet` answer serves
+/// `version` of `route`: the number of live hosts, or why not.
+fn converged(
+    fleet: &serde_json::Value,
+    route: &str,
+    version: i64,
+    digest: &str,
+) -> Result<usize, Wait> {
+    let desired = &fleet["desired"][route];
+    if desired.is_object() && desired["version"].as_i64() != Some(version) {
+        return Err(Wait::Failed(format!(
+            "{route} changed again before every host served version {version}: the fleet now wants version {}",
+            desired["version"]
+        )));
+    }
+    let hosts = fleet["hosts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut lagging = Vec::new();
+    let mut live = 0;
+    for host in hosts.iter().filter(|h| h["live"] == true) {
+        live += 1;
+        let id = host["id"].as_str().unwrap_or("?");
+        let error = &host["errors"][route];
+        if error.is_object() && error["version"].as_i64() == Some(version) {
+            return Err(Wait::Failed(format!(
+                "host {id} cannot load {route} version {version}: {}",
+                error["error"].as_str().unwrap_or("?")
+            )));
+        }
+        let serving = &host["serving"][route];
+        if serving["version"].as_i64() != Some(version)
+            || serving["digest"].as_str() != Some(digest)
+        {
+            let now = match serving["version"].as_i64() {
+                Some(v) => format!("version {v}"),
+                None => "nothing".to_owned(),
+            };
+            lagging.push(format!("{id} (serving {now})"));
+        }
+    }
+    if lagging.is_empty() {
+        Ok(live)
+    } else {
+        Err(Wait::Pending(format!(
+            "hosts not serving it: {}",
+            lagging.join(", ")
+        )))
+    }
 }
 
 type UploadBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;

@@ -7,16 +7,25 @@
 //! it was. The swap itself replaces the whole [`RouteTable`] through an
 //! [`ArcSwap`]: requests that already matched keep their `Arc<Route>` and
 //! finish on the old version; the next lookup sees the new one.
+//!
+//! With `[deployments] shared` ([`crate::ops::fleet`]) a change is first
+//! recorded in the database, which gives its version number, and every
+//! host (this one included) then applies the store's state through
+//! [`Deployments::apply`]; each route remembers the store generation it
+//! last applied, so changes arriving twice or out of order are ignored.
 
 use crate::app::App;
 use crate::app::routes::{Route, RouteTable};
 use crate::capabilities::{Capabilities, GuestContext};
 use crate::config::manifest::RouteSpec;
+use crate::ops::fleet::Fleet;
+use crate::ops::fleet::store::{Change, RouteState, StoreError};
 use crate::runtime::component::{CacheOutcome, Handler, LoadError};
 use crate::runtime::invoke::instantiate_once;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex;
 
 /// Versions kept per route, current included: how far back rollback goes.
@@ -36,12 +45,30 @@ pub struct Deployments {
     /// current one, so two at once would lose one. It is never held while
     /// compiling.
     history: Mutex<HashMap<String, History>>,
+    /// The deployment store every host shares, with `[deployments]
+    /// shared`; changes go through it first.
+    fleet: Option<Arc<Fleet>>,
 }
 
 #[derive(Default)]
 struct History {
     versions: Vec<Arc<Route>>,
     next_version: u32,
+    /// The store generation of the route this host last applied; 0 for a
+    /// route only the manifest defines.
+    generation: i64,
+}
+
+/// One entry of a route's history, as the admin API shows it.
+pub struct VersionInfo {
+    /// Version number.
+    pub version: u32,
+    /// SHA-256 of its component.
+    pub digest: String,
+    /// When it was loaded here, or (shared) deployed.
+    pub at: SystemTime,
+    /// The host that deployed it (shared deployments).
+    pub by: Option<String>,
 }
 
 /// A component that passed validation, not yet serving.
@@ -97,6 +124,17 @@ pub enum DeployError {
     /// The route grants `sql` and the database cannot be opened.
     #[error("opening the database: {0:#}")]
     Database(anyhow::Error),
+    /// The deployment store refused the change or could not be reached;
+    /// nothing changed on any host.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The change is recorded in the store (every other host follows it),
+    /// but this host could not load the version.
+    #[error("recorded in the deployment store, but this host could not load it: {0}")]
+    NotLoadedHere(String),
+    /// A stored version's settings do not validate on this host.
+    #[error("stored settings: {0}")]
+    Settings(String),
     /// The compile task panicked or was cancelled (a host bug).
     #[error("compile task: {0}")]
     Task(tokio::task::JoinError),
@@ -112,6 +150,12 @@ impl Deployments {
     /// Manages `app`'s routes, whose current versions become the first of
     /// their history.
     pub fn new(app: Arc<App>) -> Deployments {
+        Deployments::with_fleet(app, None)
+    }
+
+    /// Manages `app`'s routes through the deployment store `fleet` shares
+    /// with the other hosts, when there is one.
+    pub fn with_fleet(app: Arc<App>, fleet: Option<Arc<Fleet>>) -> Deployments {
         let history = app
             .routes
             .load()
@@ -120,6 +164,7 @@ impl Deployments {
                 let h = History {
                     versions: vec![route.clone()],
                     next_version: route.version + 1,
+                    generation: 0,
                 };
                 (route.name.to_string(), h)
             })
@@ -127,7 +172,23 @@ impl Deployments {
         Deployments {
             app,
             history: Mutex::new(history),
+            fleet,
         }
+    }
+
+    /// The deployment store, with `[deployments] shared`.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// The store generation this host applied for route `name` (0: the
+    /// manifest's, or none).
+    pub async fn generation(&self, name: &str) -> i64 {
+        self.history
+            .lock()
+            .await
+            .get(name)
+            .map_or(0, |h| h.generation)
     }
 
     /// The app this manages.
@@ -138,23 +199,72 @@ impl Deployments {
     /// Validates `bytes` for a route with `spec`'s limits, without
     /// changing anything. Compilation runs on the blocking pool, so serving
     /// continues meanwhile.
-    pub async fn prepare(&self, spec: &RouteSpec, bytes: Vec<u8>) -> Result<Prepared, DeployError> {
+    pub async fn prepare(&self, spec: &RouteSpec, bytes: Bytes) -> Result<Prepared, DeployError> {
         let started = Instant::now();
-        let upstreams = &self.app.services.upstreams;
-        if let Some(unknown) = spec
-            .outbound
-            .iter()
-            .flatten()
-            .find(|n| upstreams.get(n).is_none())
-        {
-            return Err(DeployError::UnknownUpstream(unknown.clone()));
-        }
+        self.check_upstreams(spec)?;
         let loader = self.app.loader.clone();
         let (grants, outbound) = (spec.grants.clone(), spec.outbound.clone());
         let (handler, cache) =
             tokio::task::spawn_blocking(move || loader.load(&bytes, &grants, outbound.as_deref()))
                 .await
                 .map_err(DeployError::Task)??;
+        self.validate(spec, handler, cache, started).await
+    }
+
+    /// Like [`Deployments::prepare`] for the stored component `digest`:
+    /// from the precompiled cache when it is there, else fetched from the
+    /// store (and checked against its digest) and compiled.
+    async fn prepare_stored(
+        &self,
+        fleet: &Fleet,
+        spec: &RouteSpec,
+        digest: &str,
+    ) -> Result<Prepared, DeployError> {
+        let started = Instant::now();
+        self.check_upstreams(spec)?;
+        let loader = self.app.loader.clone();
+        let (grants, outbound) = (spec.grants.clone(), spec.outbound.clone());
+        let wanted = digest.to_owned();
+        let cached = tokio::task::spawn_blocking(move || {
+            loader.load_precompiled(&wanted, &grants, outbound.as_deref())
+        })
+        .await
+        .map_err(DeployError::Task)?;
+        match cached {
+            Some(handler) => {
+                self.validate(spec, handler?, CacheOutcome::Hit, started)
+                    .await
+            }
+            None => {
+                let bytes = fleet.store().component(digest).await?;
+                self.prepare(spec, Bytes::from(bytes)).await
+            }
+        }
+    }
+
+    /// Refuses a route whose `outbound` names an upstream this host lacks.
+    fn check_upstreams(&self, spec: &RouteSpec) -> Result<(), DeployError> {
+        let upstreams = &self.app.services.upstreams;
+        match spec
+            .outbound
+            .iter()
+            .flatten()
+            .find(|n| upstreams.get(n).is_none())
+        {
+            Some(unknown) => Err(DeployError::UnknownUpstream(unknown.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The checks after linking: the database for `sql`, and one test
+    /// instantiation.
+    async fn validate(
+        &self,
+        spec: &RouteSpec,
+        handler: Handler,
+        cache: CacheOutcome,
+        started: Instant,
+    ) -> Result<Prepared, DeployError> {
         if spec.grants.iter().any(|g| g == "sql") {
             // The first route to use SQL opens the pool: fail the deploy,
             // not its first request, when the database is unreachable.
@@ -205,23 +315,61 @@ impl Deployments {
     }
 
     /// Validates `bytes`, then serves them on the route `spec` (a new route
-    /// or the next version of an existing one).
-    pub async fn deploy(&self, spec: RouteSpec, bytes: Vec<u8>) -> Result<Deployed, DeployError> {
-        let prepared = self.prepare(&spec, bytes).await?;
-        self.install(spec, prepared).await
+    /// or the next version of an existing one). With shared deployments the
+    /// version is recorded in the store first, which every host then loads;
+    /// a store that cannot be reached fails the deploy and changes nothing.
+    pub async fn deploy(&self, spec: RouteSpec, bytes: Bytes) -> Result<Deployed, DeployError> {
+        let prepared = self.prepare(&spec, bytes.clone()).await?;
+        let Some(fleet) = &self.fleet else {
+            return self.install(spec, prepared, None).await;
+        };
+        let (version, generation) = fleet
+            .record_deploy(self, &spec, &bytes, &prepared.handler.digest)
+            .await?;
+        let version = u32::try_from(version).unwrap_or(u32::MAX);
+        let deployed = self
+            .install(spec, prepared, Some((version, generation)))
+            .await?;
+        fleet.changed();
+        Ok(deployed)
     }
 
-    /// Swaps a validated component in as the next version of `spec.name`.
+    /// Validates `bytes` and serves them on this host only, whatever the
+    /// store says (watch mode: the manifest's files). A route the store
+    /// manages is left alone: the store wins over the manifest.
+    pub async fn deploy_local(
+        &self,
+        spec: RouteSpec,
+        bytes: Bytes,
+    ) -> Result<Option<Deployed>, DeployError> {
+        if self.generation(&spec.name).await > 0 {
+            tracing::warn!(route = %spec.name, "not reloading from the manifest: the route is deployed through the shared store, which wins");
+            return Ok(None);
+        }
+        let prepared = self.prepare(&spec, bytes).await?;
+        self.install(spec, prepared, None).await.map(Some)
+    }
+
+    /// Swaps a validated component in as the next version of `spec.name`,
+    /// or, with `stored` (version, generation) from the deployment store,
+    /// as that version unless this host applied that change or a later one
+    /// already (then nothing changes and the answer describes the version
+    /// without serving it).
     pub async fn install(
         &self,
         spec: RouteSpec,
         prepared: Prepared,
+        stored: Option<(u32, i64)>,
     ) -> Result<Deployed, DeployError> {
         let mut history = self.history.lock().await;
         let current = self.app.routes.load_full();
         let previous = current.get(&spec.name);
         let created = previous.is_none();
-        let version = history.get(&spec.name).map_or(1, |h| h.next_version.max(1));
+        let applied = history.get(&spec.name).map_or(0, |h| h.generation);
+        let version = match stored {
+            Some((version, _)) => version,
+            None => history.get(&spec.name).map_or(1, |h| h.next_version.max(1)),
+        };
         let route = Arc::new(Route::new(
             spec,
             prepared.handler,
@@ -229,21 +377,27 @@ impl Deployments {
             previous.map(|p| &**p),
             &self.app.services,
         ));
-        self.swap(&current, &route.name, Some(route.clone()))?;
-        let entry = history.entry(route.name.to_string()).or_default();
-        entry.versions.push(route.clone());
-        if entry.versions.len() > HISTORY {
-            entry.versions.remove(0);
+        let superseded = stored.is_some_and(|(_, generation)| generation <= applied);
+        if !superseded {
+            self.swap(&current, &route.name, Some(route.clone()))?;
+            let entry = history.entry(route.name.to_string()).or_default();
+            entry.versions.push(route.clone());
+            if entry.versions.len() > HISTORY {
+                entry.versions.remove(0);
+            }
+            entry.next_version = entry.next_version.max(version + 1);
+            if let Some((_, generation)) = stored {
+                entry.generation = generation;
+            }
+            tracing::info!(
+                route = %route.name,
+                version,
+                digest = %route.handler.digest,
+                cache = prepared.cache.as_str(),
+                load_ms = prepared.load_ms,
+                "route reloaded"
+            );
         }
-        entry.next_version = version + 1;
-        tracing::info!(
-            route = %route.name,
-            version,
-            digest = %route.handler.digest,
-            cache = prepared.cache.as_str(),
-            load_ms = prepared.load_ms,
-            "route reloaded"
-        );
         Ok(Deployed {
             route,
             created,
@@ -252,9 +406,103 @@ impl Deployments {
         })
     }
 
+    /// Brings route `state.name` on this host to what the deployment store
+    /// says, unless this host applied that change (or a later one) already:
+    /// a version it still holds is swapped back in at once; another is
+    /// loaded by digest (precompiled cache, else the store), validated like
+    /// an upload, then swapped. On failure the route keeps serving what it
+    /// served. Returns the version now serving, if it changed.
+    pub async fn apply(
+        &self,
+        fleet: &Fleet,
+        state: &RouteState,
+    ) -> Result<Option<Arc<Route>>, DeployError> {
+        let name = state.name.as_str();
+        if self.generation(name).await >= state.generation {
+            return Ok(None);
+        }
+        let Some(wanted) = &state.current else {
+            let mut history = self.history.lock().await;
+            let entry = history.entry(name.to_owned()).or_default();
+            if entry.generation >= state.generation {
+                return Ok(None);
+            }
+            let current = self.app.routes.load_full();
+            if let Some(route) = current.get(name) {
+                tracing::info!(route = %name, version = route.version, "route removed");
+                self.swap(&current, name, None)?;
+            }
+            entry.versions.clear();
+            entry.generation = state.generation;
+            return Ok(None);
+        };
+        let version = u32::try_from(wanted.version).unwrap_or(u32::MAX);
+        {
+            let mut history = self.history.lock().await;
+            let entry = history.entry(name.to_owned()).or_default();
+            if entry.generation >= state.generation {
+                return Ok(None);
+            }
+            let kept = entry
+                .versions
+                .iter()
+                .position(|r| r.version == version && *r.handler.digest == wanted.digest);
+            if let Some(at) = kept {
+                let route = entry.versions[at].clone();
+                let current = self.app.routes.load_full();
+                let serving = current.get(name).is_some_and(|r| Arc::ptr_eq(r, &route));
+                if !serving {
+                    self.swap(&current, name, Some(route.clone()))?;
+                    tracing::info!(route = %name, version, digest = %route.handler.digest, "route rolled back");
+                }
+                // Versions after it were rolled back from.
+                entry.versions.truncate(at + 1);
+                entry.generation = state.generation;
+                return Ok((!serving).then_some(route));
+            }
+        }
+        let spec = fleet
+            .spec_for(name, &wanted.settings)
+            .map_err(DeployError::Settings)?;
+        let prepared = self.prepare_stored(fleet, &spec, &wanted.digest).await?;
+        let deployed = self
+            .install(spec, prepared, Some((version, state.generation)))
+            .await?;
+        Ok(Some(deployed.route))
+    }
+
     /// Serves the version before the current one of route `name` again
-    /// (with its settings); the current version leaves the history.
+    /// (with its settings); the current version leaves the history. With
+    /// shared deployments, on every host.
     pub async fn rollback(&self, name: &str) -> Result<Arc<Route>, DeployError> {
+        if let Some(fleet) = &self.fleet {
+            let served_here = self.app.routes.load().get(name).is_some();
+            let state = match fleet.store().rollback(name).await {
+                Err(StoreError::NoSuchRoute(_)) if served_here => {
+                    return Err(DeployError::NoEarlierVersion(name.to_owned()));
+                }
+                other => other?,
+            };
+            // Committed: every host follows, this one through the same
+            // path as the others, so a failure here is reported alike.
+            let failure = fleet.sync(self, name).await;
+            fleet.changed();
+            let serving = self.app.routes.load().get(name).cloned();
+            let wanted = state
+                .current
+                .as_ref()
+                .map(|v| (v.version, v.digest.as_str()));
+            return match serving {
+                Some(route)
+                    if wanted == Some((i64::from(route.version), &*route.handler.digest)) =>
+                {
+                    Ok(route)
+                }
+                _ => Err(DeployError::NotLoadedHere(
+                    failure.unwrap_or_else(|| "a later change replaced it".to_owned()),
+                )),
+            };
+        }
         let mut history = self.history.lock().await;
         let current = self.app.routes.load_full();
         if current.get(name).is_none() {
@@ -276,26 +524,83 @@ impl Deployments {
         Ok(target)
     }
 
-    /// Stops serving route `name` and forgets its history.
+    /// Stops serving route `name` and forgets its history; with shared
+    /// deployments, on every host.
     pub async fn remove(&self, name: &str) -> Result<Arc<Route>, DeployError> {
+        let served = self.app.routes.load().get(name).cloned();
+        if let Some(fleet) = &self.fleet {
+            let generation = fleet.store().delete(name, served.is_some()).await?;
+            let state = RouteState {
+                name: name.to_owned(),
+                generation,
+                current: None,
+            };
+            self.apply(fleet, &state).await?;
+            fleet.changed();
+            return served.ok_or_else(|| DeployError::NoSuchRoute(name.to_owned()));
+        }
+        self.remove_local(name).await
+    }
+
+    /// Stops serving route `name` on this host only (watch mode).
+    pub async fn remove_local(&self, name: &str) -> Result<Arc<Route>, DeployError> {
         let mut history = self.history.lock().await;
         let current = self.app.routes.load_full();
         let Some(route) = current.get(name).cloned() else {
             return Err(DeployError::NoSuchRoute(name.to_owned()));
         };
+        if history.get(name).is_some_and(|h| h.generation > 0) {
+            tracing::warn!(route = %name, "not removing: the route is deployed through the shared store, which wins over the manifest");
+            return Ok(route);
+        }
         self.swap(&current, name, None)?;
         history.remove(name);
         tracing::info!(route = %name, version = route.version, "route removed");
         Ok(route)
     }
 
-    /// Every version kept for route `name`, oldest first.
-    pub async fn versions(&self, name: &str) -> Vec<Arc<Route>> {
+    /// Every version kept for route `name`, oldest first, and with shared
+    /// deployments its last changes across the fleet (from the store, or
+    /// this host's own record when the store cannot be read).
+    pub async fn versions(&self, name: &str) -> (Vec<VersionInfo>, Option<Vec<Change>>) {
+        if let Some(fleet) = &self.fleet
+            && self.generation(name).await > 0
+        {
+            match fleet.store().history(name, 50).await {
+                Ok((versions, changes)) => {
+                    let versions = versions
+                        .into_iter()
+                        .map(|v| VersionInfo {
+                            version: u32::try_from(v.version).unwrap_or(u32::MAX),
+                            digest: v.digest,
+                            at: SystemTime::UNIX_EPOCH
+                                + Duration::from_millis(u64::try_from(v.deployed_ms).unwrap_or(0)),
+                            by: Some(v.deployed_by),
+                        })
+                        .collect();
+                    return (versions, Some(changes));
+                }
+                Err(err) => {
+                    tracing::warn!(route = %name, cause = %err, "reading the route's history from the store; showing this host's");
+                }
+            }
+        }
         let history = self.history.lock().await;
-        history
+        let versions = history
             .get(name)
-            .map(|h| h.versions.clone())
-            .unwrap_or_default()
+            .map(|h| {
+                h.versions
+                    .iter()
+                    .map(|r| VersionInfo {
+                        version: r.version,
+                        digest: r.handler.digest.to_string(),
+                        at: r.loaded_at,
+                        by: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (versions, None)
     }
 
     /// Publishes `current` with route `name` replaced by `with` (added at

@@ -1,6 +1,7 @@
 //! What operators drive: the admin API, hot load and rollback
-//! (deployments), watch mode, the health, metrics and OpenAPI endpoints, and the
-//! client the `trellis deploy` / `trellis rollback` commands use.
+//! (deployments), deployments shared by a fleet, watch mode, the health,
+//! metrics and OpenAPI endpoints, and the client the `trellis deploy` /
+//! `trellis rollback` commands use.
 //!
 //! The top layer: may call every other one; nothing below calls it.
 
@@ -8,6 +9,7 @@ pub mod admin;
 pub mod client;
 pub mod deployments;
 pub mod endpoints;
+pub mod fleet;
 pub mod health;
 pub mod openapi;
 pub mod watch;

@@ -141,7 +141,7 @@ async fn apply_manifest(
         }
     }
     for name in before.keys().filter(|n| !next.contains_key(*n)) {
-        match deployments.remove(name).await {
+        match deployments.remove_local(name).await {
             Ok(_) => {}
             Err(err) => tracing::warn!(route = %name, cause = %err, "removing route"),
         }
@@ -157,7 +157,10 @@ async fn reload(deployments: &Deployments, route: &Watched) {
             return;
         }
     };
-    if let Err(err) = deployments.deploy(route.spec.clone(), bytes).await {
+    if let Err(err) = deployments
+        .deploy_local(route.spec.clone(), bytes.into())
+        .await
+    {
         tracing::error!(route = %name, path = %route.component.display(), cause = %err, "route reload failed; the previous version keeps serving");
     }
 }

@@ -99,25 +99,54 @@ impl Loader {
     ) -> Result<(Handler, CacheOutcome), LoadError> {
         let digest = crate::ids::hex(&Sha256::digest(bytes));
         let (component, outcome) = self.compile(bytes, &digest)?;
+        Ok((self.link(component, digest, grants, outbound)?, outcome))
+    }
+
+    /// Like [`Loader::load`], for the component whose SHA-256 is `digest`,
+    /// from the precompiled cache alone; `None` when it is not there (or
+    /// unusable), and the bytes are needed.
+    pub fn load_precompiled(
+        &self,
+        digest: &str,
+        grants: &[String],
+        outbound: Option<&[String]>,
+    ) -> Option<Result<Handler, LoadError>> {
+        let digest_ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        if !digest_ok {
+            return None;
+        }
+        let component = self.cached(&self.artifact(digest))?;
+        Some(self.link(component, digest.to_owned(), grants, outbound))
+    }
+
+    /// Checks `component` against its grants, links and pre-instantiates it.
+    fn link(
+        &self,
+        component: Component,
+        digest: String,
+        grants: &[String],
+        outbound: Option<&[String]>,
+    ) -> Result<Handler, LoadError> {
         crate::runtime::grants::check(&self.engine, &component, grants, outbound)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(LoadError::Link)?;
         let pre = ProxyPre::new(instance_pre).map_err(LoadError::NotAHandler)?;
-        Ok((
-            Handler {
-                pre,
-                digest: digest.into(),
-            },
-            outcome,
-        ))
+        Ok(Handler {
+            pre,
+            digest: digest.into(),
+        })
+    }
+
+    /// Where the precompiled artifact of `digest` is kept.
+    fn artifact(&self, digest: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("{digest}-{:016x}.cwasm", self.engine_key))
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, CacheOutcome), LoadError> {
-        let path = self
-            .cache_dir
-            .join(format!("{digest}-{:016x}.cwasm", self.engine_key));
+        let path = self.artifact(digest);
         if let Some(component) = self.cached(&path) {
             return Ok((component, CacheOutcome::Hit));
         }

@@ -262,6 +262,11 @@ impl Trellis {
         }
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
     pub(crate) fn is_running(&mut self) -> bool {
         self.child
             .try_wait()

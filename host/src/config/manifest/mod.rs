@@ -71,6 +71,10 @@ pub struct Manifest {
     /// CORS for every route that does not set its own `cors`.
     #[serde(default)]
     pub cors: Option<Spanned<Cors>>,
+    /// Where route versions live: this host only, or a database every
+    /// host of a fleet shares.
+    #[serde(default)]
+    pub deployments: Deployments,
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -159,6 +163,33 @@ impl Default for Database {
             idle_timeout: Duration(time::Duration::from_secs(600)),
             statement_timeout: Duration(time::Duration::from_secs(30)),
             migrations: Vec::new(),
+        }
+    }
+}
+
+/// The `[deployments]` table: whether route versions are shared through
+/// the database with every host using it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Deployments {
+    /// Components, versions, settings and history of routes changed
+    /// through the admin API live in the database, and a change through
+    /// any host reaches every host sharing it.
+    pub shared: bool,
+    /// How often a host compares what it serves with the database (and
+    /// heartbeats), so a missed notification heals.
+    pub reconcile: Duration,
+    /// A host not seen for this long is shown as not live in
+    /// `GET /admin/fleet`, and `deploy --wait` stops waiting for it.
+    pub stale_after: Duration,
+}
+
+impl Default for Deployments {
+    fn default() -> Self {
+        Deployments {
+            shared: false,
+            reconcile: Duration(time::Duration::from_secs(5)),
+            stale_after: Duration(time::Duration::from_secs(30)),
         }
     }
 }
@@ -790,6 +821,34 @@ mod tests {
                 "[server]\nmax_connections = 1000001\n",
                 ":2: server.max_connections: must be at most 1000000",
             ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn deployments_default_to_local_and_are_bounded() {
+        let m = parse("").unwrap();
+        assert!(!m.deployments.shared);
+        assert_eq!(m.deployments.reconcile.0, time::Duration::from_secs(5));
+        let m = parse("[deployments]\nshared = true\nreconcile = \"1s\"\nstale_after = \"3s\"\n")
+            .unwrap();
+        assert!(m.deployments.shared);
+        for (text, want) in [
+            (
+                "[deployments]\nreconcile = \"10ms\"\n",
+                ":2: deployments.reconcile: must be at least 100ms",
+            ),
+            (
+                "[deployments]\nreconcile = \"2h\"\nstale_after = \"5h\"\n",
+                ":2: deployments.reconcile:",
+            ),
+            (
+                "[deployments]\nshared = true\nstale_after = \"9s\"\n",
+                ":3: deployments.stale_after: 9s is too short",
+            ),
+            ("[deployments]\nshare = true\n", "share"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");

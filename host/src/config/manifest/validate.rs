@@ -347,6 +347,14 @@ impl Manifest {
                 ));
             }
         }
+        if let Err((key, message)) = check_deployments(&self.deployments) {
+            return Err(ManifestError::Invalid {
+                path: path.to_owned(),
+                line: key_line(text, "deployments", key),
+                field: format!("deployments.{key}"),
+                message,
+            });
+        }
         if let Some(redis) = &self.redis
             && let Err(message) = at_most(redis.timeout, max::REDIS_TIMEOUT)
         {
@@ -382,6 +390,27 @@ fn check_server(server: &super::Server) -> Result<(), (&'static str, String)> {
             format!("must be at most {MAX_CONNECTIONS}"),
         ));
     }
+    Ok(())
+}
+
+/// Checks `[deployments]`: a reconcile period from 100ms to 1h, and
+/// hosts counted stale only after missing at least two heartbeats.
+fn check_deployments(d: &super::Deployments) -> Result<(), (&'static str, String)> {
+    if d.reconcile.0 < std::time::Duration::from_millis(100) {
+        return Err(("reconcile", "must be at least 100ms".into()));
+    }
+    at_most(d.reconcile, max::RECONCILE).map_err(|m| ("reconcile", m))?;
+    if d.stale_after.0 < d.reconcile.0 * 2 {
+        return Err((
+            "stale_after",
+            format!(
+                "{} is too short: at least twice reconcile ({})",
+                d.stale_after,
+                Duration(d.reconcile.0 * 2)
+            ),
+        ));
+    }
+    at_most(d.stale_after, max::STALE_AFTER).map_err(|m| ("stale_after", m))?;
     Ok(())
 }
 
@@ -494,6 +523,8 @@ pub fn check_grants(grants: &[String]) -> Result<(), String> {
 /// - a route's `cache.ttl`: 7 days (168h).
 /// - a route's `reuse.idle`: 1h. An idle instance holds a pooling-allocator
 ///   slot and its memory; keeping one longer is a leak, not a cache.
+/// - `[deployments].reconcile`: 1h (and at least 100ms); `stale_after`:
+///   24h (and at least twice `reconcile`).
 mod max {
     use std::time::Duration;
 
@@ -511,6 +542,8 @@ mod max {
     pub(super) const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(24 * HOUR);
     pub(super) const CACHE_TTL: Duration = Duration::from_secs(7 * 24 * HOUR);
     pub(super) const REUSE_IDLE: Duration = Duration::from_secs(HOUR);
+    pub(super) const RECONCILE: Duration = Duration::from_secs(HOUR);
+    pub(super) const STALE_AFTER: Duration = Duration::from_secs(24 * HOUR);
 }
 
 /// `Err("at most MAX")` when `value` is over `max`.

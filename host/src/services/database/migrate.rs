@@ -4,6 +4,10 @@
 //!
 //! On PostgreSQL an advisory lock serializes hosts starting together; on
 //! SQLite the database's own write lock does.
+//!
+//! With `[deployments] shared` the host's own tables come first, recorded
+//! the same way under names starting `trellis:` (no file can have that
+//! name in the list, as migrations are named by their paths).
 
 use super::Pool;
 use crate::ids::hex;
@@ -18,13 +22,75 @@ const LOCK_KEY: i64 = 0x0074_7265_6c6c_6973;
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS trellis_migrations (\
     name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)";
 
-/// Applies every migration in `files` ((name, path), in order) that the
-/// database has not recorded yet.
-pub(super) async fn apply(pool: &Pool, files: &[(String, PathBuf)]) -> anyhow::Result<()> {
-    if files.is_empty() {
+/// The tables behind `[deployments] shared` (see `ops::fleet::store`):
+/// components by digest, each route's versions and settings, the log of
+/// changes, and the hosts' heartbeats. Times are Unix milliseconds.
+/// (name, SQLite, PostgreSQL); append new steps, never edit one.
+const DEPLOYMENT_TABLES: &[(&str, &str, &str)] = &[(
+    "trellis:deployments:1",
+    "CREATE TABLE trellis_components (
+        digest TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL,
+        stored_ms INTEGER NOT NULL);
+    CREATE TABLE trellis_routes (
+        name TEXT PRIMARY KEY, version INTEGER, next_version INTEGER NOT NULL,
+        generation INTEGER NOT NULL, changed_ms INTEGER NOT NULL);
+    CREATE TABLE trellis_route_versions (
+        route TEXT NOT NULL, version INTEGER NOT NULL,
+        digest TEXT NOT NULL REFERENCES trellis_components (digest),
+        settings TEXT NOT NULL, deployed_ms INTEGER NOT NULL, deployed_by TEXT NOT NULL,
+        retired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (route, version));
+    CREATE TABLE trellis_route_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, route TEXT NOT NULL, action TEXT NOT NULL,
+        version INTEGER, digest TEXT, host TEXT NOT NULL, at_ms INTEGER NOT NULL);
+    CREATE INDEX trellis_route_changes_route ON trellis_route_changes (route, id);
+    CREATE TABLE trellis_hosts (
+        id TEXT PRIMARY KEY, address TEXT NOT NULL, admin TEXT,
+        started_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+        serving TEXT NOT NULL, errors TEXT NOT NULL);",
+    "CREATE TABLE trellis_components (
+        digest TEXT PRIMARY KEY, bytes BYTEA NOT NULL, size BIGINT NOT NULL,
+        stored_ms BIGINT NOT NULL);
+    CREATE TABLE trellis_routes (
+        name TEXT PRIMARY KEY, version BIGINT, next_version BIGINT NOT NULL,
+        generation BIGINT NOT NULL, changed_ms BIGINT NOT NULL);
+    CREATE TABLE trellis_route_versions (
+        route TEXT NOT NULL, version BIGINT NOT NULL,
+        digest TEXT NOT NULL REFERENCES trellis_components (digest),
+        settings TEXT NOT NULL, deployed_ms BIGINT NOT NULL, deployed_by TEXT NOT NULL,
+        retired BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (route, version));
+    CREATE TABLE trellis_route_changes (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, route TEXT NOT NULL,
+        action TEXT NOT NULL, version BIGINT, digest TEXT, host TEXT NOT NULL,
+        at_ms BIGINT NOT NULL);
+    CREATE INDEX trellis_route_changes_route ON trellis_route_changes (route, id);
+    CREATE TABLE trellis_hosts (
+        id TEXT PRIMARY KEY, address TEXT NOT NULL, admin TEXT,
+        started_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
+        serving TEXT NOT NULL, errors TEXT NOT NULL);",
+)];
+
+/// Applies the host's deployment tables (when `shared_deployments`), then
+/// every migration in `files` ((name, path), in order), each unless the
+/// database has recorded it already.
+pub(super) async fn apply(
+    pool: &Pool,
+    files: &[(String, PathBuf)],
+    shared_deployments: bool,
+) -> anyhow::Result<()> {
+    if files.is_empty() && !shared_deployments {
         return Ok(());
     }
-    let mut scripts = Vec::with_capacity(files.len());
+    let mut scripts = Vec::with_capacity(files.len() + 1);
+    if shared_deployments {
+        for (name, sqlite, postgres) in DEPLOYMENT_TABLES {
+            let sql = match pool {
+                Pool::Sqlite(_) => sqlite,
+                Pool::Postgres(_) => postgres,
+            };
+            let checksum = hex(&Sha256::digest(sql.as_bytes()));
+            scripts.push((*name, (*sql).to_owned(), checksum));
+        }
+    }
     for (name, path) in files {
         let sql = std::fs::read_to_string(path)
             .with_context(|| format!("reading migration {name} ({})", path.display()))?;

@@ -44,6 +44,9 @@ pub struct Database {
     migrations: Vec<(String, PathBuf)>,
     /// Whether the manifest asks for the database: open it at start.
     wanted: bool,
+    /// `[deployments] shared`: the host's own deployment tables are
+    /// created (by [`migrate`]) before the operator's migrations.
+    shared_deployments: bool,
     pool: OnceCell<Pool>,
     /// `trellis_db_pool_connections{state}`, refreshed at each scrape.
     connections: prometheus::IntGaugeVec,
@@ -80,7 +83,9 @@ impl Database {
                 (file.clone(), manifest.base_dir.join(file))
             })
             .collect();
+        let shared_deployments = manifest.deployments.shared;
         let wanted = manifest.database.is_some()
+            || shared_deployments
             || manifest.routes.iter().any(|r| {
                 r.grants
                     .as_ref()
@@ -114,6 +119,7 @@ impl Database {
             settings,
             migrations,
             wanted,
+            shared_deployments,
             pool: OnceCell::new(),
             connections,
             acquire,
@@ -150,7 +156,7 @@ impl Database {
         self.pool
             .get_or_try_init(|| async {
                 let pool = self.connect().await?;
-                migrate::apply(&pool, &self.migrations).await?;
+                migrate::apply(&pool, &self.migrations, self.shared_deployments).await?;
                 tracing::info!(url = %self.display_url(), max_connections = self.settings.max_connections, "database ready");
                 Ok(pool)
             })
@@ -199,6 +205,32 @@ impl Database {
             Some(Pool::Postgres(pool)) => pool.close(WITHIN).await,
             None => {}
         }
+    }
+
+    /// A connection of its own that receives PostgreSQL notifications
+    /// (`LISTEN`), reconnecting when it is lost; `None` on SQLite, which
+    /// has none. Opened like the pool's connections, outside the pool so it
+    /// never holds one of the guests' slots.
+    pub async fn listener(&self) -> anyhow::Result<Option<sqlx::postgres::PgListener>> {
+        use anyhow::Context as _;
+        if self.kind != Kind::Postgres {
+            return Ok(None);
+        }
+        let options = PgConnectOptions::from_str(&self.url)
+            .with_context(|| format!("connecting to {}", self.display_url()))?
+            .application_name("trellis-listener");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.settings.acquire_timeout.0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("connecting to {}", self.display_url()))?;
+        let listener = sqlx::postgres::PgListener::connect_with(&pool)
+            .await
+            .context("opening the notification listener")?;
+        Ok(Some(listener))
     }
 
     async fn connect(&self) -> anyhow::Result<Pool> {
