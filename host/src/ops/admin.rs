@@ -326,6 +326,7 @@ fn settings(
             auth: None,
             scopes: Vec::new(),
             cors: None,
+            schema: None,
             summary: None,
             description: None,
             reuse: None,
