@@ -224,6 +224,8 @@ fn refusal(schema: &Schema, instance: &Value, what: &str) -> Option<ErrorKind> {
             )),
         }
     }
+    // One error can bring many (`additionalProperties`).
+    more |= details.len() > MAX_DETAILS;
     details.truncate(MAX_DETAILS);
     if details.is_empty() {
         // `is_valid` said no; never let a request through on a silent
