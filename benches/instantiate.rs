@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         auth: None,
         scopes: Vec::new(),
         cors: None,
+        schema: None,
         summary: None,
         description: None,
         reuse: None,

@@ -37,6 +37,7 @@ mod rate_limit;
 mod reuse;
 mod routing;
 mod scaffold;
+mod schema;
 mod shutdown;
 mod sql;
 mod sql_streams;

@@ -35,6 +35,14 @@ async fn start(db: &Db) -> Trellis {
             format!("\"{EXAMPLE}/migrations/"),
         ),
         (
+            "body = \"schemas/".to_owned(),
+            format!("body = \"{EXAMPLE}/schemas/"),
+        ),
+        (
+            "query = \"schemas/".to_owned(),
+            format!("query = \"{EXAMPLE}/schemas/"),
+        ),
+        (
             "page_size = \"20\"".to_owned(),
             format!("page_size = \"{PAGE_SIZE}\""),
         ),
@@ -177,7 +185,17 @@ async fn create_get_and_validate(db: Db) {
     assert_eq!(fetched.status, 200);
     assert_eq!(fetched.body, created.body, "GET returns what POST did");
 
-    // Each invalid body is refused with the field named, and stores nothing.
+    // Each invalid body is refused by the host, against the example's
+    // `schemas/user.json`, with the field named; it stores nothing and
+    // never reaches the component.
+    let instances = || {
+        crate::harness::metric(
+            &trellis,
+            "trellis_instantiate_seconds_count",
+            &[("route", "users")],
+        )
+    };
+    let before = instances().await;
     let long_name = "n".repeat(101);
     let long_email = format!("{}@example.com", "e".repeat(243));
     for (body, field) in [
@@ -192,16 +210,48 @@ async fn create_get_and_validate(db: Db) {
         (json!({ "name": "X", "email": "no-at-sign" }), "email"),
         (json!({ "name": "X", "email": long_email }), "email"),
         (json!({ "name": "X" }), "email"),
+        (
+            json!({ "name": "X", "email": "x@example.com", "admin": true }),
+            "admin",
+        ),
     ] {
         let answer = post(&trellis, &body).await;
         let message = assert_api_error(&answer, 422, "VALIDATION_FAILED");
-        assert!(message.contains(field), "{body}: {message}");
-        assert_eq!(answer.body["error"]["field"], field, "{body}");
+        assert!(message.contains(&format!("/{field}")), "{body}: {message}");
+        assert_eq!(
+            answer.body["error"]["details"][0]["path"],
+            format!("/{field}"),
+            "{body}"
+        );
     }
     let answer = call(&trellis, Method::POST, "/users", Some("{not json")).await;
     assert_api_error(&answer, 400, "BAD_REQUEST");
     let answer = call(&trellis, Method::POST, "/users", Some("[1, 2]")).await;
     assert_api_error(&answer, 422, "VALIDATION_FAILED");
+    // Not sent as JSON: refused before the body is read.
+    let response = trellis
+        .client()
+        .post(trellis.url("/users"))
+        .body(json!({ "name": "Ada", "email": "a@example.com" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // The same schema guards PUT.
+    let answer = call(
+        &trellis,
+        Method::PUT,
+        &format!("/users/{id}"),
+        Some(r#"{"name": "Ada"}"#),
+    )
+    .await;
+    assert_api_error(&answer, 422, "VALIDATION_FAILED");
+    assert_eq!(answer.body["error"]["details"][0]["path"], "/email");
+    assert_eq!(
+        instances().await,
+        before,
+        "a refused body reached the component"
+    );
 
     // The limits are inclusive, and counted in characters.
     let name = "é".repeat(100);
@@ -326,6 +376,12 @@ async fn list_and_paginate(db: Db) {
         let answer = call(&trellis, Method::GET, &format!("/users?{query}"), None).await;
         let message = assert_api_error(&answer, 422, "VALIDATION_FAILED");
         assert!(message.contains(field), "{query}: {message}");
+        // Refused by the example's `schemas/list.json`.
+        assert_eq!(
+            answer.body["error"]["details"][0]["path"],
+            format!("/{field}"),
+            "{query}"
+        );
     }
     assert_eq!(stored_users(&db, &trellis).await, 23);
 }

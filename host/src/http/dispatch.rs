@@ -6,7 +6,7 @@ use crate::app::routes::Route;
 use crate::http::body::LimitedBody;
 use crate::http::edge::{RequestContext, Served, X_REQUEST_ID};
 use crate::http::error::{ApiError, ErrorKind};
-use crate::http::{auth, cors, response_cache};
+use crate::http::{auth, cors, response_cache, validation};
 use crate::observability::metrics::FailureKind;
 use crate::runtime::invoke::{self, Failure, Lease, invoke};
 use crate::services::auth::Identity;
@@ -21,8 +21,8 @@ static X_TRELLIS_COMPONENT: HeaderName = HeaderName::from_static("x-trellis-comp
 
 /// Everything that is not a host endpoint: its route's component, or a
 /// JSON error. The route's edge policies run first, in the order
-/// DESIGN.md gives: rate limit, CORS, auth, response cache, component; a
-/// refusal at any of them costs no instance.
+/// DESIGN.md gives: rate limit, CORS, auth, validation, response cache,
+/// component; a refusal at any of them costs no instance.
 pub async fn dispatch(app: Arc<App>, req: Request) -> Response {
     let context = RequestContext::of(req.extensions());
 
@@ -101,6 +101,14 @@ async fn edge_then_component(
             crate::http::body::discard_request(req).await;
             return fail(ErrorKind::RateLimited(refused));
         }
+    }
+    // Only routes with a `schema` pay for it (their bodies are read whole);
+    // for the others this is one branch.
+    if let Some(schema) = &route.spec.schema {
+        req = match validation::check(schema, req, &route.spec.limits).await {
+            Ok(req) => req,
+            Err(kind) => return fail(kind),
+        };
     }
 
     let mut response = match response_cache::Plan::new(route, &req) {

@@ -82,6 +82,16 @@ pub enum ErrorKind {
     ValidationFailed(String),
     /// Admin API: the request cannot apply to the route's current state.
     Conflict(String),
+    /// The request does not match its route's `schema`: 422
+    /// `VALIDATION_FAILED`, as the guest SDK answers for a body of the
+    /// wrong shape, with one detail per problem found.
+    SchemaMismatch {
+        /// What was checked and how much failed.
+        message: String,
+        /// `(path, message)`: a JSON pointer into the body or the query
+        /// object, and what is wrong there.
+        details: Vec<(String, String)>,
+    },
     /// A host failure; the cause is logged, not shown.
     Internal,
 }
@@ -158,6 +168,11 @@ impl ErrorKind {
                 message.clone(),
             ),
             ErrorKind::Conflict(message) => (StatusCode::CONFLICT, "CONFLICT", message.clone()),
+            ErrorKind::SchemaMismatch { message, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                message.clone(),
+            ),
             ErrorKind::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",
@@ -171,9 +186,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.kind.parts();
         let request_id = &*self.request_id;
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": code, "message": message, "request_id": request_id }
         });
+        if let ErrorKind::SchemaMismatch { details, .. } = &self.kind {
+            body["error"]["details"] = details
+                .iter()
+                .map(|(path, message)| serde_json::json!({ "path": path, "message": message }))
+                .collect();
+        }
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = status;
         let headers = response.headers_mut();

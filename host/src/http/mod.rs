@@ -2,7 +2,8 @@
 //! header and idle timeouts), the edge every request crosses (request id,
 //! trace, security headers, log line), dispatch to a route's component
 //! under its limits, request bodies, JSON errors, and the edge policies:
-//! per-route rate limits, CORS, auth and the response cache.
+//! per-route rate limits, CORS, auth, schema validation and the response
+//! cache.
 //!
 //! Calls [`crate::app`] and every layer below it; the admin API
 //! ([`crate::ops`]) sits above and may reuse its edge and errors.
@@ -17,3 +18,4 @@ pub mod error;
 pub mod rate_limit;
 pub mod response_cache;
 pub mod server;
+pub mod validation;

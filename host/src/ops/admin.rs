@@ -357,6 +357,7 @@ fn settings(
             auth: None,
             scopes: Vec::new(),
             cors: None,
+            schema: None,
             summary: None,
             description: None,
             reuse: None,

@@ -1,7 +1,8 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 document generated from the routes
 //! being served and the `[auth]` policies: every path with its parameters
-//! and methods, security requirements from `auth` and `scopes`, the
-//! host's JSON error responses and the rate-limit headers.
+//! and methods, request body and query schemas from `schema`, security
+//! requirements from `auth` and `scopes`, the host's JSON error responses
+//! and the rate-limit headers.
 //!
 //! Built from the live route table on each request, so it follows hot
 //! loads; it is small, and nobody fetches it in a hot loop.
@@ -19,7 +20,10 @@ pub fn document(app: &App) -> Value {
     let routes = app.routes.load();
     let mut paths = Map::new();
     let mut schemes = Map::new();
+    let mut schemas = Map::new();
+    schemas.insert("Error".into(), error_schema());
     for route in routes.iter() {
+        let request = RequestSchemas::publish(route, &mut schemas);
         let (path, params) = openapi_path(&route.spec.path);
         let entry = paths
             .entry(path)
@@ -34,7 +38,7 @@ pub fn document(app: &App) -> Value {
             None => ANY_METHOD.iter().map(|m| (*m).to_owned()).collect(),
         };
         for method in methods {
-            entry.insert(method.clone(), operation(route, &method, &params));
+            entry.insert(method.clone(), operation(route, &method, &params, &request));
         }
         if let Some(name) = &route.spec.auth
             && let Some(policy) = app.services.auth.policy(name)
@@ -52,23 +56,7 @@ pub fn document(app: &App) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": schemes,
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message", "request_id"],
-                            "properties": {
-                                "code": { "type": "string", "examples": ["NOT_FOUND"] },
-                                "message": { "type": "string" },
-                                "request_id": { "type": "string" },
-                            },
-                        },
-                    },
-                },
-            },
+            "schemas": schemas,
             "headers": {
                 "RateLimit-Limit": { "description": "Requests allowed per window.", "schema": { "type": "integer" } },
                 "RateLimit-Remaining": { "description": "Requests left now.", "schema": { "type": "integer" } },
@@ -103,11 +91,146 @@ fn openapi_path(pattern: &str) -> (String, Vec<String>) {
     (path, params)
 }
 
-fn operation(route: &Route, method: &str, params: &[String]) -> Value {
-    let parameters: Vec<Value> = params
+/// The JSON error body, with `details` on 422 `VALIDATION_FAILED`.
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "request_id"],
+                "properties": {
+                    "code": { "type": "string", "examples": ["NOT_FOUND"] },
+                    "message": { "type": "string" },
+                    "request_id": { "type": "string" },
+                    "details": {
+                        "description": "VALIDATION_FAILED: each problem found, at most 20.",
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["path", "message"],
+                            "properties": {
+                                "path": { "type": "string", "description": "A JSON pointer into the body or the query object." },
+                                "message": { "type": "string" },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    })
+}
+
+/// What a route's `schema` adds to its operations: the body schema's
+/// reference, and the query's parameters.
+#[derive(Default)]
+struct RequestSchemas {
+    body: Option<Value>,
+    query: Vec<Value>,
+}
+
+impl RequestSchemas {
+    /// Publishes `route`'s schemas under `components.schemas` (as
+    /// `ROUTE.body`, `ROUTE.query`) and says how operations refer to them.
+    fn publish(route: &Route, schemas: &mut Map<String, Value>) -> RequestSchemas {
+        let Some(schema) = &route.spec.schema else {
+            return RequestSchemas::default();
+        };
+        let base: String = route
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut out = RequestSchemas::default();
+        if let Some(body) = &schema.body {
+            let name = format!("{base}.body");
+            schemas.insert(name.clone(), embedded(&body.document, &name));
+            out.body = Some(json!({ "$ref": format!("#/components/schemas/{name}") }));
+        }
+        if let Some(query) = &schema.query {
+            let name = format!("{base}.query");
+            let document = embedded(&query.document, &name);
+            let required: Vec<&str> = document
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match document.get("properties").and_then(Value::as_object) {
+                Some(properties) => {
+                    for (key, property) in properties {
+                        out.query.push(json!({
+                            "name": key,
+                            "in": "query",
+                            "required": required.contains(&key.as_str()),
+                            "schema": property,
+                        }));
+                    }
+                }
+                // No named keys: the query as one free-form object.
+                None => out.query.push(json!({
+                    "name": "query",
+                    "in": "query",
+                    "style": "form",
+                    "explode": true,
+                    "schema": { "$ref": format!("#/components/schemas/{name}") },
+                })),
+            }
+            schemas.insert(name, document);
+        }
+        out
+    }
+}
+
+/// `document` as published at `#/components/schemas/NAME`: its
+/// document-local references (`#/$defs/...`) rewritten to point there,
+/// since inside the OpenAPI document `#` is the OpenAPI root. A schema
+/// with its own `$id` is its own base, and its references stay as they are.
+fn embedded(document: &Value, name: &str) -> Value {
+    fn rewrite(value: &mut Value, prefix: &str) {
+        match value {
+            Value::Object(map) => {
+                if map.contains_key("$id") {
+                    return;
+                }
+                for (key, child) in map.iter_mut() {
+                    match (key.as_str(), child) {
+                        ("const" | "enum" | "examples" | "default", _) => {}
+                        ("$ref" | "$dynamicRef", Value::String(target))
+                            if target == "#" || target.starts_with("#/") =>
+                        {
+                            *target = format!("{prefix}{}", &target[1..]);
+                        }
+                        (_, child) => rewrite(child, prefix),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| rewrite(v, prefix)),
+            _ => {}
+        }
+    }
+    let mut copy = document.clone();
+    if let Value::Object(map) = &mut copy {
+        // The default dialect of OpenAPI 3.1 is 2020-12 with its own
+        // vocabulary; naming plain 2020-12 adds nothing.
+        map.remove("$schema");
+    }
+    rewrite(&mut copy, &format!("#/components/schemas/{name}"));
+    copy
+}
+
+fn operation(route: &Route, method: &str, params: &[String], request: &RequestSchemas) -> Value {
+    let mut parameters: Vec<Value> = params
         .iter()
         .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
+    parameters.extend(request.query.iter().cloned());
     let mut ok = json!({"description": "The handler's response."});
     let mut responses = Map::new();
     if route.spec.rate_limit.is_some() {
@@ -140,11 +263,25 @@ fn operation(route: &Route, method: &str, params: &[String]) -> Value {
         op["responses"]["401"] = reference("Unauthorized");
         op["responses"]["403"] = reference("Forbidden");
     }
-    if matches!(method, "post" | "put" | "patch") {
-        op["requestBody"] = json!({
-            "required": false,
-            "content": { "*/*": { "schema": {} } },
-        });
+    if route.spec.schema.is_some() {
+        op["responses"]["400"] = reference("BadRequest");
+        op["responses"]["422"] = reference("ValidationFailed");
+    }
+    let body_method = matches!(method, "post" | "put" | "patch");
+    match &request.body {
+        Some(schema) if body_method => {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": { "application/json": { "schema": schema } },
+            });
+        }
+        _ if body_method => {
+            op["requestBody"] = json!({
+                "required": false,
+                "content": { "*/*": { "schema": {} } },
+            });
+        }
+        _ => {}
     }
     op
 }
@@ -155,11 +292,13 @@ fn reference(name: &str) -> Value {
 
 fn name_of(code: &str) -> String {
     match code {
+        "400" => "BadRequest",
         "401" => "Unauthorized",
         "403" => "Forbidden",
         "404" => "NotFound",
         "405" => "MethodNotAllowed",
         "413" => "PayloadTooLarge",
+        "422" => "ValidationFailed",
         "429" => "RateLimited",
         "500" => "HandlerFailed",
         "503" => "Unavailable",
@@ -189,6 +328,8 @@ fn error_responses() -> Value {
         r
     };
     json!({
+        "BadRequest": error("BAD_REQUEST: the body is not JSON, not labelled application/json, or malformed.", &[]),
+        "ValidationFailed": error("VALIDATION_FAILED: the body or the query does not match the route's schema; `details` lists each problem.", &[]),
         "Unauthorized": error("UNAUTHORIZED: no credential, or one that does not verify.", &["WWW-Authenticate"]),
         "Forbidden": error("FORBIDDEN: the caller lacks a required scope.", &["WWW-Authenticate"]),
         "NotFound": error("NOT_FOUND", &[]),
@@ -223,5 +364,31 @@ mod tests {
             )
         );
         assert_eq!(openapi_path("/"), ("/".to_owned(), vec![]));
+    }
+
+    #[test]
+    fn embedded_schemas_refer_to_their_own_place() {
+        let document = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "properties": {
+                "a": {"$ref": "#/$defs/a"},
+                "self": {"$ref": "#"},
+                "fixed": {"const": {"$ref": "#/x"}},
+                "own": {"$id": "urn:own", "$ref": "#/$defs/b", "$defs": {"b": true}}
+            },
+            "$defs": {"a": {"type": "string"}}
+        });
+        let out = embedded(&document, "users.body");
+        assert!(out.get("$schema").is_none());
+        assert_eq!(
+            out["properties"]["a"]["$ref"],
+            "#/components/schemas/users.body/$defs/a"
+        );
+        assert_eq!(
+            out["properties"]["self"]["$ref"],
+            "#/components/schemas/users.body"
+        );
+        assert_eq!(out["properties"]["fixed"]["const"]["$ref"], "#/x");
+        assert_eq!(out["properties"]["own"]["$ref"], "#/$defs/b");
     }
 }

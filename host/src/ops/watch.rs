@@ -1,6 +1,8 @@
 //! Watch mode (`trellis serve --watch`): poll the manifest and every
-//! component file it names, and hot-load what changed through the same
-//! validation and atomic swap as the admin API.
+//! component and schema file it names, and hot-load what changed through
+//! the same validation and atomic swap as the admin API. A schema file is
+//! part of the manifest: a change to one reloads the manifest, so a schema
+//! that does not compile changes nothing.
 //!
 //! Polling (modification time and size, every [`POLL`]) needs no
 //! platform file-notification API, and a change is acted on only once it
@@ -71,6 +73,7 @@ struct Watched {
 /// is dropped.
 pub async fn watch(deployments: Arc<Deployments>, path: PathBuf, manifest: Manifest) {
     let mut manifest_file = Tracker::new(&path);
+    let mut schema_files = schema_trackers(&manifest, HashMap::new());
     let mut routes = watched(&manifest);
     let mut files: HashMap<PathBuf, Tracker> = trackers(&routes, HashMap::new());
     let mut server = server_settings(&manifest);
@@ -79,7 +82,12 @@ pub async fn watch(deployments: Arc<Deployments>, path: PathBuf, manifest: Manif
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if manifest_file.settled_change(&path) {
+        // Every tracker is polled each tick, so none misses a settle.
+        let mut schema_changed = false;
+        for (file, tracker) in &mut schema_files {
+            schema_changed |= tracker.settled_change(file);
+        }
+        if manifest_file.settled_change(&path) | schema_changed {
             match Manifest::load(&path) {
                 Err(err) => {
                     tracing::error!(cause = %err, "manifest reload failed; routes unchanged");
@@ -98,6 +106,7 @@ pub async fn watch(deployments: Arc<Deployments>, path: PathBuf, manifest: Manif
                     }
                     // Policies first, so reloaded routes find theirs.
                     deployments.app().services.rate_limiter.set_policies(&new);
+                    schema_files = schema_trackers(&new, schema_files);
                     let next = watched(&new);
                     apply_manifest(&deployments, &routes, &next, &mut files).await;
                     routes = next;
@@ -184,6 +193,28 @@ fn watched(manifest: &Manifest) -> HashMap<String, Watched> {
                 component: r.component_path(&manifest.base_dir),
             };
             (w.spec.name.clone(), w)
+        })
+        .collect()
+}
+
+/// Trackers for the schema files `manifest` names, keeping `old` ones.
+fn schema_trackers(
+    manifest: &Manifest,
+    mut old: HashMap<PathBuf, Tracker>,
+) -> HashMap<PathBuf, Tracker> {
+    manifest
+        .routes
+        .iter()
+        .filter_map(|r| r.schema.as_ref())
+        .flat_map(|files| {
+            let files = files.get_ref();
+            [files.body.clone(), files.query.clone()]
+        })
+        .flatten()
+        .map(|file| {
+            let path = manifest.base_dir.join(file);
+            let tracker = old.remove(&path).unwrap_or_else(|| Tracker::new(&path));
+            (path, tracker)
         })
         .collect()
 }

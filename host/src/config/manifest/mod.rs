@@ -7,12 +7,14 @@
 pub mod edge;
 #[cfg(test)]
 mod fuzz;
+pub mod schema;
 pub mod spec;
 pub mod upstreams;
 mod validate;
 
 use crate::config::units::{ByteSize, Duration};
 pub use edge::{AuthPolicy, Cors};
+pub use schema::{RouteSchema, SchemaFiles};
 use serde::Deserialize;
 pub use spec::{Limits, Reuse, RouteConfig, RouteSpec};
 use std::collections::BTreeMap;
@@ -368,6 +370,9 @@ pub struct RouteEntry {
     pub scopes: Option<Spanned<Vec<String>>>,
     /// CORS for this route, replacing `[cors]`.
     pub cors: Option<Spanned<Cors>>,
+    /// JSON Schema files the body and the query must match before the
+    /// component runs.
+    pub schema: Option<Spanned<SchemaFiles>>,
     /// A one-line summary for `/openapi.json`.
     pub summary: Option<String>,
     /// A longer description for `/openapi.json`.
@@ -381,6 +386,9 @@ pub struct RouteEntry {
     /// The route's `cors`, else `[cors]`, at validation.
     #[serde(skip)]
     resolved_cors: Option<Arc<Cors>>,
+    /// The route's `schema`, compiled at validation.
+    #[serde(skip)]
+    resolved_schema: Option<Arc<RouteSchema>>,
 }
 
 /// A `config` or `secrets` entry as written in the manifest.
@@ -545,6 +553,7 @@ impl RouteEntry {
                 .map(|s| s.get_ref().clone())
                 .unwrap_or_default(),
             cors: self.resolved_cors.clone(),
+            schema: self.resolved_schema.clone(),
             summary: self.summary.clone(),
             description: self.description.clone(),
             reuse: self.reuse.as_ref().map(|r| *r.get_ref()),

@@ -162,6 +162,9 @@ pub struct RouteSpec {
     pub scopes: Vec<String>,
     /// The CORS rules in force (the route's own, else `[cors]`).
     pub cors: Option<Arc<super::Cors>>,
+    /// The compiled `schema` the body and query are checked against
+    /// before the component runs; `None` checks nothing.
+    pub schema: Option<Arc<super::RouteSchema>>,
     /// `/openapi.json`: the operations' summary.
     pub summary: Option<String>,
     /// `/openapi.json`: the operations' description.

@@ -10,6 +10,27 @@ use std::path::Path;
 use std::sync::Arc;
 use toml::Spanned;
 
+/// Compiles a route's `schema` files; the error is (key, message).
+fn compile_schema(
+    files: &super::SchemaFiles,
+    base_dir: &Path,
+) -> Result<super::RouteSchema, (&'static str, String)> {
+    use super::schema::{Part, Schema};
+    if files.body.is_none() && files.query.is_none() {
+        return Err(("body", "name a `body` or a `query` schema file".into()));
+    }
+    let load = |file: &Option<String>, part: Part| {
+        file.as_deref()
+            .map(|f| Schema::load(base_dir, f, part).map(Arc::new))
+            .transpose()
+            .map_err(|m| (part.key(), m))
+    };
+    Ok(super::RouteSchema {
+        body: load(&files.body, Part::Body)?,
+        query: load(&files.query, Part::Query)?,
+    })
+}
+
 /// Paths the host serves itself; routes may not shadow them.
 const RESERVED_PREFIXES: &[&str] = &["/health", "/metrics", "/openapi.json"];
 
@@ -224,6 +245,13 @@ impl Manifest {
                 route.resolved_cors = Some(Arc::new(cors.get_ref().clone()));
             } else {
                 route.resolved_cors = global_cors.clone();
+            }
+            if let Some(files) = &route.schema {
+                let compiled =
+                    compile_schema(files.get_ref(), &self.base_dir).map_err(|(key, message)| {
+                        invalid(files.span(), field(&format!("schema.{key}")), message)
+                    })?;
+                route.resolved_schema = Some(Arc::new(compiled));
             }
             let config = RouteConfig::resolve(
                 route.config.as_ref().map(Spanned::get_ref),
