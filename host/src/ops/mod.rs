@@ -1,6 +1,7 @@
 //! What operators drive: the admin API, hot load and rollback
 //! (deployments), watch mode, the health, metrics and OpenAPI endpoints, and the
-//! client the `trellis deploy` / `trellis rollback` commands use.
+//! client the `trellis deploy` / `trellis rollback` commands use, and
+//! `trellis keys`.
 //!
 //! The top layer: may call every other one; nothing below calls it.
 
@@ -9,6 +10,7 @@ pub mod client;
 pub mod deployments;
 pub mod endpoints;
 pub mod health;
+pub mod keys;
 pub mod openapi;
 pub mod watch;
 

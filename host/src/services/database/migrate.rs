@@ -2,6 +2,11 @@
 //! each, in order, at start, and recorded in `trellis_migrations` with a
 //! checksum so an edited migration is caught instead of silently skipped.
 //!
+//! The host's own tables (today `trellis_api_keys`, for api-key policies
+//! with `store = "database"`) are migrations too, recorded the same way
+//! under names starting with `trellis:`, and applied only when something
+//! needs them ([`host_api_keys`]).
+//!
 //! On PostgreSQL an advisory lock serializes hosts starting together; on
 //! SQLite the database's own write lock does.
 
@@ -18,6 +23,20 @@ const LOCK_KEY: i64 = 0x0074_7265_6c6c_6973;
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS trellis_migrations (\
     name TEXT PRIMARY KEY, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)";
 
+/// The API keys of `store = "database"` policies: SHA-256 digests (lower-
+/// case hex) only, never a key. One statement that both SQLite and
+/// PostgreSQL take; times are RFC 3339 text, as in `trellis_migrations`.
+const API_KEYS: (&str, &str) = (
+    "trellis:api_keys.1",
+    "CREATE TABLE IF NOT EXISTS trellis_api_keys (\
+    digest TEXT PRIMARY KEY, \
+    policy TEXT NOT NULL, \
+    name TEXT NOT NULL, \
+    created_at TEXT NOT NULL, \
+    revoked_at TEXT, \
+    UNIQUE (policy, name))",
+);
+
 /// Applies every migration in `files` ((name, path), in order) that the
 /// database has not recorded yet.
 pub(super) async fn apply(pool: &Pool, files: &[(String, PathBuf)]) -> anyhow::Result<()> {
@@ -29,18 +48,30 @@ pub(super) async fn apply(pool: &Pool, files: &[(String, PathBuf)]) -> anyhow::R
         let sql = std::fs::read_to_string(path)
             .with_context(|| format!("reading migration {name} ({})", path.display()))?;
         let checksum = hex(&Sha256::digest(sql.as_bytes()));
-        scripts.push((name.as_str(), sql, checksum));
+        scripts.push((name.clone(), sql, checksum));
     }
+    run(pool, &scripts).await
+}
+
+/// Creates the host's `trellis_api_keys` table, once.
+pub(super) async fn host_api_keys(pool: &Pool) -> anyhow::Result<()> {
+    let (name, sql) = API_KEYS;
+    let checksum = hex(&Sha256::digest(sql.as_bytes()));
+    run(pool, &[(name.to_owned(), sql.to_owned(), checksum)]).await
+}
+
+/// Applies `scripts` ((name, SQL, checksum), in order) not yet recorded.
+async fn run(pool: &Pool, scripts: &[(String, String, String)]) -> anyhow::Result<()> {
     // One body for both databases: the connection types differ, the
     // steps do not.
     macro_rules! apply_each {
         ($conn:expr) => {{
             let conn = $conn;
             conn.execute(CREATE).await.context("migrations: creating trellis_migrations")?;
-            for (name, sql, checksum) in &scripts {
+            for (name, sql, checksum) in scripts.iter() {
                 let applied: Option<String> =
                     sqlx::query_scalar("SELECT checksum FROM trellis_migrations WHERE name = $1")
-                        .bind(*name)
+                        .bind(name.as_str())
                         .fetch_optional(&mut *conn)
                         .await?;
                 if check_applied(name, applied, checksum)? {
@@ -48,10 +79,10 @@ pub(super) async fn apply(pool: &Pool, files: &[(String, PathBuf)]) -> anyhow::R
                 }
                 let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 let mut tx = conn.begin().await?;
-                tx.execute(sqlx::raw_sql(sql)).await.with_context(|| format!("migration {name}"))?;
+                tx.execute(sqlx::raw_sql(sql.as_str())).await.with_context(|| format!("migration {name}"))?;
                 sqlx::query("INSERT INTO trellis_migrations (name, checksum, applied_at) VALUES ($1, $2, $3)")
-                    .bind(*name)
-                    .bind(checksum)
+                    .bind(name.as_str())
+                    .bind(checksum.as_str())
                     .bind(now)
                     .execute(&mut *tx)
                     .await

@@ -44,7 +44,12 @@ pub struct Database {
     migrations: Vec<(String, PathBuf)>,
     /// Whether the manifest asks for the database: open it at start.
     wanted: bool,
+    /// Whether an api-key policy keeps its keys here: create the host's
+    /// `trellis_api_keys` table at start.
+    wants_api_keys: bool,
     pool: OnceCell<Pool>,
+    /// Set once `trellis_api_keys` exists.
+    api_keys: OnceCell<()>,
     /// `trellis_db_pool_connections{state}`, refreshed at each scrape.
     connections: prometheus::IntGaugeVec,
     /// `trellis_db_acquire_seconds`: waiting for a pooled connection.
@@ -80,7 +85,12 @@ impl Database {
                 (file.clone(), manifest.base_dir.join(file))
             })
             .collect();
+        let wants_api_keys = manifest
+            .auth
+            .values()
+            .any(|p| p.stores_keys_in_database());
         let wanted = manifest.database.is_some()
+            || wants_api_keys
             || manifest.routes.iter().any(|r| {
                 r.grants
                     .as_ref()
@@ -114,7 +124,9 @@ impl Database {
             settings,
             migrations,
             wanted,
+            wants_api_keys,
             pool: OnceCell::new(),
+            api_keys: OnceCell::new(),
             connections,
             acquire,
         }
@@ -141,7 +153,24 @@ impl Database {
         if self.wanted {
             self.pool().await?;
         }
+        if self.wants_api_keys {
+            self.with_api_keys().await?;
+        }
         Ok(())
+    }
+
+    /// The pool, with the host's `trellis_api_keys` table created (by a
+    /// host migration, on first call).
+    pub async fn with_api_keys(&self) -> anyhow::Result<&Pool> {
+        let pool = self.pool().await?;
+        self.api_keys
+            .get_or_try_init(|| async {
+                migrate::host_api_keys(pool)
+                    .await
+                    .map_err(|e| e.context("creating trellis_api_keys"))
+            })
+            .await?;
+        Ok(pool)
     }
 
     /// The pool, opened (and migrated) on first call. A failed open is
