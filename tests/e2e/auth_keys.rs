@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::database::{Db, on_both};
 use crate::harness::{
-    Launch, Manifest, TempDir, Trellis, assert_error, component, metric, run_cli, unique,
+    Launch, Manifest, TempDir, Trellis, assert_error, component, metric, unique,
 };
 
 /// The policy's `cache_ttl`: how late a revocation may take effect.
@@ -26,13 +26,28 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// The manifest a `trellis keys` command reads, and the variable its
+/// `{ env = ... }` values need (the CLI resolves them as the host does).
+struct Cli<'a> {
+    manifest: &'a std::path::Path,
+    env: (&'a str, &'a str),
+}
+
 /// `trellis keys ARGS --manifest PATH`: (success, stdout, stderr).
-async fn keys(manifest: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+async fn keys(cli: &Cli<'_>, args: &[&str]) -> (bool, String, String) {
     let dir = TempDir::new();
     let mut all = vec!["keys"];
     all.extend_from_slice(args);
-    all.extend(["--manifest", manifest.to_str().unwrap()]);
-    let output = run_cli(&all, dir.path()).await;
+    all.extend(["--manifest", cli.manifest.to_str().unwrap()]);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(&all)
+        .current_dir(dir.path())
+        .env(cli.env.0, cli.env.1)
+        .env_remove("TRELLIS_DATABASE_URL")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running trellis keys");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -41,10 +56,10 @@ async fn keys(manifest: &std::path::Path, args: &[&str]) -> (bool, String, Strin
 }
 
 /// Adds a key and returns it (stdout holds the key alone).
-async fn add(manifest: &std::path::Path, args: &[&str]) -> String {
+async fn add(cli: &Cli<'_>, args: &[&str]) -> String {
     let mut all = vec!["add", "partners"];
     all.extend_from_slice(args);
-    let (ok, stdout, stderr) = keys(manifest, &all).await;
+    let (ok, stdout, stderr) = keys(cli, &all).await;
     assert!(ok, "keys add failed: {stderr}");
     let key = stdout.trim().to_owned();
     assert!(
@@ -97,30 +112,11 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
     // The host created the table at start, before any key existed.
     assert_eq!(db.scalar("SELECT COUNT(*) FROM trellis_api_keys").await, 0);
 
-    // The CLI reads `{ env = ... }` values as the host does.
-    let cli_env = |args: &[&str]| {
-        let mut all = vec!["keys"];
-        all.extend_from_slice(args);
-        all.extend(["--manifest", path.to_str().unwrap()]);
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_trellis"));
-        cmd.args(all)
-            .env(&env, env_key)
-            .env_remove("TRELLIS_DATABASE_URL");
-        cmd
+    let cli = Cli {
+        manifest: &path,
+        env: (&env, env_key),
     };
-    let run = async |mut cmd: tokio::process::Command| {
-        let out = cmd.output().await.unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-
-    let (ok, stdout, stderr) = run(cli_env(&["add", "partners", "--name", "alpha"])).await;
-    assert!(ok, "{stderr}");
-    let alpha = stdout.trim().to_owned();
-    assert!(alpha.starts_with("trk_") && alpha.len() == 68, "{stdout:?}");
+    let alpha = add(&cli, &["--name", "alpha"]).await;
     // Keys the CLI adds to a running host's database are accepted at once
     // (never presented before, so nothing remembered them as unknown).
     let found = caller(get(&trellis, &alpha).await).await;
@@ -132,7 +128,7 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
     let from_env = caller(get(&trellis, env_key).await).await;
     assert_eq!(from_env["claims"], serde_json::json!({}), "{from_env}");
 
-    let beta = add(&path, &[]).await;
+    let beta = add(&cli, &[]).await;
     let beta_digest = sha256_hex(&beta);
     let beta_name = format!("key-{}", &beta_digest[..8]);
     assert_eq!(
@@ -154,7 +150,7 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
     }
 
     // `list` shows names, digest prefixes and times, never a key.
-    let (ok, listing, stderr) = keys(&path, &["list", "partners"]).await;
+    let (ok, listing, stderr) = keys(&cli, &["list", "partners"]).await;
     assert!(ok, "{stderr}");
     assert!(listing.starts_with("NAME"), "{listing}");
     for (name, digest) in [("alpha", &alpha_digest), (&beta_name, &beta_digest)] {
@@ -168,7 +164,7 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
     assert!(!listing.contains(&alpha) && !listing.contains(&beta), "{listing}");
 
     // Revoked by name: refused within cache_ttl, the other key unaffected.
-    let (ok, _, stderr) = keys(&path, &["revoke", "partners", "alpha"]).await;
+    let (ok, _, stderr) = keys(&cli, &["revoke", "partners", "alpha"]).await;
     assert!(ok, "{stderr}");
     assert!(stderr.contains("within 1s"), "{stderr}");
     let revoked = Instant::now();
@@ -191,23 +187,23 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
     accepted += 1.0;
 
     // Revoked by digest prefix; ambiguity, unknown keys and reuse refused.
-    let (ok, _, stderr) = keys(&path, &["revoke", "partners", &beta_digest[..8]]).await;
+    let (ok, _, stderr) = keys(&cli, &["revoke", "partners", &beta_digest[..8]]).await;
     assert!(ok, "{stderr}");
-    let (ok, _, stderr) = keys(&path, &["revoke", "partners", "alpha"]).await;
+    let (ok, _, stderr) = keys(&cli, &["revoke", "partners", "alpha"]).await;
     assert!(!ok && stderr.contains("already revoked"), "{stderr}");
-    let (ok, _, stderr) = keys(&path, &["revoke", "partners", "nobody"]).await;
+    let (ok, _, stderr) = keys(&cli, &["revoke", "partners", "nobody"]).await;
     assert!(!ok && stderr.contains("no key named"), "{stderr}");
-    let (ok, _, stderr) = keys(&path, &["add", "partners", "--name", "alpha"]).await;
+    let (ok, _, stderr) = keys(&cli, &["add", "partners", "--name", "alpha"]).await;
     assert!(!ok && stderr.contains("already has a key named"), "{stderr}");
-    let (ok, _, stderr) = keys(&path, &["add", "partners", "--name", "bad name"]).await;
+    let (ok, _, stderr) = keys(&cli, &["add", "partners", "--name", "bad name"]).await;
     assert!(!ok && stderr.contains("key name"), "{stderr}");
-    let (ok, _, stderr) = run(cli_env(&["add", "nosuch"])).await;
+    let (ok, _, stderr) = keys(&cli, &["add", "nosuch"]).await;
     assert!(!ok && stderr.contains("no policy \"nosuch\""), "{stderr}");
-    let (ok, _, stderr) = run(cli_env(&["add", "envonly"])).await;
+    let (ok, _, stderr) = keys(&cli, &["add", "envonly"]).await;
     assert!(!ok && stderr.contains("store = \"database\""), "{stderr}");
     tokio::time::sleep(CACHE_TTL + Duration::from_millis(200)).await;
     assert_eq!(get(&trellis, &beta).await.status(), 401);
-    let (_, listing, _) = keys(&path, &["list", "partners"]).await;
+    let (_, listing, _) = keys(&cli, &["list", "partners"]).await;
     assert_eq!(
         listing.lines().filter(|l| l.trim_end().ends_with('Z')).count(),
         2,
