@@ -24,7 +24,8 @@
 #
 # Knobs: DURATION (wrk, 10s), CONNECTIONS (wrk -c, 32), PORT (8097),
 # TRELLIS_BIN (default target/release/trellis, built unless SKIP_BUILD=1
-# or TRELLIS_BIN is given).
+# or TRELLIS_BIN is given), HELLO_WASM_PATH (default
+# target/guests/wasm32-wasip2/release/hello.wasm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -32,7 +33,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 PORT=${PORT:-8097}
-GUESTS=target/guests/wasm32-wasip2/release
+HELLO_WASM=${HELLO_WASM_PATH:-$PWD/target/guests/wasm32-wasip2/release/hello.wasm}
 TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 
 for tool in wrk taskset curl openssl xxd base64; do
@@ -42,7 +43,7 @@ if [[ -z "${SKIP_BUILD:-}" && $TRELLIS_BIN == target/release/trellis ]]; then
   cargo build --release -p trellis >&2
 fi
 [[ -x $TRELLIS_BIN ]] || { echo "no trellis binary at $TRELLIS_BIN" >&2; exit 1; }
-[[ -f $GUESTS/hello.wasm ]] || { echo "no $GUESTS/hello.wasm: build the host once" >&2; exit 1; }
+[[ -f $HELLO_WASM ]] || { echo "no $HELLO_WASM: build the host once (or set HELLO_WASM_PATH)" >&2; exit 1; }
 
 work=$(mktemp -d)
 pids=()
@@ -99,28 +100,28 @@ store = "database"
 [[route]]
 name = "hello"
 path = "/hello"
-component = "$PWD/$GUESTS/hello.wasm"
+component = "$HELLO_WASM"
 
 [[route]]
 name = "hs"
 path = "/hs/hello"
-component = "$PWD/$GUESTS/hello.wasm"
+component = "$HELLO_WASM"
 auth = "hs"
 
 [[route]]
 name = "rs"
 path = "/rs/hello"
-component = "$PWD/$GUESTS/hello.wasm"
+component = "$HELLO_WASM"
 auth = "rs"
 
 [[route]]
 name = "key"
 path = "/key/hello"
-component = "$PWD/$GUESTS/hello.wasm"
+component = "$HELLO_WASM"
 auth = "keys"
 
 # --- schema 400 (placeholder) ------------------------------------------
-# After the schema work (#15, `schema = {...}`) merges, add here a route
+# After the schema work (#15, schema = {...}) merges, add here a route
 #   [[route]] name = "schema", path = "/schema/hello", methods = ["POST"],
 #   component = hello.wasm, schema = { body = "$work/schema.json" }
 # (write the schema file above), and the case marked below.
