@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::harness::{
-    Launch, Manifest, TempDir, Trellis, Upstream, assert_error, component, header, metric,
-    run_cli, unique,
+    Launch, Manifest, TempDir, Trellis, Upstream, assert_error, component, header, metric, run_cli,
+    unique,
 };
 
 const SECRET: &str = "e2e-hs256-secret-that-is-long-enough-0123";
@@ -1081,7 +1081,11 @@ async fn rs256_from_a_jwks_server_that_rotates_its_key() {
     // A new token from the retired key no longer verifies.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let retired = one.sign(&with("cat"));
-    let (message, challenge) = refused(call(&trellis, "/r", Some(&bearer(&retired))).await, &retired).await;
+    let (message, challenge) = refused(
+        call(&trellis, "/r", Some(&bearer(&retired))).await,
+        &retired,
+    )
+    .await;
     assert!(message.contains("kid"), "{message}");
     assert!(challenge.contains("invalid_token"), "{challenge}");
 
@@ -1091,7 +1095,11 @@ async fn rs256_from_a_jwks_server_that_rotates_its_key() {
     assert!(message.contains("signature"), "{message}");
     // The public key as an HMAC secret: HS256 is not on the list.
     let confused = hs(Algorithm::HS256, &with("eve"), &two.public_n());
-    let (message, _) = refused(call(&trellis, "/r", Some(&bearer(&confused))).await, &confused).await;
+    let (message, _) = refused(
+        call(&trellis, "/r", Some(&bearer(&confused))).await,
+        &confused,
+    )
+    .await;
     assert!(message.contains("not accepted"), "{message}");
     // Expired and wrong-audience RS256 tokens, properly signed.
     for (extra, want) in [
@@ -1127,7 +1135,8 @@ async fn https_jwks_with_a_private_ca() {
                 &["auth = \"tls\"", "grants = [\"identity\", \"log\"]"],
             )
     };
-    let trellis = Trellis::start(policy(&format!("jwks_ca = {:?}", ca.display().to_string()))).await;
+    let trellis =
+        Trellis::start(policy(&format!("jwks_ca = {:?}", ca.display().to_string()))).await;
     assert!(upstream.origin().starts_with("https://"));
     let token = |key: &RsaKey| format!("Bearer {}", key.sign(&claims(json!({}))));
     assert_eq!(call(&trellis, "/t", Some(&token(&one))).await.status(), 200);

@@ -10,9 +10,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::database::{Db, on_both};
-use crate::harness::{
-    Launch, Manifest, TempDir, Trellis, assert_error, component, metric, unique,
-};
+use crate::harness::{Launch, Manifest, TempDir, Trellis, assert_error, component, metric, unique};
 
 /// The policy's `cache_ttl`: how late a revocation may take effect.
 const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -158,10 +156,16 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
             .lines()
             .find(|l| l.starts_with(&format!("{name} ")))
             .unwrap_or_else(|| panic!("{name} not listed: {listing}"));
-        assert!(line.contains(&digest[..12]) && !line.contains(&digest[..13]), "{line}");
+        assert!(
+            line.contains(&digest[..12]) && !line.contains(&digest[..13]),
+            "{line}"
+        );
         assert!(line.trim_end().ends_with(" -"), "not revoked yet: {line}");
     }
-    assert!(!listing.contains(&alpha) && !listing.contains(&beta), "{listing}");
+    assert!(
+        !listing.contains(&alpha) && !listing.contains(&beta),
+        "{listing}"
+    );
 
     // Revoked by name: refused within cache_ttl, the other key unaffected.
     let (ok, _, stderr) = keys(&cli, &["revoke", "partners", "alpha"]).await;
@@ -194,7 +198,10 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
     let (ok, _, stderr) = keys(&cli, &["revoke", "partners", "nobody"]).await;
     assert!(!ok && stderr.contains("no key named"), "{stderr}");
     let (ok, _, stderr) = keys(&cli, &["add", "partners", "--name", "alpha"]).await;
-    assert!(!ok && stderr.contains("already has a key named"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("already has a key named"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = keys(&cli, &["add", "partners", "--name", "bad name"]).await;
     assert!(!ok && stderr.contains("key name"), "{stderr}");
     let (ok, _, stderr) = keys(&cli, &["add", "nosuch"]).await;
@@ -205,7 +212,10 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
     assert_eq!(get(&trellis, &beta).await.status(), 401);
     let (_, listing, _) = keys(&cli, &["list", "partners"]).await;
     assert_eq!(
-        listing.lines().filter(|l| l.trim_end().ends_with('Z')).count(),
+        listing
+            .lines()
+            .filter(|l| l.trim_end().ends_with('Z'))
+            .count(),
         2,
         "both keys show a revocation time: {listing}"
     );
@@ -233,7 +243,9 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
         for key in [&alpha, &beta] {
             for bytes in [&file, &wal] {
                 assert!(
-                    !bytes.windows(key.len() - 4).any(|w| w == key[4..].as_bytes()),
+                    !bytes
+                        .windows(key.len() - 4)
+                        .any(|w| w == key[4..].as_bytes()),
                     "a key is in the SQLite file"
                 );
             }

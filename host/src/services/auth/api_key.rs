@@ -83,7 +83,9 @@ impl ApiKeyPolicy {
         let matched = self
             .env
             .iter()
-            .fold(subtle::Choice::from(0), |acc, (d, _)| acc | d.ct_eq(&digest));
+            .fold(subtle::Choice::from(0), |acc, (d, _)| {
+                acc | d.ct_eq(&digest)
+            });
         if bool::from(matched) {
             // Which of the keys it is: the caller holds a right key.
             if let Some((_, id)) = self.env.iter().find(|(d, _)| *d == digest) {
@@ -126,7 +128,12 @@ fn identity(policy: &Arc<str>, digest: &[u8; 32], name: Option<&str>) -> Identit
         subject: format!("api-key:{}", crate::ids::hex(&digest[..6])),
         scopes: Vec::new(),
         claims: name
-            .map(|n| vec![("key_name".to_owned(), serde_json::Value::from(n).to_string())])
+            .map(|n| {
+                vec![(
+                    "key_name".to_owned(),
+                    serde_json::Value::from(n).to_string(),
+                )]
+            })
             .unwrap_or_default(),
     }
 }

@@ -185,7 +185,7 @@ impl KeySet {
                 Source::Url(uri) => {
                     let fetcher = self.fetcher.as_ref().expect("a URL source has a client");
                     tokio::time::timeout(FETCH_TIMEOUT, get(fetcher, uri))
-                    .await
+                        .await
                         .map_err(|_| anyhow::anyhow!("no answer within {FETCH_TIMEOUT:?}"))??
                 }
             };

@@ -392,9 +392,15 @@ mod tests {
         let t = token(Algorithm::HS256, good(json!({"exp": exp})), s);
         let first = check(&p, &t).await.unwrap();
         let again = check(&p, &t).await.unwrap();
-        assert!(Arc::ptr_eq(&first, &again), "the second check hit the cache");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second check hit the cache"
+        );
         let digest: [u8; 32] = sha2::Sha256::digest(t.as_bytes()).into();
-        assert_eq!(p.verified.get(&digest).await.map(|(_, until)| until), Some(exp));
+        assert_eq!(
+            p.verified.get(&digest).await.map(|(_, until)| until),
+            Some(exp)
+        );
         // Past exp: refused, and no longer remembered.
         while now() <= exp {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -91,10 +91,7 @@ pub(super) async fn lookup(
 /// Makes a new random key for `policy`, stores its digest under `name`
 /// (default `key-` and the digest's first 8 hex digits) and returns it.
 pub async fn add(database: &Database, policy: &str, name: Option<&str>) -> anyhow::Result<NewKey> {
-    let key = format!(
-        "{KEY_PREFIX}{}",
-        crate::ids::random_hex(KEY_BYTES * 8)
-    );
+    let key = format!("{KEY_PREFIX}{}", crate::ids::random_hex(KEY_BYTES * 8));
     let digest = hex(&Sha256::digest(key.as_bytes()));
     let name = match name {
         Some(name) => {

@@ -85,10 +85,7 @@ impl Database {
                 (file.clone(), manifest.base_dir.join(file))
             })
             .collect();
-        let wants_api_keys = manifest
-            .auth
-            .values()
-            .any(|p| p.stores_keys_in_database());
+        let wants_api_keys = manifest.auth.values().any(|p| p.stores_keys_in_database());
         let wanted = manifest.database.is_some()
             || wants_api_keys
             || manifest.routes.iter().any(|r| {
