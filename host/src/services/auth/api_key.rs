@@ -170,4 +170,34 @@ mod tests {
             assert!(policy.verify(bad).await.is_err(), "{bad:?}");
         }
     }
+
+    /// A store whose database cannot be reached answers "unavailable"
+    /// (503 at the edge), not "invalid": the host cannot tell; keys from
+    /// the environment keep working.
+    #[tokio::test]
+    async fn an_unreachable_store_is_unavailable_not_invalid() {
+        let text = "[database]\nurl = \"postgres://postgres@127.0.0.1:1/none\"\nacquire_timeout = \"200ms\"\n\
+            [auth.p]\ntype = \"api-key\"\nheader = \"x-k\"\nstore = \"database\"\n\
+            keys = { env = \"TRELLIS_UNIT_SURELY_UNSET_KEYS\", default = \"env-key-0123456789\" }\n";
+        let manifest = crate::config::manifest::Manifest::parse(
+            text,
+            std::path::Path::new("t.toml"),
+            ".".into(),
+        )
+        .unwrap();
+        let metrics = crate::observability::metrics::Metrics::new();
+        let database = Arc::new(Database::new(&manifest, None, &metrics));
+        let policy = ApiKeyPolicy::new("p".into(), &manifest.auth["p"], Some(&database)).unwrap();
+        assert!(policy.verify(b"env-key-0123456789").await.is_ok());
+        let started = std::time::Instant::now();
+        assert_eq!(
+            policy.verify(b"trk_not-in-the-env-0123").await.unwrap_err(),
+            AuthError::KeysUnavailable
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Failures are not remembered: the next request asks again.
+        let digest: [u8; 32] = Sha256::digest(b"trk_not-in-the-env-0123").into();
+        let store = policy.store.as_ref().unwrap();
+        assert!(store.found.get(&digest).await.is_none());
+    }
 }
