@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let config = match Config::load()? {
         Invocation::Admin(call) => return Ok(trellis::ops::client::run(call).await?),
         Invocation::Author(command) => return Ok(trellis::scaffold::run(command)?),
+        Invocation::Keys(call) => return trellis::ops::keys::run(*call).await,
         Invocation::Host(config) => config,
     };
     let _log_guard = observability::telemetry::init(&config.env);

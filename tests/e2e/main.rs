@@ -10,6 +10,7 @@
 //! clients, waits, and Redis and PostgreSQL servers of a test's own.
 
 mod auth;
+mod auth_keys;
 mod cache;
 mod cli;
 mod config_and_log;

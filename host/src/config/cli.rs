@@ -1,6 +1,6 @@
 //! The command line: `serve`, `check`, `deploy` and `rollback`, the
-//! admin-API calls the last two describe, and the plugin author's `new`,
-//! `build` and `wit`.
+//! admin-API calls the last two describe, `keys` (API keys in the
+//! manifest's database), and the plugin author's `new`, `build` and `wit`.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -65,6 +65,15 @@ pub(crate) enum Command {
         #[command(flatten)]
         wait: WaitArg,
     },
+    /// Manage the API keys of a `store = "database"` api-key policy, in
+    /// the manifest's database (TRELLIS_DATABASE_URL wins, as for serve).
+    Keys {
+        /// Path to trellis.toml.
+        #[arg(long, global = true, default_value = "trellis.toml")]
+        manifest: PathBuf,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Create a plugin project in ./NAME: a handler answering `GET /`, the
     /// world it builds against, a trellis.toml serving it and a README.
     New {
@@ -98,6 +107,44 @@ pub(crate) enum Command {
         /// Where to write it.
         dir: Option<PathBuf>,
     },
+}
+
+/// What `trellis keys` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Make a new random key for POLICY, store its SHA-256 and print the
+    /// key (once: it cannot be shown again).
+    Add {
+        /// The api-key policy (`[auth.POLICY]` with `store = "database"`).
+        policy: String,
+        /// A label for the key (default `key-` and 8 hex digits of its
+        /// digest); unique within the policy.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List POLICY's keys: name, digest prefix, created, revoked.
+    List {
+        /// The api-key policy.
+        policy: String,
+    },
+    /// Revoke one of POLICY's keys, by name or by digest prefix (at least
+    /// 6 hex digits).
+    Revoke {
+        /// The api-key policy.
+        policy: String,
+        /// The key's name, or the start of its digest.
+        key: String,
+    },
+}
+
+/// A `trellis keys` command with the manifest it works against.
+pub struct KeysCall {
+    /// The manifest, validated.
+    pub manifest: super::manifest::Manifest,
+    /// `TRELLIS_DATABASE_URL`, which wins over `[database] url`.
+    pub database_url: Option<String>,
+    /// What to do.
+    pub action: KeysAction,
 }
 
 /// The languages `trellis new` scaffolds.

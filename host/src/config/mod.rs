@@ -11,7 +11,7 @@ pub mod units;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cli::{Action, AdminCall, Author, Cli, Command};
+use cli::{Action, AdminCall, Author, Cli, Command, KeysCall};
 use env::Env;
 use manifest::Manifest;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,8 @@ pub enum Invocation {
     Admin(AdminCall),
     /// Make, build or type a plugin project (`new`, `build`, `wit`).
     Author(Author),
+    /// Add, list or revoke API keys in the manifest's database.
+    Keys(Box<KeysCall>),
 }
 
 /// What the process was asked to do.
@@ -100,6 +102,17 @@ impl Config {
                     grants,
                     sdk,
                 }));
+            }
+            Command::Keys { manifest, action } => {
+                let text = std::fs::read_to_string(&manifest)
+                    .with_context(|| format!("reading manifest {}", manifest.display()))?;
+                let base = manifest.parent().unwrap_or(Path::new(".")).to_owned();
+                let manifest = Manifest::parse(&text, &manifest, base)?;
+                return Ok(Invocation::Keys(Box::new(KeysCall {
+                    manifest,
+                    database_url: env.database_url,
+                    action,
+                })));
             }
             Command::Build { dir } => {
                 let dir = dir.unwrap_or_else(|| PathBuf::from("."));

@@ -70,7 +70,7 @@ async fn verify(
         Ok(identity) => identity,
         Err(AuthError::KeysUnavailable) => {
             return Err(ErrorKind::UpstreamUnavailable(
-                "the keys to verify tokens are not available yet; retry shortly".into(),
+                "the keys to verify credentials are not available yet; retry shortly".into(),
             ));
         }
         Err(err) => {
@@ -178,7 +178,7 @@ mod tests {
             ".".into(),
         )
         .unwrap();
-        let auth = Authenticator::new(&manifest).unwrap();
+        let auth = Authenticator::new(&manifest, None).unwrap();
         let policy = &*auth.policy("p").unwrap();
         let req = |v: &'static str| {
             let mut r = http::Request::new(());

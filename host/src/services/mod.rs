@@ -86,7 +86,7 @@ impl Services {
         );
         let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
         let upstreams = Arc::new(Upstreams::new(manifest, &metrics)?);
-        let auth = Arc::new(auth::Authenticator::new(manifest)?);
+        let auth = Arc::new(auth::Authenticator::new(manifest, Some(database.clone()))?);
         Ok(Services {
             upstreams,
             auth,

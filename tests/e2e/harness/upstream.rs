@@ -5,7 +5,8 @@
 //! Paths: `/ok` (200 `hello from upstream`), `/status/N` (status N),
 //! `/hang` (never answers), `/trickle` (one chunk, then stalls), `/bytes/N`
 //! (N bytes of `u` in 64 KiB chunks, streamed), `/sink` (reads the body,
-//! answers its length), `/v1/traces` (keeps the body: an OTLP collector).
+//! answers its length), `/v1/traces` (keeps the body: an OTLP collector),
+//! `/jwks.json` (the document [`Upstream::set_jwks`] gave, else 404).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ struct Counters {
     requests: AtomicUsize,
     heads: Mutex<Vec<http::request::Parts>>,
     bodies: Mutex<Vec<Bytes>>,
+    jwks: Mutex<Option<String>>,
 }
 
 /// A running upstream; stops when dropped.
@@ -166,6 +168,11 @@ impl Upstream {
         self.counters.bodies.lock().unwrap().clone()
     }
 
+    /// Serves `document` at `/jwks.json` from now on.
+    pub(crate) fn set_jwks(&self, document: String) {
+        *self.counters.jwks.lock().unwrap() = Some(document);
+    }
+
     /// The heads of the requests received so far.
     pub(crate) fn heads(&self) -> Vec<http::request::Parts> {
         self.counters.heads.lock().unwrap().clone()
@@ -188,6 +195,12 @@ async fn handle(c: Arc<Counters>, req: Request<Incoming>) -> Result<Response<Box
     }
     if let Some(code) = path.strip_prefix("/status/") {
         return Ok(full(code.parse().unwrap_or(500), format!("status {code}")));
+    }
+    if path == "/jwks.json" {
+        return Ok(match c.jwks.lock().unwrap().clone() {
+            Some(document) => full(200, document),
+            None => full(404, "no JWKS".into()),
+        });
     }
     if path == "/v1/traces" {
         let body = body

@@ -28,8 +28,11 @@ pub struct AuthPolicy {
     /// JWT: the HMAC secret for HS256/384/512, from the environment.
     pub secret: Option<Spanned<FromEnv>>,
     /// JWT: the public keys, a JWKS file (relative to the manifest) or an
-    /// `http://` URL.
+    /// `http://` or `https://` URL.
     pub jwks: Option<Spanned<String>>,
+    /// JWT: a PEM file of extra roots trusted for an `https://` JWKS URL
+    /// (relative to the manifest), beside the Mozilla roots.
+    pub jwks_ca: Option<Spanned<String>>,
     /// JWT: the least time between two fetches of a JWKS URL prompted by a
     /// token whose `kid` it lacks.
     pub jwks_cooldown: Option<Spanned<Duration>>,
@@ -42,6 +45,12 @@ pub struct AuthPolicy {
     pub header: Option<Spanned<String>>,
     /// API key: the accepted keys, comma-separated, from the environment.
     pub keys: Option<Spanned<FromEnv>>,
+    /// API key: `"database"` to also accept the keys `trellis keys add`
+    /// stored (hashed) in the host's database.
+    pub store: Option<Spanned<String>>,
+    /// API key with a store: how long a key looked up in the database is
+    /// remembered, so a revocation takes effect within this long.
+    pub cache_ttl: Option<Spanned<Duration>>,
     /// `secret` and `keys` read from the environment, at validation.
     #[serde(skip)]
     pub resolved: Resolved,
@@ -55,6 +64,8 @@ pub struct Resolved {
     pub secret: Option<std::sync::Arc<[u8]>>,
     /// The API keys.
     pub keys: Vec<std::sync::Arc<[u8]>>,
+    /// The `jwks_ca` file's contents (checked to hold PEM certificates).
+    pub jwks_ca_pem: Option<std::sync::Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -62,6 +73,7 @@ impl std::fmt::Debug for Resolved {
         f.debug_struct("Resolved")
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("keys", &self.keys.len())
+            .field("jwks_ca_pem", &self.jwks_ca_pem.as_ref().map(|p| p.len()))
             .finish()
     }
 }
@@ -96,6 +108,13 @@ pub const JWT_ALGORITHMS: &[&str] = &[
 pub const DEFAULT_LEEWAY: time::Duration = time::Duration::from_secs(60);
 /// Most `leeway` a policy may allow.
 pub const MAX_LEEWAY: time::Duration = time::Duration::from_secs(300);
+/// Default `cache_ttl` of an api-key store: a revoked key stops working
+/// within this long.
+pub const DEFAULT_KEY_CACHE_TTL: time::Duration = time::Duration::from_secs(10);
+/// Most `cache_ttl` an api-key store may set.
+pub const MAX_KEY_CACHE_TTL: time::Duration = time::Duration::from_secs(300);
+/// The one `store` an api-key policy may name today.
+pub const STORE_DATABASE: &str = "database";
 /// Default `jwks_cooldown`.
 pub const DEFAULT_JWKS_COOLDOWN: time::Duration = time::Duration::from_secs(30);
 /// Shortest HMAC secret accepted: 32 bytes, the output size of SHA-256
@@ -132,10 +151,34 @@ impl AuthPolicy {
         }
     }
 
+    /// Whether this policy takes keys from the database (`store =
+    /// "database"`), whose table the host then creates.
+    pub fn stores_keys_in_database(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| s.get_ref() == STORE_DATABASE)
+    }
+
+    /// How long a key looked up in the store is remembered.
+    pub fn key_cache_ttl(&self) -> time::Duration {
+        self.cache_ttl
+            .as_ref()
+            .map_or(DEFAULT_KEY_CACHE_TTL, |t| t.get_ref().0)
+    }
+
     /// Checks the policy and reads its secret material from the
-    /// environment. The error is (span, key, message).
-    pub fn resolve(&mut self) -> Result<AuthKind, (std::ops::Range<usize>, &'static str, String)> {
+    /// environment and its `jwks_ca` file (relative to `base_dir`). The
+    /// error is (span, key, message).
+    pub fn resolve(
+        &mut self,
+        base_dir: &std::path::Path,
+    ) -> Result<AuthKind, (std::ops::Range<usize>, &'static str, String)> {
         let kind = self.check()?;
+        if let Some(ca) = &self.jwks_ca {
+            let pem = super::upstreams::read_ca(&base_dir.join(ca.get_ref()))
+                .map_err(|m| (ca.span(), "jwks_ca", m))?;
+            self.resolved.jwks_ca_pem = Some(pem.into());
+        }
         let read = |value: &Spanned<FromEnv>, key: &'static str| {
             let FromEnv { env, default } = value.get_ref();
             match (
@@ -203,12 +246,13 @@ impl AuthPolicy {
             .auth_kind()
             .map_err(|m| (self.kind.span(), "type", m))?;
         let type_span = self.kind.span();
-        let jwt_only: [(&'static str, Option<std::ops::Range<usize>>); 8] = [
+        let jwt_only: [(&'static str, Option<std::ops::Range<usize>>); 9] = [
             ("issuer", self.issuer.as_ref().map(Spanned::span)),
             ("audience", self.audience.as_ref().map(Spanned::span)),
             ("algorithms", self.algorithms.as_ref().map(Spanned::span)),
             ("secret", self.secret.as_ref().map(Spanned::span)),
             ("jwks", self.jwks.as_ref().map(Spanned::span)),
+            ("jwks_ca", self.jwks_ca.as_ref().map(Spanned::span)),
             (
                 "jwks_cooldown",
                 self.jwks_cooldown.as_ref().map(Spanned::span),
@@ -216,9 +260,11 @@ impl AuthPolicy {
             ("leeway", self.leeway.as_ref().map(Spanned::span)),
             ("claims", self.claims.as_ref().map(Spanned::span)),
         ];
-        let key_only: [(&'static str, Option<std::ops::Range<usize>>); 2] = [
+        let key_only: [(&'static str, Option<std::ops::Range<usize>>); 4] = [
             ("header", self.header.as_ref().map(Spanned::span)),
             ("keys", self.keys.as_ref().map(Spanned::span)),
+            ("store", self.store.as_ref().map(Spanned::span)),
+            ("cache_ttl", self.cache_ttl.as_ref().map(Spanned::span)),
         ];
         let (foreign, this) = match kind {
             AuthKind::Jwt => (&key_only[..], "jwt"),
@@ -249,11 +295,46 @@ impl AuthPolicy {
                         format!("{name:?} is not a header name"),
                     ));
                 }
-                if self.keys.is_none() {
+                if let Some(store) = &self.store
+                    && store.get_ref() != STORE_DATABASE
+                {
+                    return Err((
+                        store.span(),
+                        "store",
+                        format!(
+                            "{:?} is not a key store; use \"{STORE_DATABASE}\"",
+                            store.get_ref()
+                        ),
+                    ));
+                }
+                if let Some(ttl) = &self.cache_ttl {
+                    if self.store.is_none() {
+                        return Err((
+                            ttl.span(),
+                            "cache_ttl",
+                            "only a policy with `store = \"database\"` caches lookups".into(),
+                        ));
+                    }
+                    let value = ttl.get_ref().0;
+                    if value.is_zero() || value > MAX_KEY_CACHE_TTL {
+                        return Err((
+                            ttl.span(),
+                            "cache_ttl",
+                            format!(
+                                "{} is out of range: more than 0 and at most {}",
+                                ttl.get_ref(),
+                                Duration(MAX_KEY_CACHE_TTL)
+                            ),
+                        ));
+                    }
+                }
+                if self.keys.is_none() && self.store.is_none() {
                     return Err((
                         type_span,
                         "keys",
-                        "an api-key policy needs `keys = { env = \"NAME\" }`".into(),
+                        "an api-key policy needs `keys = { env = \"NAME\" }`, \
+                         `store = \"database\"`, or both"
+                            .into(),
                     ));
                 }
                 Ok(kind)
@@ -321,7 +402,7 @@ impl AuthPolicy {
                 return Err((
                     alg_span,
                     "jwks",
-                    "RS*, PS*, ES* and EdDSA need `jwks` (a file or an http:// URL)".into(),
+                    "RS*, PS*, ES* and EdDSA need `jwks` (a file or an http(s):// URL)".into(),
                 ));
             }
             (Some(jwks), false) => {
@@ -333,20 +414,18 @@ impl AuthPolicy {
             }
             _ => {}
         }
+        let mut https = false;
         if let Some(jwks) = &self.jwks {
             let url = jwks.get_ref();
-            if url.starts_with("https://") {
-                return Err((
-                    jwks.span(),
-                    "jwks",
-                    "https:// JWKS URLs need a TLS client, which this build does not have yet; \
-                     use a file, or http:// to an endpoint on a trusted network"
-                        .into(),
-                ));
-            }
-            if let Some(rest) = url.strip_prefix("http://") {
-                let ok =
-                    !rest.is_empty() && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+            if let Some(rest) = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+            {
+                https = url.starts_with("https://");
+                let ok = !rest.is_empty()
+                    && url
+                        .parse::<http::Uri>()
+                        .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
                 if !ok {
                     return Err((jwks.span(), "jwks", format!("{url:?} is not a URL")));
                 }
@@ -354,9 +433,18 @@ impl AuthPolicy {
                 return Err((
                     jwks.span(),
                     "jwks",
-                    format!("{url:?}: only http:// URLs and files"),
+                    format!("{url:?}: only http:// and https:// URLs, and files"),
                 ));
             }
+        }
+        if let Some(ca) = &self.jwks_ca
+            && !https
+        {
+            return Err((
+                ca.span(),
+                "jwks_ca",
+                "only an https:// `jwks` URL uses a CA".into(),
+            ));
         }
         if let Some(leeway) = &self.leeway
             && leeway.get_ref().0 > MAX_LEEWAY

@@ -285,7 +285,7 @@ fn parse_url(url: &str) -> Result<(bool, String, u16, String), String> {
 }
 
 /// Reads `path` and checks it holds at least one PEM certificate.
-fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
+pub(super) fn read_ca(path: &Path) -> Result<Vec<u8>, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -54,7 +54,7 @@ impl Manifest {
                     "a policy name is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into(),
                 ));
             }
-            match policy.resolve() {
+            match policy.resolve(&self.base_dir) {
                 Ok(kind) => kinds.insert(name.clone(), kind),
                 Err((span, key, message)) => {
                     return Err(invalid(span, format!("auth.{name}.{key}"), message));

@@ -1,12 +1,16 @@
 //! A JWT policy's public keys: a JWKS read from a file or fetched over
-//! HTTP, kept in memory, and fetched again when a token names a `kid` it
+//! HTTP or HTTPS (the upstreams' rustls client: Mozilla roots plus the
+//! policy's `jwks_ca`), kept in memory, and fetched again when a token names a `kid` it
 //! lacks (at most once per cooldown) or when the copy is older than
 //! [`MAX_AGE`]. A failed fetch keeps the last good copy.
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::path::PathBuf;
@@ -29,7 +33,7 @@ const MAX_AGE: Duration = Duration::from_secs(600);
 pub(super) enum Source {
     /// A file, relative to the manifest.
     File(PathBuf),
-    /// An `http://` URL.
+    /// An `http://` or `https://` URL.
     Url(http::Uri),
 }
 
@@ -41,6 +45,9 @@ impl std::fmt::Display for Source {
         }
     }
 }
+
+/// The client a URL source is fetched with.
+type Fetcher = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// One usable key of a JWKS.
 pub(super) struct Key {
@@ -73,6 +80,8 @@ struct Loaded {
 /// The keys of one policy.
 pub(super) struct KeySet {
     source: Source,
+    /// For a URL: its client (keep-alive, TLS for `https://`).
+    fetcher: Option<Fetcher>,
     current: ArcSwapOption<Loaded>,
     /// When the last fetch started; one fetch at a time.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
@@ -81,8 +90,27 @@ pub(super) struct KeySet {
 
 impl KeySet {
     /// Keys from `source`; a file is read now, and a bad one is an error.
-    pub(super) fn new(source: Source, cooldown: Duration) -> anyhow::Result<Arc<KeySet>> {
+    /// `ca_pem`: extra roots for an `https://` URL.
+    pub(super) fn new(
+        source: Source,
+        cooldown: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Arc<KeySet>> {
+        let fetcher = match &source {
+            Source::File(_) => None,
+            Source::Url(_) => {
+                let connector =
+                    crate::services::upstreams::client::https_connector(ca_pem, FETCH_TIMEOUT)
+                        .map_err(|e| anyhow::anyhow!("jwks: the TLS client: {e:#}"))?;
+                Some(
+                    Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .build(connector),
+                )
+            }
+        };
         let set = Arc::new(KeySet {
+            fetcher,
             current: ArcSwapOption::empty(),
             last_fetch: tokio::sync::Mutex::new(None),
             cooldown,
@@ -154,9 +182,12 @@ impl KeySet {
         let result = async {
             let bytes = match &self.source {
                 Source::File(path) => Bytes::from(tokio::fs::read(path).await?),
-                Source::Url(uri) => tokio::time::timeout(FETCH_TIMEOUT, get(uri))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("no answer within {FETCH_TIMEOUT:?}"))??,
+                Source::Url(uri) => {
+                    let fetcher = self.fetcher.as_ref().expect("a URL source has a client");
+                    tokio::time::timeout(FETCH_TIMEOUT, get(fetcher, uri))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("no answer within {FETCH_TIMEOUT:?}"))??
+                }
             };
             parse(&bytes)
         }
@@ -178,22 +209,18 @@ impl KeySet {
     }
 }
 
-/// `GET uri` over plain HTTP/1.1, the body bounded by [`MAX_BYTES`].
-async fn get(uri: &http::Uri) -> anyhow::Result<Bytes> {
-    let host = uri.host().ok_or_else(|| anyhow::anyhow!("no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let conn = tokio::spawn(conn);
-    let authority = uri.authority().map_or(host, |a| a.as_str());
-    let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority)
+/// `GET uri` (HTTP/1.1, TLS for `https://`), the body bounded by
+/// [`MAX_BYTES`].
+async fn get(fetcher: &Fetcher, uri: &http::Uri) -> anyhow::Result<Bytes> {
+    let request = http::Request::get(uri.clone())
         .header(http::header::ACCEPT, "application/json")
         .header(http::header::USER_AGENT, "trellis")
         .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
+    let response = fetcher
+        .request(request)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
     if response.status() != http::StatusCode::OK {
-        conn.abort();
         anyhow::bail!("answered {}", response.status());
     }
     let body = Limited::new(response.into_body(), MAX_BYTES)
@@ -201,8 +228,20 @@ async fn get(uri: &http::Uri) -> anyhow::Result<Bytes> {
         .await
         .map_err(|e| anyhow::anyhow!("reading the body: {e}"))?
         .to_bytes();
-    conn.abort();
     Ok(body)
+}
+
+/// `err` and its sources, so a TLS failure says why (an unknown issuer,
+/// a name mismatch) rather than only "client error (Connect)".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The usable keys of a JWKS document. Keys this host cannot use (an

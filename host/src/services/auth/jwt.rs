@@ -85,14 +85,20 @@ impl JwtPolicy {
             None => None,
             Some(jwks) => {
                 let source = match jwks.get_ref().parse::<http::Uri>() {
-                    Ok(uri) if uri.scheme_str() == Some("http") => Source::Url(uri),
+                    Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) => {
+                        Source::Url(uri)
+                    }
                     _ => Source::File(base.join(jwks.get_ref())),
                 };
                 let cooldown = policy
                     .jwks_cooldown
                     .as_ref()
                     .map_or(DEFAULT_JWKS_COOLDOWN, |c| c.get_ref().0);
-                Some(KeySet::new(source, cooldown)?)
+                Some(KeySet::new(
+                    source,
+                    cooldown,
+                    policy.resolved.jwks_ca_pem.as_deref(),
+                )?)
             }
         };
         Ok(JwtPolicy {
@@ -374,5 +380,46 @@ mod tests {
         }
         let nested = format!("{}.e30.x", b64(&("[".repeat(10_000) + &"]".repeat(10_000))));
         assert!(check(&p, &nested).await.is_err());
+    }
+
+    /// A remembered token stops verifying at its `exp` (plus the leeway),
+    /// however recently it was verified: the cache never outlives it.
+    #[tokio::test]
+    async fn remembered_tokens_still_expire() {
+        let p = policy("leeway = \"0s\"");
+        let s = SECRET.as_bytes();
+        let exp = now() + 2;
+        let t = token(Algorithm::HS256, good(json!({"exp": exp})), s);
+        let first = check(&p, &t).await.unwrap();
+        let again = check(&p, &t).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second check hit the cache"
+        );
+        let digest: [u8; 32] = sha2::Sha256::digest(t.as_bytes()).into();
+        assert_eq!(
+            p.verified.get(&digest).await.map(|(_, until)| until),
+            Some(exp)
+        );
+        // Past exp: refused, and no longer remembered.
+        while now() <= exp {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let err = check(&p, &t).await.unwrap_err();
+        assert!(err.contains("expired"), "{err}");
+        assert!(p.verified.get(&digest).await.is_none());
+
+        // With a leeway, the token is remembered until exp + leeway, and
+        // one already past that is never remembered at all.
+        let p = policy("leeway = \"30s\"");
+        let t = token(Algorithm::HS256, good(json!({"exp": now() + 5})), s);
+        check(&p, &t).await.unwrap();
+        let digest: [u8; 32] = sha2::Sha256::digest(t.as_bytes()).into();
+        let until = p.verified.get(&digest).await.unwrap().1;
+        assert!(until > now() + 30 && until <= now() + 35, "{until}");
+        let late = token(Algorithm::HS256, good(json!({"exp": now() - 40})), s);
+        assert!(check(&p, &late).await.unwrap_err().contains("expired"));
+        let digest: [u8; 32] = sha2::Sha256::digest(late.as_bytes()).into();
+        assert!(p.verified.get(&digest).await.is_none());
     }
 }

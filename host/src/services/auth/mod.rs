@@ -8,9 +8,11 @@
 mod api_key;
 mod jwks;
 mod jwt;
+pub mod key_store;
 
 use crate::config::manifest::edge::AuthKind;
 use crate::config::manifest::{AuthPolicy, Manifest};
+use crate::services::database::Database;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,8 +48,9 @@ pub enum AuthError {
     #[error("{0}")]
     Invalid(String),
     /// The keys needed to verify it could not be had (a JWKS endpoint
-    /// down since start); not the client's fault.
-    #[error("the keys to verify the token are not available")]
+    /// down since start, the key store's database down); not the
+    /// client's fault.
+    #[error("the keys to verify the credential are not available")]
     KeysUnavailable,
 }
 
@@ -57,6 +60,8 @@ pub enum AuthError {
 #[derive(Default)]
 pub struct Authenticator {
     policies: ArcSwap<BTreeMap<String, Arc<Policy>>>,
+    /// Where `store = "database"` policies look keys up.
+    database: Option<Arc<Database>>,
 }
 
 /// One policy, by type.
@@ -70,9 +75,14 @@ pub enum Policy {
 impl Authenticator {
     /// The policies of `manifest`. JWKS files are read here (a bad file
     /// fails startup); JWKS URLs are fetched by [`Authenticator::warm_up`].
-    pub fn new(manifest: &Manifest) -> anyhow::Result<Authenticator> {
+    /// `database` holds the keys of `store = "database"` policies.
+    pub fn new(
+        manifest: &Manifest,
+        database: Option<Arc<Database>>,
+    ) -> anyhow::Result<Authenticator> {
         Ok(Authenticator {
-            policies: ArcSwap::from_pointee(policies(manifest)?),
+            policies: ArcSwap::from_pointee(policies(manifest, database.as_ref())?),
+            database,
         })
     }
 
@@ -81,7 +91,8 @@ impl Authenticator {
     /// new policies are fetched by the next [`Authenticator::warm_up`] or
     /// the first token that needs them.
     pub fn set_policies(&self, manifest: &Manifest) -> anyhow::Result<()> {
-        self.policies.store(Arc::new(policies(manifest)?));
+        self.policies
+            .store(Arc::new(policies(manifest, self.database.as_ref())?));
         Ok(())
     }
 
@@ -126,25 +137,33 @@ impl Policy {
     pub async fn verify(&self, credential: &[u8]) -> Result<Arc<Identity>, AuthError> {
         match self {
             Policy::Jwt(p) => p.verify(credential).await,
-            Policy::ApiKey(p) => p.verify(credential).map(Arc::new),
+            Policy::ApiKey(p) => p.verify(credential).await,
         }
     }
 }
 
-fn policies(manifest: &Manifest) -> anyhow::Result<BTreeMap<String, Arc<Policy>>> {
+fn policies(
+    manifest: &Manifest,
+    database: Option<&Arc<Database>>,
+) -> anyhow::Result<BTreeMap<String, Arc<Policy>>> {
     let mut policies = BTreeMap::new();
     for (name, policy) in &manifest.auth {
-        let built = build(name, policy, &manifest.base_dir)
+        let built = build(name, policy, &manifest.base_dir, database)
             .map_err(|e| anyhow::anyhow!("auth.{name}: {e}"))?;
         policies.insert(name.clone(), Arc::new(built));
     }
     Ok(policies)
 }
 
-fn build(name: &str, policy: &AuthPolicy, base: &std::path::Path) -> anyhow::Result<Policy> {
+fn build(
+    name: &str,
+    policy: &AuthPolicy,
+    base: &std::path::Path,
+    database: Option<&Arc<Database>>,
+) -> anyhow::Result<Policy> {
     let name: Arc<str> = name.into();
     Ok(match policy.auth_kind().map_err(anyhow::Error::msg)? {
         AuthKind::Jwt => Policy::Jwt(jwt::JwtPolicy::new(name, policy, base)?),
-        AuthKind::ApiKey => Policy::ApiKey(api_key::ApiKeyPolicy::new(name, policy)?),
+        AuthKind::ApiKey => Policy::ApiKey(api_key::ApiKeyPolicy::new(name, policy, database)?),
     })
 }

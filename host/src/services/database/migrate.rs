@@ -5,9 +5,12 @@
 //! On PostgreSQL an advisory lock serializes hosts starting together; on
 //! SQLite the database's own write lock does.
 //!
-//! With `[deployments] shared` the host's own tables come first, recorded
-//! the same way under names starting `trellis:` (no file can have that
-//! name in the list, as migrations are named by their paths).
+//! The host's own tables are migrations too, recorded the same way under
+//! names starting `trellis:` (no file can have that name in the list, as
+//! migrations are named by their paths), applied only when something needs
+//! them: with `[deployments] shared` the deployment tables, before the
+//! operator's migrations; for api-key policies with `store = "database"`,
+//! `trellis_api_keys` ([`host_api_keys`]).
 
 use super::Pool;
 use crate::ids::hex;
@@ -69,6 +72,20 @@ const DEPLOYMENT_TABLES: &[(&str, &str, &str)] = &[(
         serving TEXT NOT NULL, errors TEXT NOT NULL);",
 )];
 
+/// The API keys of `store = "database"` policies: SHA-256 digests (lower-
+/// case hex) only, never a key. One statement that both SQLite and
+/// PostgreSQL take; times are RFC 3339 text, as in `trellis_migrations`.
+const API_KEYS: (&str, &str) = (
+    "trellis:api_keys.1",
+    "CREATE TABLE IF NOT EXISTS trellis_api_keys (\
+    digest TEXT PRIMARY KEY, \
+    policy TEXT NOT NULL, \
+    name TEXT NOT NULL, \
+    created_at TEXT NOT NULL, \
+    revoked_at TEXT, \
+    UNIQUE (policy, name))",
+);
+
 /// Applies the host's deployment tables (when `shared_deployments`), then
 /// every migration in `files` ((name, path), in order), each unless the
 /// database has recorded it already.
@@ -88,25 +105,37 @@ pub(super) async fn apply(
                 Pool::Postgres(_) => postgres,
             };
             let checksum = hex(&Sha256::digest(sql.as_bytes()));
-            scripts.push((*name, (*sql).to_owned(), checksum));
+            scripts.push(((*name).to_owned(), (*sql).to_owned(), checksum));
         }
     }
     for (name, path) in files {
         let sql = std::fs::read_to_string(path)
             .with_context(|| format!("reading migration {name} ({})", path.display()))?;
         let checksum = hex(&Sha256::digest(sql.as_bytes()));
-        scripts.push((name.as_str(), sql, checksum));
+        scripts.push((name.clone(), sql, checksum));
     }
+    run(pool, &scripts).await
+}
+
+/// Creates the host's `trellis_api_keys` table, once.
+pub(super) async fn host_api_keys(pool: &Pool) -> anyhow::Result<()> {
+    let (name, sql) = API_KEYS;
+    let checksum = hex(&Sha256::digest(sql.as_bytes()));
+    run(pool, &[(name.to_owned(), sql.to_owned(), checksum)]).await
+}
+
+/// Applies `scripts` ((name, SQL, checksum), in order) not yet recorded.
+async fn run(pool: &Pool, scripts: &[(String, String, String)]) -> anyhow::Result<()> {
     // One body for both databases: the connection types differ, the
     // steps do not.
     macro_rules! apply_each {
         ($conn:expr) => {{
             let conn = $conn;
             conn.execute(CREATE).await.context("migrations: creating trellis_migrations")?;
-            for (name, sql, checksum) in &scripts {
+            for (name, sql, checksum) in scripts.iter() {
                 let applied: Option<String> =
                     sqlx::query_scalar("SELECT checksum FROM trellis_migrations WHERE name = $1")
-                        .bind(*name)
+                        .bind(name.as_str())
                         .fetch_optional(&mut *conn)
                         .await?;
                 if check_applied(name, applied, checksum)? {
@@ -114,10 +143,10 @@ pub(super) async fn apply(
                 }
                 let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 let mut tx = conn.begin().await?;
-                tx.execute(sqlx::raw_sql(sql)).await.with_context(|| format!("migration {name}"))?;
+                tx.execute(sqlx::raw_sql(sql.as_str())).await.with_context(|| format!("migration {name}"))?;
                 sqlx::query("INSERT INTO trellis_migrations (name, checksum, applied_at) VALUES ($1, $2, $3)")
-                    .bind(*name)
-                    .bind(checksum)
+                    .bind(name.as_str())
+                    .bind(checksum.as_str())
                     .bind(now)
                     .execute(&mut *tx)
                     .await

@@ -47,7 +47,12 @@ pub struct Database {
     /// `[deployments] shared`: the host's own deployment tables are
     /// created (by [`migrate`]) before the operator's migrations.
     shared_deployments: bool,
+    /// Whether an api-key policy keeps its keys here: create the host's
+    /// `trellis_api_keys` table at start.
+    wants_api_keys: bool,
     pool: OnceCell<Pool>,
+    /// Set once `trellis_api_keys` exists.
+    api_keys: OnceCell<()>,
     /// `trellis_db_pool_connections{state}`, refreshed at each scrape.
     connections: prometheus::IntGaugeVec,
     /// `trellis_db_acquire_seconds`: waiting for a pooled connection.
@@ -84,8 +89,10 @@ impl Database {
             })
             .collect();
         let shared_deployments = manifest.deployments.shared;
+        let wants_api_keys = manifest.auth.values().any(|p| p.stores_keys_in_database());
         let wanted = manifest.database.is_some()
             || shared_deployments
+            || wants_api_keys
             || manifest.routes.iter().any(|r| {
                 r.grants
                     .as_ref()
@@ -120,7 +127,9 @@ impl Database {
             migrations,
             wanted,
             shared_deployments,
+            wants_api_keys,
             pool: OnceCell::new(),
+            api_keys: OnceCell::new(),
             connections,
             acquire,
         }
@@ -147,7 +156,24 @@ impl Database {
         if self.wanted {
             self.pool().await?;
         }
+        if self.wants_api_keys {
+            self.with_api_keys().await?;
+        }
         Ok(())
+    }
+
+    /// The pool, with the host's `trellis_api_keys` table created (by a
+    /// host migration, on first call).
+    pub async fn with_api_keys(&self) -> anyhow::Result<&Pool> {
+        let pool = self.pool().await?;
+        self.api_keys
+            .get_or_try_init(|| async {
+                migrate::host_api_keys(pool)
+                    .await
+                    .map_err(|e| e.context("creating trellis_api_keys"))
+            })
+            .await?;
+        Ok(pool)
     }
 
     /// The pool, opened (and migrated) on first call. A failed open is

@@ -1,7 +1,8 @@
 //! The pooled client of one upstream: hyper-util's keep-alive pool over a
 //! TCP connector with the upstream's connect timeout, and rustls (ring
 //! provider, Mozilla roots plus the upstream's `ca`) for `https://`, with
-//! HTTP/2 when the server offers it through ALPN.
+//! HTTP/2 when the server offers it through ALPN. The same TLS settings
+//! serve the host's other outbound fetches ([`https_connector`]: JWKS).
 
 use crate::config::manifest::UpstreamSpec;
 use anyhow::Context as _;
@@ -44,13 +45,13 @@ pub fn build(spec: &UpstreamSpec, open: IntGauge) -> anyhow::Result<PooledClient
     let http = Counting { inner: tcp, open };
     let connector = if spec.https {
         hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(spec)?)
+            .with_tls_config(tls_config(spec.ca_pem.as_deref())?)
             .https_only()
             .enable_all_versions()
             .wrap_connector(http)
     } else {
         hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(spec)?)
+            .with_tls_config(tls_config(spec.ca_pem.as_deref())?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http)
@@ -63,12 +64,30 @@ pub fn build(spec: &UpstreamSpec, open: IntGauge) -> anyhow::Result<PooledClient
         .build(connector))
 }
 
+/// A connector for one-off HTTP/1.1 fetches by the host itself (a JWKS),
+/// `http://` or `https://`, with the upstreams' TLS settings: the Mozilla
+/// roots plus `ca_pem` (a PEM file's contents) when given.
+pub fn https_connector(
+    ca_pem: Option<&[u8]>,
+    connect_timeout: Duration,
+) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(connect_timeout));
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca_pem)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp))
+}
+
 /// The TLS settings: the Mozilla roots, plus the upstream's `ca`.
-fn tls_config(spec: &UpstreamSpec) -> anyhow::Result<rustls::ClientConfig> {
+fn tls_config(ca_pem: Option<&[u8]>) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    if let Some(pem) = &spec.ca_pem {
+    if let Some(pem) = ca_pem {
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.context("reading the ca file")?;
             roots
