@@ -551,7 +551,7 @@ pub(crate) async fn job_probe() {
     let trellis = Trellis::start(
         Manifest::new()
             .section("[queues.work]")
-            .route("probe", "/enqueue", component::JOB_PROBE, &["grants = [\"queue\"]"]),
+            .route("probe", "/enqueue", component::JOB_PROBE, &["grants = [\"queue\", \"log\"]"]),
     )
     .await;
     let response = trellis
@@ -562,7 +562,7 @@ pub(crate) async fn job_probe() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let answer: serde_json::Value = response.json().await.unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(answer["error"], "not-granted", "{answer}");
 }
 
