@@ -393,13 +393,13 @@ const EVENTS: &str = r#"
 name = "audit"
 topic = "user.created"
 component = "JOB_WORKER"
-grants = ["sql"]
+grants = ["sql", "queue"]
 
 [[worker]]
 name = "welcome"
 topic = "user.created"
 component = "JOB_WORKER"
-grants = ["sql"]
+grants = ["sql", "queue"]
 "#;
 
 on_both!(events_fan_out_to_every_subscriber_group);
