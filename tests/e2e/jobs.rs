@@ -41,7 +41,10 @@ impl Setup {
         extra.extend_from_slice(uses);
         self.db
             .manifest(Manifest::new())
-            .database(&format!("migrations = [{:?}]", migration.display().to_string()))
+            .database(&format!(
+                "migrations = [{:?}]",
+                migration.display().to_string()
+            ))
             .server("shutdown_grace = \"10s\"")
             .section(sections)
             .route("enqueue", "/enqueue", component::JOB_PROBE, &extra)
@@ -60,32 +63,49 @@ impl Setup {
 
     /// Every `job_runs` row: (job id, source, tag, attempt, at ms), oldest first.
     async fn runs(&self) -> Vec<(String, String, String, i64, i64)> {
-        let sql = "SELECT job_id, source, tag, attempt, at_ms FROM job_runs ORDER BY at_ms, attempt";
+        let sql =
+            "SELECT job_id, source, tag, attempt, at_ms FROM job_runs ORDER BY at_ms, attempt";
         match &self.db {
             Db::Sqlite(_) => {
-                let options = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(self.db.sqlite_path());
-                let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
-                sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap_or_default()
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(self.db.sqlite_path());
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                sqlx::query_as(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default()
             }
             Db::Postgres(schema) => {
                 let mut conn = schema.connect().await;
-                sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap_or_default()
+                sqlx::query_as(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default()
             }
         }
     }
 
     /// The runs of job `id`.
     async fn runs_of(&self, id: &str) -> Vec<(String, String, String, i64, i64)> {
-        self.runs().await.into_iter().filter(|r| r.0 == id).collect()
+        self.runs()
+            .await
+            .into_iter()
+            .filter(|r| r.0 == id)
+            .collect()
     }
 
     /// Waits for `n` runs of job `id`.
     async fn wait_runs(&self, id: &str, n: usize) -> Vec<(String, String, String, i64, i64)> {
-        wait_until(&format!("{n} runs of job {id}"), Duration::from_millis(50), async || {
-            let runs = self.runs_of(id).await;
-            (runs.len() >= n).then_some(runs)
-        })
+        wait_until(
+            &format!("{n} runs of job {id}"),
+            Duration::from_millis(50),
+            async || {
+                let runs = self.runs_of(id).await;
+                (runs.len() >= n).then_some(runs)
+            },
+        )
         .await
     }
 }
@@ -121,7 +141,10 @@ async fn admin(trellis: &Trellis, method: reqwest::Method, path: &str) -> (u16, 
         .await
         .unwrap();
     let status = response.status().as_u16();
-    (status, serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
+    )
 }
 
 /// The `/admin/queues` entry of `queue`.
@@ -138,10 +161,14 @@ async fn counts(trellis: &Trellis, queue: &str) -> Value {
 }
 
 async fn wait_counts(trellis: &Trellis, queue: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    wait_until(&format!("counts of {queue}"), Duration::from_millis(100), async || {
-        let c = counts(trellis, queue).await;
-        pred(&c).then_some(c)
-    })
+    wait_until(
+        &format!("counts of {queue}"),
+        Duration::from_millis(100),
+        async || {
+            let c = counts(trellis, queue).await;
+            pred(&c).then_some(c)
+        },
+    )
     .await
 }
 
@@ -172,7 +199,9 @@ on_both!(enqueued_jobs_run_once_and_are_counted);
 
 async fn enqueued_jobs_run_once_and_are_counted(db: Db) {
     let setup = Setup::new(db);
-    let trellis = setup.start(setup.manifest(&work(), &["queues = [\"work\"]"])).await;
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
     let id = job(&trellis, "queue=work", "ok:first").await;
     assert_eq!(id.len(), 32, "{id}");
     let runs = setup.wait_runs(&id, 1).await;
@@ -180,15 +209,44 @@ async fn enqueued_jobs_run_once_and_are_counted(db: Db) {
     assert_eq!(runs[0].2, "first");
     assert_eq!(runs[0].3, 1, "the first attempt");
     let c = wait_counts(&trellis, "work", |c| c["done"] == 1).await;
-    assert_eq!(c, json!({"name":"work","waiting":0,"active":0,"delayed":0,"done":1,"dead":0}));
+    assert_eq!(
+        c,
+        json!({"name":"work","waiting":0,"active":0,"delayed":0,"done":1,"dead":0})
+    );
     // The job's log line carries its id, its worker and the outcome.
     let line = trellis
-        .wait_log("job done", |l| l["message"] == "job done" && l["job_id"] == id.as_str())
+        .wait_log("job done", |l| {
+            l["message"] == "job done" && l["job_id"] == id.as_str()
+        })
         .await;
     assert_eq!(line["worker"], "runner");
-    assert_eq!(metric(&trellis, "trellis_jobs_total", &[("queue", "work"), ("outcome", "done")]).await, 1.0);
-    assert_eq!(metric(&trellis, "trellis_queue_depth", &[("queue", "work"), ("state", "done")]).await, 1.0);
-    assert!(metric(&trellis, "trellis_job_duration_seconds_count", &[("queue", "work")]).await >= 1.0);
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_jobs_total",
+            &[("queue", "work"), ("outcome", "done")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_queue_depth",
+            &[("queue", "work"), ("state", "done")]
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        metric(
+            &trellis,
+            "trellis_job_duration_seconds_count",
+            &[("queue", "work")]
+        )
+        .await
+            >= 1.0
+    );
     // Still once, a while later.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(setup.runs_of(&id).await.len(), 1);
@@ -209,7 +267,10 @@ async fn bad_names_and_payloads_are_error_results(db: Db) {
     ] {
         let answer = enqueue(&trellis, query, payload).await;
         assert_eq!(answer["error"], error, "{query}: {answer}");
-        assert!(answer["detail"].as_str().unwrap().contains(detail), "{answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains(detail),
+            "{answer}"
+        );
     }
     let big = "x".repeat(300 << 10);
     let answer = enqueue(&trellis, "queue=work", &big).await;
@@ -241,7 +302,9 @@ async fn bad_names_and_payloads_are_error_results(db: Db) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delays_and_backoff_hold_their_lower_bounds() {
     let setup = Setup::new(Db::sqlite());
-    let trellis = setup.start(setup.manifest(&work(), &["queues = [\"work\"]"])).await;
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
     let before = now_ms();
     let delayed = job(&trellis, "queue=work&delay_ms=1200", "ok:late").await;
     let c = counts(&trellis, "work").await;
@@ -256,7 +319,10 @@ async fn delays_and_backoff_hold_their_lower_bounds() {
     let gaps: Vec<i64> = runs.windows(2).map(|w| w[1].4 - w[0].4).collect();
     assert_eq!(runs.iter().map(|r| r.3).collect::<Vec<_>>(), [1, 2, 3]);
     assert!((225..3000).contains(&gaps[0]), "first retry after {gaps:?}");
-    assert!((450..4000).contains(&gaps[1]), "second retry after {gaps:?}");
+    assert!(
+        (450..4000).contains(&gaps[1]),
+        "second retry after {gaps:?}"
+    );
     wait_counts(&trellis, "work", |c| c["dead"] == 1).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(setup.runs_of(&failing).await.len(), 3, "no fourth attempt");
@@ -265,7 +331,9 @@ async fn delays_and_backoff_hold_their_lower_bounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dedupe_key_enqueues_once() {
     let setup = Setup::new(Db::sqlite());
-    let trellis = setup.start(setup.manifest(&work(), &["queues = [\"work\"]"])).await;
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
     let first = job(&trellis, "queue=work&dedupe=welcome-7", "ok:d1").await;
     let second = job(&trellis, "queue=work&dedupe=welcome-7", "ok:d2").await;
     assert_eq!(first, second);
@@ -285,7 +353,9 @@ on_both!(poison_jobs_die_and_the_admin_api_retries_them);
 async fn poison_jobs_die_and_the_admin_api_retries_them(db: Db) {
     use reqwest::Method;
     let setup = Setup::new(db);
-    let trellis = setup.start(setup.manifest(&work(), &["queues = [\"work\"]"])).await;
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
     let id = job(&trellis, "queue=work&attempts=2", "fail:poison").await;
     setup.wait_runs(&id, 2).await;
     wait_counts(&trellis, "work", |c| c["dead"] == 1).await;
@@ -295,14 +365,45 @@ async fn poison_jobs_die_and_the_admin_api_retries_them(db: Db) {
     assert_eq!(entry["id"], id.as_str(), "{dead}");
     assert_eq!(entry["attempts"], 2);
     assert_eq!(entry["payload"], "fail:poison");
-    assert!(entry["error"].as_str().unwrap().contains("failing on purpose"), "{entry}");
-    assert_eq!(metric(&trellis, "trellis_jobs_total", &[("queue", "work"), ("outcome", "dead")]).await, 1.0);
-    assert_eq!(metric(&trellis, "trellis_jobs_total", &[("queue", "work"), ("outcome", "retry")]).await, 1.0);
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap()
+            .contains("failing on purpose"),
+        "{entry}"
+    );
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_jobs_total",
+            &[("queue", "work"), ("outcome", "dead")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_jobs_total",
+            &[("queue", "work"), ("outcome", "retry")]
+        )
+        .await,
+        1.0
+    );
 
-    let (status, body) = admin(&trellis, Method::POST, &format!("/admin/queues/work/dead/{id}/retry")).await;
+    let (status, body) = admin(
+        &trellis,
+        Method::POST,
+        &format!("/admin/queues/work/dead/{id}/retry"),
+    )
+    .await;
     assert_eq!((status, &body["retried"]), (200, &json!(1)), "{body}");
     let runs = setup.wait_runs(&id, 4).await;
-    assert_eq!(runs.iter().map(|r| r.3).collect::<Vec<_>>(), [1, 2, 1, 2], "fresh attempts");
+    assert_eq!(
+        runs.iter().map(|r| r.3).collect::<Vec<_>>(),
+        [1, 2, 1, 2],
+        "fresh attempts"
+    );
     wait_counts(&trellis, "work", |c| c["dead"] == 1).await;
     let (status, body) = admin(&trellis, Method::POST, "/admin/queues/work/dead/retry").await;
     assert_eq!((status, &body["retried"]), (200, &json!(1)), "{body}");
@@ -325,7 +426,9 @@ async fn trapping_looping_and_hoarding_workers_fail_their_attempt_only() {
     let sections = work()
         .replace("concurrency = 2", "concurrency = 1")
         .replace("attempts = 3", "attempts = 1");
-    let trellis = setup.start(setup.manifest(&sections, &["queues = [\"work\"]"])).await;
+    let trellis = setup
+        .start(setup.manifest(&sections, &["queues = [\"work\"]"]))
+        .await;
     let trap = job(&trellis, "queue=work", "trap:t").await;
     let spin = job(&trellis, "queue=work", "loop:l").await;
     let hoard = job(&trellis, "queue=work", "membomb:m").await;
@@ -368,7 +471,10 @@ async fn a_job_whose_host_was_killed_runs_again_after_its_visibility() {
     let tags: Vec<(&str, i64)> = runs.iter().map(|r| (r.2.as_str(), r.3)).collect();
     assert_eq!(tags, [("k:start", 1), ("k:start", 2), ("k:done", 2)]);
     let redelivered_after = runs[1].4 - runs[0].4;
-    assert!(redelivered_after >= 3000, "redelivered {redelivered_after} ms after the first start, within the 3 s visibility");
+    assert!(
+        redelivered_after >= 3000,
+        "redelivered {redelivered_after} ms after the first start, within the 3 s visibility"
+    );
     assert!(killed_at.elapsed() < Duration::from_secs(60));
     let c = wait_counts(&second, "work", |c| c["done"] == 1).await;
     assert_eq!(c["dead"], 0);
@@ -377,15 +483,24 @@ async fn a_job_whose_host_was_killed_runs_again_after_its_visibility() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_running_jobs_finish() {
     let setup = Setup::new(Db::sqlite());
-    let mut trellis = setup.start(setup.manifest(&work(), &["queues = [\"work\"]"])).await;
+    let mut trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
     let id = job(&trellis, "queue=work", "sleep:1200:s").await;
     setup.wait_runs(&id, 1).await;
     trellis.sigterm();
-    let status = trellis.wait_exit(Duration::from_secs(20)).await.expect("the host exits");
+    let status = trellis
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the host exits");
     assert!(status.success(), "{status:?}");
     let runs = setup.runs_of(&id).await;
     let tags: Vec<&str> = runs.iter().map(|r| r.2.as_str()).collect();
-    assert_eq!(tags, ["s:start", "s:done"], "the job finished before the host exited");
+    assert_eq!(
+        tags,
+        ["s:start", "s:done"],
+        "the job finished before the host exited"
+    );
 }
 
 const EVENTS: &str = r#"
@@ -406,7 +521,11 @@ on_both!(events_fan_out_to_every_subscriber_group);
 
 async fn events_fan_out_to_every_subscriber_group(db: Db) {
     let setup = Setup::new(db);
-    let sections = format!("{}{}", work(), EVENTS.replace("JOB_WORKER", component::JOB_WORKER));
+    let sections = format!(
+        "{}{}",
+        work(),
+        EVENTS.replace("JOB_WORKER", component::JOB_WORKER)
+    );
     let trellis = setup
         .start(setup.manifest(&sections, &["topics = [\"user.created\"]"]))
         .await;
@@ -418,7 +537,10 @@ async fn events_fan_out_to_every_subscriber_group(db: Db) {
         .await
         .unwrap();
     let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
-    let event = answer["event"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    let event = answer["event"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned();
     let runs = wait_until("both groups", Duration::from_millis(50), async || {
         let runs = setup.runs().await;
         (runs.len() >= 2).then_some(runs)
@@ -427,7 +549,10 @@ async fn events_fan_out_to_every_subscriber_group(db: Db) {
     let mut ids: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
     ids.sort_unstable();
     assert_eq!(ids, [format!("{event}.audit"), format!("{event}.welcome")]);
-    assert!(runs.iter().all(|r| r.1 == "topic:user.created" && r.2 == "user-7"));
+    assert!(
+        runs.iter()
+            .all(|r| r.1 == "topic:user.created" && r.2 == "user-7")
+    );
     wait_counts(&trellis, "user.created/audit", |c| c["done"] == 1).await;
     wait_counts(&trellis, "user.created/welcome", |c| c["done"] == 1).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -444,7 +569,9 @@ async fn schedules_fire_once_per_tick_across_two_hosts() {
     let manifest = setup.manifest(&sections, &[]);
     let (a, b) = tokio::join!(setup.start(manifest.clone()), setup.start(manifest));
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let Db::Postgres(schema) = &setup.db else { unreachable!() };
+    let Db::Postgres(schema) = &setup.db else {
+        unreachable!()
+    };
     let mut conn = schema.connect().await;
     let (jobs, ticks): (i64, i64) = sqlx::query_as(
         "SELECT COUNT(*), COUNT(DISTINCT run_at) FROM trellis_jobs WHERE queue = 'ticks'",
@@ -454,7 +581,12 @@ async fn schedules_fire_once_per_tick_across_two_hosts() {
     .unwrap();
     assert!(jobs >= 3, "{jobs} ticks in 4.5 s");
     assert_eq!(jobs, ticks, "a tick enqueued twice");
-    let fired = |t: &Trellis| t.logs().iter().filter(|l| l["message"] == "schedule fired").count();
+    let fired = |t: &Trellis| {
+        t.logs()
+            .iter()
+            .filter(|l| l["message"] == "schedule fired")
+            .count()
+    };
     assert_eq!(
         (fired(&a) + fired(&b)) as i64,
         jobs,
@@ -468,10 +600,22 @@ const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/jobs");
 async fn start_example(db: &Db, dir: &Path) -> Trellis {
     let mut text = std::fs::read_to_string(format!("{EXAMPLE}/trellis.toml")).unwrap();
     for (from, to) in [
-        ("\"../../target/guests/wasm32-wasip2/release/emails.wasm\"".to_owned(), format!("{:?}", component::EMAILS)),
-        ("\"../../target/guests/wasm32-wasip2/release/mailer.wasm\"".to_owned(), format!("{:?}", component::MAILER)),
-        ("\"migrations/".to_owned(), format!("\"{EXAMPLE}/migrations/")),
-        ("url = \"sqlite://jobs.db\"".to_owned(), format!("url = \"sqlite://{}/jobs.db\"", dir.display())),
+        (
+            "\"../../target/guests/wasm32-wasip2/release/emails.wasm\"".to_owned(),
+            format!("{:?}", component::EMAILS),
+        ),
+        (
+            "\"../../target/guests/wasm32-wasip2/release/mailer.wasm\"".to_owned(),
+            format!("{:?}", component::MAILER),
+        ),
+        (
+            "\"migrations/".to_owned(),
+            format!("\"{EXAMPLE}/migrations/"),
+        ),
+        (
+            "url = \"sqlite://jobs.db\"".to_owned(),
+            format!("url = \"sqlite://{}/jobs.db\"", dir.display()),
+        ),
     ] {
         assert!(text.contains(&from), "the example no longer has {from}");
         text = text.replace(&from, &to);
@@ -510,27 +654,48 @@ async fn the_jobs_example_walks_through(db: Db) {
     assert_eq!(response.status(), 202);
     let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     let id = body["job"].as_str().unwrap().to_owned();
-    let count_sql = format!("SELECT COUNT(*) FROM emails WHERE job_id = '{id}' AND to_address = 'ada@example.com'");
+    let count_sql = format!(
+        "SELECT COUNT(*) FROM emails WHERE job_id = '{id}' AND to_address = 'ada@example.com'"
+    );
     let sent = async || match &db {
         Db::Sqlite(_) => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("jobs.db"));
-            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
-            sqlx::query_scalar::<_, i64>(&count_sql).fetch_one(&mut conn).await.unwrap_or(0)
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("jobs.db"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(&count_sql)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0)
         }
         Db::Postgres(_) => db.scalar(&count_sql).await,
     };
-    wait_until("the email recorded", Duration::from_millis(100), async || (sent().await == 1).then_some(())).await;
+    wait_until(
+        "the email recorded",
+        Duration::from_millis(100),
+        async || (sent().await == 1).then_some(()),
+    )
+    .await;
     wait_counts(&trellis, "email", |c| c["done"] == 1).await;
 
     let response = post(json!({"to": "fail@example.com", "subject": "Never"})).await;
     assert_eq!(response.status(), 202);
-    let dead_id = serde_json::from_str::<Value>(&response.text().await.unwrap()).unwrap()["job"].as_str().unwrap().to_owned();
+    let dead_id = serde_json::from_str::<Value>(&response.text().await.unwrap()).unwrap()["job"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let c = wait_counts(&trellis, "email", |c| c["dead"] == 1).await;
     assert_eq!(c["done"], 1, "{c}");
     let (_, dead) = admin(&trellis, Method::GET, "/admin/queues/email/dead").await;
     assert_eq!(dead["dead"][0]["id"], dead_id.as_str());
     assert_eq!(dead["dead"][0]["attempts"], 3);
-    assert!(dead["dead"][0]["error"].as_str().unwrap().contains("refuses all mail"));
+    assert!(
+        dead["dead"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refuses all mail")
+    );
     let (status, body) = admin(&trellis, Method::POST, "/admin/queues/email/dead/retry").await;
     assert_eq!((status, &body["retried"]), (200, &json!(1)));
     // Three fresh attempts, then dead again.

@@ -548,11 +548,12 @@ pub(crate) async fn quotes() {
 /// queue it may not use.
 #[tokio::test]
 pub(crate) async fn job_probe() {
-    let trellis = Trellis::start(
-        Manifest::new()
-            .section("[queues.work]")
-            .route("probe", "/enqueue", component::JOB_PROBE, &["grants = [\"queue\", \"log\"]"]),
-    )
+    let trellis = Trellis::start(Manifest::new().section("[queues.work]").route(
+        "probe",
+        "/enqueue",
+        component::JOB_PROBE,
+        &["grants = [\"queue\", \"log\"]"],
+    ))
     .await;
     let response = trellis
         .client()
@@ -576,11 +577,12 @@ pub(crate) async fn job_worker() {
 /// The example's route: `jobs::the_jobs_example_walks_through`.
 #[tokio::test]
 pub(crate) async fn emails() {
-    let trellis = Trellis::start(
-        Manifest::new()
-            .section("[queues.email]")
-            .route("emails", "/emails", component::EMAILS, &["grants = [\"queue\", \"log\"]", "queues = [\"email\"]"]),
-    )
+    let trellis = Trellis::start(Manifest::new().section("[queues.email]").route(
+        "emails",
+        "/emails",
+        component::EMAILS,
+        &["grants = [\"queue\", \"log\"]", "queues = [\"email\"]"],
+    ))
     .await;
     let response = trellis
         .client()
@@ -608,7 +610,11 @@ async fn worker_loads(component: &str, grants: &[&str]) {
     );
     let manifest = dir.write("worker.toml", &worker);
     let out = crate::harness::run_cli(&["check", manifest.to_str().unwrap()], dir.path()).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let route = format!("[[route]]\npath = \"/w\"\ncomponent = {component:?}\ngrants = {grants}\n");
     let manifest = dir.write("route.toml", &route);
     let out = crate::harness::run_cli(&["check", manifest.to_str().unwrap()], dir.path()).await;

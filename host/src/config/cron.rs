@@ -53,7 +53,8 @@ impl std::str::FromStr for Cron {
         let mut masks = [0u64; 6];
         for (i, part) in parts.iter().enumerate() {
             let (name, lo, hi) = FIELDS[i];
-            masks[i] = field(part, lo, hi).map_err(|why| format!("{name} field {part:?}: {why}"))?;
+            masks[i] =
+                field(part, lo, hi).map_err(|why| format!("{name} field {part:?}: {why}"))?;
         }
         // Sunday is both 0 and 7.
         let weekdays = if masks[5] & (1 << 7) != 0 {
@@ -132,7 +133,9 @@ impl Cron {
                 } else {
                     (t.year(), t.month() + 1)
                 };
-                t = NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)?.and_utc();
+                t = NaiveDate::from_ymd_opt(y, m, 1)?
+                    .and_hms_opt(0, 0, 0)?
+                    .and_utc();
                 continue;
             }
             if !self.day_matches(t) {
@@ -189,18 +192,54 @@ mod tests {
 
     #[test]
     fn five_and_six_fields() {
-        assert_eq!(next("0 3 * * *", "2026-11-30T18:00:00Z"), "2026-12-01T03:00:00+00:00");
-        assert_eq!(next("* * * * * *", "2026-11-30T18:00:00Z"), "2026-11-30T18:00:01+00:00");
-        assert_eq!(next("*/15 * * * * *", "2026-11-30T18:00:14Z"), "2026-11-30T18:00:15+00:00");
-        assert_eq!(next("*/5 * * * *", "2026-11-30T18:03:10Z"), "2026-11-30T18:05:00+00:00");
-        assert_eq!(next("0 0 1 1 *", "2026-11-30T18:00:00Z"), "2027-01-01T00:00:00+00:00");
-        assert_eq!(next("30 9 * * 1-5", "2026-11-28T10:00:00Z"), "2026-11-30T09:30:00+00:00");
+        assert_eq!(
+            next("0 3 * * *", "2026-11-30T18:00:00Z"),
+            "2026-12-01T03:00:00+00:00"
+        );
+        assert_eq!(
+            next("* * * * * *", "2026-11-30T18:00:00Z"),
+            "2026-11-30T18:00:01+00:00"
+        );
+        assert_eq!(
+            next("*/15 * * * * *", "2026-11-30T18:00:14Z"),
+            "2026-11-30T18:00:15+00:00"
+        );
+        assert_eq!(
+            next("*/5 * * * *", "2026-11-30T18:03:10Z"),
+            "2026-11-30T18:05:00+00:00"
+        );
+        assert_eq!(
+            next("0 0 1 1 *", "2026-11-30T18:00:00Z"),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("30 9 * * 1-5", "2026-11-28T10:00:00Z"),
+            "2026-11-30T09:30:00+00:00"
+        );
         // Sunday as 7; either day field matches when both are restricted.
-        assert_eq!(next("0 0 * * 7", "2026-11-30T00:00:00Z"), "2026-12-06T00:00:00+00:00");
-        assert_eq!(next("0 0 1 * 0", "2026-11-30T00:00:00Z"), "2026-12-01T00:00:00+00:00");
-        assert_eq!(next("0 12 29 2 *", "2026-03-01T00:00:00Z"), "2028-02-29T12:00:00+00:00");
-        assert_eq!(next("5/20 * * * * *", "2026-11-30T18:00:06Z"), "2026-11-30T18:00:25+00:00");
-        assert!("0 0 31 2 *".parse::<Cron>().unwrap().next_after(at("2026-01-01T00:00:00Z")).is_none());
+        assert_eq!(
+            next("0 0 * * 7", "2026-11-30T00:00:00Z"),
+            "2026-12-06T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("0 0 1 * 0", "2026-11-30T00:00:00Z"),
+            "2026-12-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("0 12 29 2 *", "2026-03-01T00:00:00Z"),
+            "2028-02-29T12:00:00+00:00"
+        );
+        assert_eq!(
+            next("5/20 * * * * *", "2026-11-30T18:00:06Z"),
+            "2026-11-30T18:00:25+00:00"
+        );
+        assert!(
+            "0 0 31 2 *"
+                .parse::<Cron>()
+                .unwrap()
+                .next_after(at("2026-01-01T00:00:00Z"))
+                .is_none()
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ impl Background {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "jobs still running at the end of shutdown_grace were stopped; they will be delivered again after their queue's visibility");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "jobs still running at the end of shutdown_grace were stopped; they will be delivered again after their queue's visibility"
+            );
             self.tasks.abort_all();
         }
     }

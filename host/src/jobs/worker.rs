@@ -78,12 +78,15 @@ pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Re
             last_reclaim = Instant::now();
             match store.reclaim(&key, now_ms()).await {
                 Ok(0) | Err(_) => {}
-                Ok(n) => tracing::info!(worker = %spec.name, queue = %key, jobs = n, "jobs whose lease expired are queued again"),
+                Ok(n) => {
+                    tracing::info!(worker = %spec.name, queue = %key, jobs = n, "jobs whose lease expired are queued again")
+                }
             }
         }
         if last_sweep.elapsed() >= SWEEP {
             last_sweep = Instant::now();
-            let before = now_ms() - i64::try_from(spec.settings.retention.0.as_millis()).unwrap_or(i64::MAX);
+            let before =
+                now_ms() - i64::try_from(spec.settings.retention.0.as_millis()).unwrap_or(i64::MAX);
             let _ = store.sweep(&key, before).await;
         }
         let free = slots.available_permits();
@@ -124,7 +127,13 @@ pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Re
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 break; // Unreachable: we claimed at most `free`.
             };
-            let work = attempt(app.clone(), version.clone(), key.clone(), job, slow_slots.clone());
+            let work = attempt(
+                app.clone(),
+                version.clone(),
+                key.clone(),
+                job,
+                slow_slots.clone(),
+            );
             running.spawn(async move {
                 work.await;
                 drop(permit);
@@ -161,7 +170,10 @@ async fn attempt(
 ) {
     let spec = &version.spec;
     let started = Instant::now();
-    let trace = job.trace.as_deref().and_then(|t| HeaderValue::from_str(t).ok());
+    let trace = job
+        .trace
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok());
     let trace = Arc::new(TraceContext::from_request(trace.as_ref()));
     let guest = GuestContext::new(
         version.capabilities.clone(),
@@ -207,7 +219,9 @@ async fn attempt(
         };
         match tokio::time::timeout_at(deadline.into(), call).await {
             Ok(Ok(Ok(()))) => Outcome::Done,
-            Ok(Ok(Err(reason))) => Outcome::Failed(format!("the worker returned an error: {reason}")),
+            Ok(Ok(Err(reason))) => {
+                Outcome::Failed(format!("the worker returned an error: {reason}"))
+            }
             Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 Outcome::Failed(format!("the worker exceeded its {timeout:?} timeout"))
             }
@@ -244,7 +258,10 @@ async fn attempt(
         Outcome::Failed(cause) => {
             let wait = retry_delay(&spec.settings, job.attempt);
             let retry_at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            match store.fail(&job.id, job.attempt, &cause, retry_at, now).await {
+            match store
+                .fail(&job.id, job.attempt, &cause, retry_at, now)
+                .await
+            {
                 Ok(Settled::Retry) => {
                     tracing::warn!(worker = %spec.name, queue = %key, job_id = %job.id, attempt = job.attempt, attempts = job.attempts, retry_in_ms = wait.as_millis() as u64, duration_ms, cause = %cause, "job failed; retrying");
                     "retry"

@@ -52,8 +52,14 @@ pub fn router(deployments: Arc<Deployments>, token: Token) -> Router {
             get(queues::dead).delete(queues::purge),
         )
         .route("/admin/queues/{name}/dead/retry", post(queues::retry_all))
-        .route("/admin/queues/{name}/dead/{id}", axum::routing::delete(queues::purge_one))
-        .route("/admin/queues/{name}/dead/{id}/retry", post(queues::retry_one))
+        .route(
+            "/admin/queues/{name}/dead/{id}",
+            axum::routing::delete(queues::purge_one),
+        )
+        .route(
+            "/admin/queues/{name}/dead/{id}/retry",
+            post(queues::retry_one),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -121,7 +127,9 @@ mod queues {
 
     fn unavailable(rid: &Rid, err: JobError) -> Response {
         tracing::warn!(request_id = %rid.0, cause = %err, "admin: the job store is unavailable");
-        rid.fail(ErrorKind::UpstreamUnavailable("the job store is unavailable".into()))
+        rid.fail(ErrorKind::UpstreamUnavailable(
+            "the job store is unavailable".into(),
+        ))
     }
 
     fn check(state: &AdminState, rid: &Rid, name: &str) -> Result<(), Response> {
@@ -206,7 +214,11 @@ mod queues {
             return response;
         }
         let jobs = state.deployments.app().services.jobs.clone();
-        match jobs.store().retry_dead(&name, id.as_deref(), now_ms()).await {
+        match jobs
+            .store()
+            .retry_dead(&name, id.as_deref(), now_ms())
+            .await
+        {
             Ok(0) if id.is_some() => rid.fail(ErrorKind::NotFound),
             Ok(n) => {
                 jobs.waker(&name).notify_waiters();

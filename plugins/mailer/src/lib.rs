@@ -18,7 +18,10 @@ impl Worker for Mailer {
     fn process(job: Job) -> Result<(), String> {
         let email: Email = job.json().map_err(|e| format!("payload: {e}"))?;
         if email.to == "fail@example.com" {
-            log::warn("mailbox refuses mail", &[("to", &email.to), ("attempt", &job.attempt)]);
+            log::warn(
+                "mailbox refuses mail",
+                &[("to", &email.to), ("attempt", &job.attempt)],
+            );
             return Err(format!("the mailbox {} refuses all mail", email.to));
         }
         let attempt = i64::from(job.attempt);

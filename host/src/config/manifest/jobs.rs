@@ -127,7 +127,9 @@ impl WorkerEntry {
     }
 
     fn list(list: &Option<Spanned<Vec<String>>>) -> Vec<String> {
-        list.as_ref().map(|l| l.get_ref().clone()).unwrap_or_default()
+        list.as_ref()
+            .map(|l| l.get_ref().clone())
+            .unwrap_or_default()
     }
 
     /// The worker's settings as the host runs them.
@@ -258,14 +260,20 @@ pub(super) fn check(
             return Err((span, field("visibility"), "must be 1s to 24h".into()));
         }
         if q.retention.0 > 30 * DAY {
-            return Err((span, field("retention"), "must be at most 720h (30 days)".into()));
+            return Err((
+                span,
+                field("retention"),
+                "must be at most 720h (30 days)".into(),
+            ));
         }
         if q.max_payload.0 == 0 || q.max_payload.0 > 16 << 20 {
             return Err((span, field("max_payload"), "must be 1 byte to 16MiB".into()));
         }
     }
-    let settings: BTreeMap<String, QueueSettings> =
-        queues.iter().map(|(k, v)| (k.clone(), *v.get_ref())).collect();
+    let settings: BTreeMap<String, QueueSettings> = queues
+        .iter()
+        .map(|(k, v)| (k.clone(), *v.get_ref()))
+        .collect();
     let mut names = BTreeSet::new();
     let mut topics = BTreeSet::new();
     for (i, w) in workers.iter().enumerate() {
@@ -282,14 +290,26 @@ pub(super) fn check(
         }
         if !names.insert(name.clone()) {
             let span = w.name.as_ref().map_or(at.clone(), Spanned::span);
-            return Err((span, field("name"), format!("worker name {name:?} is used twice; set `name`")));
+            return Err((
+                span,
+                field("name"),
+                format!("worker name {name:?} is used twice; set `name`"),
+            ));
         }
         let _queue = match (&w.queue, &w.topic) {
             (Some(_), Some(topic)) => {
-                return Err((topic.span(), field("topic"), "a worker has a queue or a topic, not both".into()));
+                return Err((
+                    topic.span(),
+                    field("topic"),
+                    "a worker has a queue or a topic, not both".into(),
+                ));
             }
             (None, None) => {
-                return Err((at, field("queue"), "a worker needs `queue = \"NAME\"` or `topic = \"NAME\"`".into()));
+                return Err((
+                    at,
+                    field("queue"),
+                    "a worker needs `queue = \"NAME\"` or `topic = \"NAME\"`".into(),
+                ));
             }
             (Some(queue), None) => match settings.get(queue.get_ref()) {
                 Some(s) => *s,
@@ -307,7 +327,11 @@ pub(super) fn check(
             },
             (None, Some(topic)) => {
                 if !plain_name(topic.get_ref()) {
-                    return Err((topic.span(), field("topic"), "a topic is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into()));
+                    return Err((
+                        topic.span(),
+                        field("topic"),
+                        "a topic is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into(),
+                    ));
                 }
                 topics.insert(topic.get_ref().clone());
                 QueueSettings::default()
@@ -321,13 +345,21 @@ pub(super) fn check(
         if let Some(grants) = &w.grants
             && grants.get_ref().iter().any(|g| g == "identity")
         {
-            return Err((grants.span(), field("grants"), "\"identity\" is a request's caller; a worker has none".into()));
+            return Err((
+                grants.span(),
+                field("grants"),
+                "\"identity\" is a request's caller; a worker has none".into(),
+            ));
         }
         if w.concurrency == 0 || w.concurrency > 1024 {
             return Err((at, field("concurrency"), "must be 1 to 1024".into()));
         }
         if w.timeout.0.is_zero() || w.timeout.0 > DAY {
-            return Err((at, field("timeout"), "must be more than 0 and at most 24h".into()));
+            return Err((
+                at,
+                field("timeout"),
+                "must be more than 0 and at most 24h".into(),
+            ));
         }
         if w.memory.0 < 1 << 20 {
             return Err((at, field("memory"), "must be at least 1MiB".into()));
@@ -347,10 +379,18 @@ pub(super) fn check(
         let field = |f: &str| format!("schedule[{i}].{f}");
         let name = s.name.get_ref();
         if !plain_name(name) {
-            return Err((s.name.span(), field("name"), "a schedule name is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into()));
+            return Err((
+                s.name.span(),
+                field("name"),
+                "a schedule name is 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.'".into(),
+            ));
         }
         if !schedule_names.insert(name.clone()) {
-            return Err((s.name.span(), field("name"), format!("schedule name {name:?} is used twice")));
+            return Err((
+                s.name.span(),
+                field("name"),
+                format!("schedule name {name:?} is used twice"),
+            ));
         }
         match s.cron.get_ref().parse::<Cron>() {
             Ok(cron) => s.parsed = Some(cron),

@@ -1004,8 +1004,14 @@ mod tests {
         assert_eq!(workers[0].name, "mailer");
         assert_eq!(workers[0].source, JobSource::Queue("email".into()));
         assert_eq!(workers[0].settings.attempts, 3);
-        assert_eq!(workers[0].settings.backoff.initial.0, time::Duration::from_millis(100));
-        assert_eq!(workers[0].settings.backoff.max.0, time::Duration::from_secs(300));
+        assert_eq!(
+            workers[0].settings.backoff.initial.0,
+            time::Duration::from_millis(100)
+        );
+        assert_eq!(
+            workers[0].settings.backoff.max.0,
+            time::Duration::from_secs(300)
+        );
         assert_eq!(workers[0].concurrency, 4);
         assert_eq!(workers[1].source, JobSource::Topic("user.created".into()));
         assert_eq!(workers[1].name, "audit");
@@ -1070,5 +1076,4 @@ mod tests {
         let err = parse("[queues.q]\natempts = 3\n").unwrap_err().to_string();
         assert!(err.contains("atempts") && err.contains("line 2"), "{err}");
     }
-
 }

@@ -109,7 +109,11 @@ fn check_applied(name: &str, applied: Option<String>, checksum: &str) -> anyhow:
 /// `statements`, each idempotent (`CREATE ... IF NOT EXISTS`). On
 /// PostgreSQL under the migrations' advisory lock: two hosts creating the
 /// same table at once would otherwise race in the catalog.
-pub(super) async fn host_schema(pool: &Pool, what: &str, statements: &[&str]) -> anyhow::Result<()> {
+pub(super) async fn host_schema(
+    pool: &Pool,
+    what: &str,
+    statements: &[&str],
+) -> anyhow::Result<()> {
     match pool {
         Pool::Sqlite(pool) => {
             let mut conn = pool
@@ -136,7 +140,9 @@ pub(super) async fn host_schema(pool: &Pool, what: &str, statements: &[&str]) ->
             let mut result = Ok(());
             for statement in statements {
                 if let Err(err) = conn.execute(*statement).await {
-                    result = Err(anyhow::Error::from(err).context(format!("{what} tables: {statement}")));
+                    result = Err(
+                        anyhow::Error::from(err).context(format!("{what} tables: {statement}"))
+                    );
                     break;
                 }
             }

@@ -175,7 +175,12 @@ pub trait JobStore: Send + Sync {
     fn dead<'a>(&'a self, queue: &'a str, limit: u32) -> StoreFuture<'a, Vec<DeadJob>>;
     /// Sends dead jobs of `queue` (one, or all) back to `waiting` with
     /// fresh attempts; how many.
-    fn retry_dead<'a>(&'a self, queue: &'a str, id: Option<&'a str>, now: i64) -> StoreFuture<'a, u64>;
+    fn retry_dead<'a>(
+        &'a self,
+        queue: &'a str,
+        id: Option<&'a str>,
+        now: i64,
+    ) -> StoreFuture<'a, u64>;
     /// Deletes dead jobs of `queue` (one, or all); how many.
     fn purge_dead<'a>(&'a self, queue: &'a str, id: Option<&'a str>) -> StoreFuture<'a, u64>;
     /// Deletes done jobs finished before `before` and forgets older
@@ -253,7 +258,9 @@ impl Jobs {
                     "trellis_job_duration_seconds",
                     "Time one job attempt took in its worker, instantiation included.",
                 )
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0,
+                ]),
                 &["queue"],
             )
             .expect("valid metric"),
@@ -342,7 +349,9 @@ impl Jobs {
         }
         let attempts = options.attempts.unwrap_or(settings.attempts);
         if attempts == 0 || attempts > 1000 {
-            return Err(JobError::InvalidOptions("attempts must be 1 to 1000".into()));
+            return Err(JobError::InvalidOptions(
+                "attempts must be 1 to 1000".into(),
+            ));
         }
         let now = now_ms();
         let id = crate::ids::random_hex(128);
@@ -405,8 +414,11 @@ impl Jobs {
     /// one with no jobs); refreshes `trellis_queue_depth`.
     pub async fn counts(&self) -> Result<Vec<(String, Counts)>, JobError> {
         let stored = self.store.counts(now_ms()).await?;
-        let mut all: BTreeMap<String, Counts> =
-            self.queues.keys().map(|q| (q.clone(), Counts::default())).collect();
+        let mut all: BTreeMap<String, Counts> = self
+            .queues
+            .keys()
+            .map(|q| (q.clone(), Counts::default()))
+            .collect();
         for (queue, counts) in stored {
             all.insert(queue, counts);
         }

@@ -12,7 +12,7 @@
 //! the attempt they belong to, so a worker whose lease expired and whose
 //! job was claimed again cannot settle the new attempt.
 
-use super::{Claimed, Counts, DeadJob, JobError, JobStore, NewJob, StoreFuture, Settled};
+use super::{Claimed, Counts, DeadJob, JobError, JobStore, NewJob, Settled, StoreFuture};
 use crate::services::database::{Database, Pool};
 use sqlx::{Connection as _, Row as _};
 use std::sync::Arc;
@@ -178,7 +178,9 @@ impl JobStore for SqlStore {
                         .fetch_optional(&mut *conn)
                         .await?;
                         first.ok_or_else(|| {
-                            JobError::Unavailable("the job with this dedupe key went away; try again".into())
+                            JobError::Unavailable(
+                                "the job with this dedupe key went away; try again".into(),
+                            )
                         })
                     }
                     (None, None) => Err(JobError::Unavailable("the job was not stored".into())),
@@ -252,8 +254,10 @@ impl JobStore for SqlStore {
                     claimed.push(Claimed {
                         id: row.try_get("id")?,
                         payload: row.try_get("payload")?,
-                        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(u32::MAX),
-                        attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(u32::MAX),
+                        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?)
+                            .unwrap_or(u32::MAX),
+                        attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?)
+                            .unwrap_or(u32::MAX),
                         trace: row.try_get("trace")?,
                     });
                 }
@@ -396,7 +400,12 @@ impl JobStore for SqlStore {
         })
     }
 
-    fn retry_dead<'a>(&'a self, queue: &'a str, id: Option<&'a str>, now: i64) -> StoreFuture<'a, u64> {
+    fn retry_dead<'a>(
+        &'a self,
+        queue: &'a str,
+        id: Option<&'a str>,
+        now: i64,
+    ) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             with_conn!(self, |conn, _pg| {
                 let done = sqlx::query(
@@ -528,13 +537,26 @@ mod tests {
     async fn a_job_goes_from_waiting_to_done_once() {
         let store = store();
         assert_eq!(store.enqueue(job("a", 0, None)).await.unwrap(), "a");
-        assert_eq!(store.enqueue(job("later", 50, None)).await.unwrap(), "later");
+        assert_eq!(
+            store.enqueue(job("later", 50, None)).await.unwrap(),
+            "later"
+        );
         let claimed = store.claim("q", 10, 10, 1000).await.unwrap();
         assert_eq!(claimed.len(), 1, "the delayed job is not ready");
         assert_eq!((claimed[0].id.as_str(), claimed[0].attempt), ("a", 1));
-        assert!(store.claim("q", 10, 20, 1000).await.unwrap().is_empty(), "leased");
+        assert!(
+            store.claim("q", 10, 20, 1000).await.unwrap().is_empty(),
+            "leased"
+        );
         let counts = store.counts(20).await.unwrap();
-        assert_eq!(counts[0].1, Counts { active: 1, delayed: 1, ..Counts::default() });
+        assert_eq!(
+            counts[0].1,
+            Counts {
+                active: 1,
+                delayed: 1,
+                ..Counts::default()
+            }
+        );
         assert!(store.ack("a", 1, 30).await.unwrap());
         assert!(!store.ack("a", 1, 31).await.unwrap(), "acked once");
         assert_eq!(store.sweep("q", 30).await.unwrap(), 0, "within retention");
@@ -546,12 +568,21 @@ mod tests {
         let store = store();
         store.enqueue(job("a", 0, None)).await.unwrap();
         let c = store.claim("q", 1, 0, 100).await.unwrap();
-        assert_eq!(store.fail("a", c[0].attempt, "boom", 50, 1).await.unwrap(), Settled::Retry);
-        assert!(store.claim("q", 1, 40, 100).await.unwrap().is_empty(), "backing off");
+        assert_eq!(
+            store.fail("a", c[0].attempt, "boom", 50, 1).await.unwrap(),
+            Settled::Retry
+        );
+        assert!(
+            store.claim("q", 1, 40, 100).await.unwrap().is_empty(),
+            "backing off"
+        );
         let c = store.claim("q", 1, 50, 150).await.unwrap();
         assert_eq!(c[0].attempt, 2);
         // The lease expires; a stale settlement of attempt 1 changes nothing.
-        assert_eq!(store.fail("a", 1, "late", 0, 2).await.unwrap(), Settled::Lost);
+        assert_eq!(
+            store.fail("a", 1, "late", 0, 2).await.unwrap(),
+            Settled::Lost
+        );
         assert_eq!(store.reclaim("q", 150).await.unwrap(), 1);
         let dead = store.dead("q", 10).await.unwrap();
         assert_eq!(dead.len(), 1, "out of attempts after the lease expired");
@@ -559,9 +590,15 @@ mod tests {
         assert_eq!(store.retry_dead("q", Some("a"), 200).await.unwrap(), 1);
         let c = store.claim("q", 1, 200, 300).await.unwrap();
         assert_eq!(c[0].attempt, 1, "fresh attempts");
-        assert_eq!(store.fail("a", 1, "x", 0, 201).await.unwrap(), Settled::Retry);
+        assert_eq!(
+            store.fail("a", 1, "x", 0, 201).await.unwrap(),
+            Settled::Retry
+        );
         let c = store.claim("q", 1, 201, 300).await.unwrap();
-        assert_eq!(store.fail("a", c[0].attempt, "x", 0, 202).await.unwrap(), Settled::Dead);
+        assert_eq!(
+            store.fail("a", c[0].attempt, "x", 0, 202).await.unwrap(),
+            Settled::Dead
+        );
         assert_eq!(store.purge_dead("q", None).await.unwrap(), 1);
         assert!(store.counts(300).await.unwrap().is_empty());
     }
@@ -573,14 +610,21 @@ mod tests {
         assert_eq!(store.enqueue(job("b", 0, Some("k"))).await.unwrap(), "a");
         let mut late = job("c", 0, Some("k"));
         late.now = 2000;
-        assert_eq!(store.enqueue(late).await.unwrap(), "c", "past the retention");
+        assert_eq!(
+            store.enqueue(late).await.unwrap(),
+            "c",
+            "past the retention"
+        );
         assert!(store.fire("s", 1000, job("t1", 1000, None)).await.unwrap());
         assert!(!store.fire("s", 1000, job("t2", 1000, None)).await.unwrap());
         assert!(store.fire("s", 2000, job("t3", 2000, None)).await.unwrap());
         store.subscribe("topic", "g1", 0).await.unwrap();
         store.subscribe("topic", "g2", 0).await.unwrap();
         store.subscribe("topic", "g1", 5).await.unwrap();
-        assert_eq!(store.publish("topic", "e", b"x", 3, None, 0).await.unwrap(), 2);
+        assert_eq!(
+            store.publish("topic", "e", b"x", 3, None, 0).await.unwrap(),
+            2
+        );
         let c = store.claim("topic/g2", 5, 0, 10).await.unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].id.as_str(), c[0].attempts), ("e.g2", 3));
