@@ -18,7 +18,9 @@
 //! - [`runtime`]: the wasmtime engine, loading components, the store and
 //!   running one request through one instance.
 //! - [`app`]: the state every request reads: the route table and its
-//!   limits.
+//!   limits, and the loaded workers.
+//! - [`jobs`]: background work: the worker runners (claim, run a fresh
+//!   instance per job, settle) and the schedules.
 //! - [`http`]: the public HTTP server: edge, dispatch, bodies, errors.
 //! - [`ops`]: what operators drive: the admin API, hot load, watch mode,
 //!   health, and the admin API's client.
@@ -34,6 +36,7 @@ pub mod capabilities;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod observability;
 pub mod ops;
 pub mod run;

@@ -3,8 +3,9 @@
 //! together and stopped together.
 //!
 //! On shutdown the public server stops accepting and readiness turns 503;
-//! both servers give requests in flight `server.shutdown_grace`, and the
-//! watch task stops.
+//! both servers give requests in flight `server.shutdown_grace`, workers
+//! stop claiming jobs and give theirs the same grace, and the watch task
+//! stops.
 
 use crate::app::App;
 use crate::config::Config;
@@ -93,8 +94,22 @@ pub async fn run(
         }
         _ => None,
     };
+    let background = crate::jobs::Background::start(app.clone()).await;
+    let grace = app.server.shutdown_grace.0;
     let host = endpoints::router(app.clone());
+    let stop_jobs = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            // Workers stop claiming as soon as shutdown begins, and get
+            // the same grace as requests in flight.
+            shutdown.await;
+            background.stop(grace).await;
+        })
+    };
     let served = server::serve(app, host, listeners.public, shutdown).await;
+    if let Err(err) = stop_jobs.await {
+        tracing::warn!(cause = %err, "the jobs' shutdown task failed");
+    }
     if let Some(task) = watching {
         task.abort();
     }

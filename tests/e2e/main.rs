@@ -28,6 +28,7 @@ mod hostile_edge;
 mod hostile_fuzz;
 mod hotload;
 mod http_edge;
+mod jobs;
 mod limits;
 mod metrics;
 mod migrations;

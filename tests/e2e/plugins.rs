@@ -550,3 +550,83 @@ pub(crate) async fn quotes() {
     let ready: serde_json::Value = serde_json::from_slice(&ready.bytes().await.unwrap()).unwrap();
     assert_eq!(ready["status"], "degraded", "{ready}");
 }
+
+/// The queue probe: its contract is exercised in `jobs`; here, that it
+/// loads on a route granting `queue` and answers an error result for a
+/// queue it may not use.
+#[tokio::test]
+pub(crate) async fn job_probe() {
+    let trellis = Trellis::start(Manifest::new().section("[queues.work]").route(
+        "probe",
+        "/enqueue",
+        component::JOB_PROBE,
+        &["grants = [\"queue\", \"log\"]"],
+    ))
+    .await;
+    let response = trellis
+        .client()
+        .post(trellis.url("/enqueue?queue=work"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(answer["error"], "not-granted", "{answer}");
+}
+
+/// The test worker runs in `jobs`; `trellis check` accepts it as a worker
+/// and refuses it as a route handler.
+#[tokio::test]
+pub(crate) async fn job_worker() {
+    worker_loads(component::JOB_WORKER, &["sql", "queue"]).await;
+}
+
+/// The example's route: `jobs::the_jobs_example_walks_through`.
+#[tokio::test]
+pub(crate) async fn emails() {
+    let trellis = Trellis::start(Manifest::new().section("[queues.email]").route(
+        "emails",
+        "/emails",
+        component::EMAILS,
+        &["grants = [\"queue\", \"log\"]", "queues = [\"email\"]"],
+    ))
+    .await;
+    let response = trellis
+        .client()
+        .post(trellis.url("/emails"))
+        .body(r#"{"to":"x","subject":"y"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 422, "VALIDATION_FAILED").await;
+}
+
+/// The example's worker: `jobs::the_jobs_example_walks_through`.
+#[tokio::test]
+pub(crate) async fn mailer() {
+    worker_loads(component::MAILER, &["sql", "log"]).await;
+}
+
+/// `trellis check` of a manifest with `component` as a worker granting
+/// `grants` succeeds, and with it as a route fails: it is no handler.
+async fn worker_loads(component: &str, grants: &[&str]) {
+    let dir = crate::harness::TempDir::new();
+    let grants = format!("{grants:?}");
+    let worker = format!(
+        "[queues.q]\n\n[[worker]]\nqueue = \"q\"\ncomponent = {component:?}\ngrants = {grants}\n"
+    );
+    let manifest = dir.write("worker.toml", &worker);
+    let out = crate::harness::run_cli(&["check", manifest.to_str().unwrap()], dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let route = format!("[[route]]\npath = \"/w\"\ncomponent = {component:?}\ngrants = {grants}\n");
+    let manifest = dir.write("route.toml", &route);
+    let out = crate::harness::run_cli(&["check", manifest.to_str().unwrap()], dir.path()).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wasi:http/incoming-handler"), "{stderr}");
+}

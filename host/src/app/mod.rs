@@ -4,12 +4,12 @@
 pub mod routes;
 
 use crate::app::routes::{Route, RouteTable};
-use crate::capabilities::Services;
-use crate::config::manifest::{Manifest, Server, line_of};
+use crate::capabilities::{Capabilities, Services};
+use crate::config::manifest::{Manifest, ScheduleEntry, Server, WorkerSpec, line_of};
 use crate::config::quickstart;
 use crate::config::{Config, ManifestSource};
 use crate::observability::metrics::Metrics;
-use crate::runtime::component::{Handler, Loader};
+use crate::runtime::component::{Handler, Loader, WorkerComponent};
 use crate::runtime::engine::{EpochTicker, new_engine};
 use crate::runtime::linker::new_linker;
 use anyhow::Context as _;
@@ -40,7 +40,22 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The services behind the capabilities (database, ...).
     pub services: Arc<Services>,
+    /// The `[[worker]]`s, loaded at start ([`crate::jobs`] runs them).
+    pub workers: Vec<Arc<WorkerVersion>>,
+    /// The `[[schedule]]`s.
+    pub schedules: Vec<ScheduleEntry>,
     _ticker: EpochTicker,
+}
+
+/// A `[[worker]]` ready to run: its settings, component and capability
+/// contexts. Lives as long as the host (workers are not hot-loaded yet).
+pub struct WorkerVersion {
+    /// Its validated settings.
+    pub spec: WorkerSpec,
+    /// The compiled component.
+    pub component: Arc<WorkerComponent>,
+    /// What its jobs' capability calls reach.
+    pub capabilities: Arc<Capabilities>,
 }
 
 impl App {
@@ -76,6 +91,27 @@ impl App {
                 .insert(Arc::new(route_))
                 .with_context(|| format!("{what}: path {:?}", route.path.get_ref()))?;
         }
+        let mut workers = Vec::new();
+        for (entry, spec) in manifest.workers.iter().zip(manifest.worker_specs()) {
+            let line = source
+                .text()
+                .map(|t| line_of(t, entry.component.span().start));
+            let what = match line {
+                Some(line) => format!("worker {:?} (manifest line {line})", spec.name),
+                None => format!("worker {:?}", spec.name),
+            };
+            let path = manifest.base_dir.join(entry.component.get_ref());
+            let bytes = read_component(&path, source).with_context(|| what.clone())?;
+            let (component, cache) = loader
+                .load_worker(&bytes, &spec.grants)
+                .with_context(|| format!("{what}: component {}", path.display()))?;
+            tracing::info!(worker = %spec.name, digest = %component.digest, cache = cache.as_str(), "worker component loaded");
+            workers.push(Arc::new(WorkerVersion {
+                capabilities: Arc::new(Capabilities::for_worker(&services, &spec)),
+                component: Arc::new(component),
+                spec,
+            }));
+        }
         let routes = ArcSwap::from_pointee(routes);
         let instances = Arc::new(Semaphore::new(manifest.server.max_instances as usize));
         let metrics = services.metrics.clone();
@@ -89,6 +125,8 @@ impl App {
             server: manifest.server.clone(),
             draining: AtomicBool::new(false),
             metrics,
+            workers,
+            schedules: manifest.schedules.clone(),
         })
     }
 }

@@ -19,10 +19,11 @@ pub mod identity;
 pub mod log;
 pub mod metrics;
 pub mod outbound;
+pub mod queue;
 pub mod rate_limit;
 pub mod sql;
 
-use crate::config::manifest::RouteSpec;
+use crate::config::manifest::{RouteSpec, WorkerSpec};
 use crate::observability::trace::TraceContext;
 pub use crate::services::Services;
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct Capabilities {
     pub outbound: outbound::OutboundCtx,
     /// `identity`.
     pub identity: identity::IdentityCtx,
+    /// `queue`.
+    pub queue: queue::QueueCtx,
 }
 
 impl Capabilities {
@@ -106,6 +109,44 @@ impl Capabilities {
                 spec.outbound.as_deref().unwrap_or_default(),
             ),
             identity: identity::IdentityCtx,
+            queue: queue::QueueCtx {
+                jobs: services.jobs.clone(),
+                queues: spec.queues.as_slice().into(),
+                topics: spec.topics.as_slice().into(),
+            },
+        }
+    }
+
+    /// The contexts for a `[[worker]]` with `spec`: no config or
+    /// upstreams, its own cache namespace (`worker:NAME`).
+    pub fn for_worker(services: &Services, spec: &WorkerSpec) -> Capabilities {
+        Capabilities {
+            sql: sql::SqlCtx {
+                database: services.database.clone(),
+            },
+            cache: cache::CacheCtx {
+                cache: services.cache.clone(),
+                namespace: format!("worker:{}", spec.name).into(),
+            },
+            config: config::ConfigCtx {
+                values: Default::default(),
+            },
+            log: log::LogCtx {
+                config: Default::default(),
+            },
+            metrics: metrics::MetricsCtx {
+                metrics: services.guest_metrics.clone(),
+            },
+            rate_limit: rate_limit::RateLimitCtx {
+                limiter: services.rate_limiter.clone(),
+            },
+            outbound: outbound::OutboundCtx::new(&services.upstreams, &[]),
+            identity: identity::IdentityCtx,
+            queue: queue::QueueCtx {
+                jobs: services.jobs.clone(),
+                queues: spec.queues.as_slice().into(),
+                topics: spec.topics.as_slice().into(),
+            },
         }
     }
 }

@@ -4,6 +4,7 @@
 //! The bottom layer: calls nothing else in the crate.
 
 pub mod cli;
+pub mod cron;
 pub mod env;
 pub mod manifest;
 pub mod quickstart;

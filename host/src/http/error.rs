@@ -77,6 +77,8 @@ pub enum ErrorKind {
     UpstreamUnavailable(String),
     /// Admin API: no route has this name.
     NoSuchRoute(String),
+    /// Admin API: no queue (or topic group) has this name.
+    NoSuchQueue(String),
     /// Admin API: the settings or the component were refused; the message
     /// says why (the operator's input, so it is shown in full).
     ValidationFailed(String),
@@ -161,6 +163,11 @@ impl ErrorKind {
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 format!("no route named {name:?}"),
+            ),
+            ErrorKind::NoSuchQueue(name) => (
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("no queue named {name:?}"),
             ),
             ErrorKind::ValidationFailed(message) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

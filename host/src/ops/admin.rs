@@ -49,6 +49,20 @@ pub fn router(deployments: Arc<Deployments>, token: Token) -> Router {
         .route("/admin/routes/{name}", get(show).put(deploy).delete(remove))
         .route("/admin/routes/{name}/rollback", post(rollback))
         .route("/admin/fleet", get(fleet))
+        .route("/admin/queues", get(queues::list))
+        .route(
+            "/admin/queues/{name}/dead",
+            get(queues::dead).delete(queues::purge),
+        )
+        .route("/admin/queues/{name}/dead/retry", post(queues::retry_all))
+        .route(
+            "/admin/queues/{name}/dead/{id}",
+            axum::routing::delete(queues::purge_one),
+        )
+        .route(
+            "/admin/queues/{name}/dead/{id}/retry",
+            post(queues::retry_one),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -88,6 +102,182 @@ pub async fn serve(
     axum::serve(listener, router(deployments, token))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `/admin/queues`: job counts, dead letters, retry and purge.
+mod queues {
+    use super::{AdminState, Rid};
+    use crate::http::error::ErrorKind;
+    use crate::services::jobs::{JobError, now_ms};
+    use axum::extract::{Path, Query, State};
+    use axum::response::{IntoResponse, Response};
+    use serde::Deserialize;
+    use serde_json::json;
+
+    /// The queues and topic groups this host knows: `[queues]` and the
+    /// `topic/group` of each topic worker.
+    fn known(state: &AdminState) -> Vec<String> {
+        let app = state.deployments.app();
+        let mut names = app.services.jobs.queue_names();
+        for worker in &app.workers {
+            let key = crate::jobs::worker::queue_key(worker);
+            if !names.contains(&key) {
+                names.push(key);
+            }
+        }
+        names
+    }
+
+    fn unavailable(rid: &Rid, err: JobError) -> Response {
+        tracing::warn!(request_id = %rid.0, cause = %err, "admin: the job store is unavailable");
+        rid.fail(ErrorKind::UpstreamUnavailable(
+            "the job store is unavailable".into(),
+        ))
+    }
+
+    fn check(state: &AdminState, rid: &Rid, name: &str) -> Result<(), Response> {
+        if known(state).iter().any(|q| q == name) {
+            Ok(())
+        } else {
+            Err(rid.fail(ErrorKind::NoSuchQueue(name.to_owned())))
+        }
+    }
+
+    pub(super) async fn list(State(state): State<AdminState>, rid: Rid) -> Response {
+        let jobs = &state.deployments.app().services.jobs;
+        let counts = match jobs.counts().await {
+            Ok(counts) => counts,
+            Err(err) => return unavailable(&rid, err),
+        };
+        let names = known(&state);
+        let queues: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let c = counts
+                    .iter()
+                    .find(|(q, _)| q == name)
+                    .map(|(_, c)| *c)
+                    .unwrap_or_default();
+                json!({
+                    "name": name,
+                    "waiting": c.waiting,
+                    "active": c.active,
+                    "delayed": c.delayed,
+                    "done": c.done,
+                    "dead": c.dead,
+                })
+            })
+            .collect();
+        axum::Json(json!({ "queues": queues })).into_response()
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Limit {
+        limit: Option<u32>,
+    }
+
+    pub(super) async fn dead(
+        State(state): State<AdminState>,
+        Path(name): Path<String>,
+        Query(query): Query<Limit>,
+        rid: Rid,
+    ) -> Response {
+        if let Err(response) = check(&state, &rid, &name) {
+            return response;
+        }
+        let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+        let store = state.deployments.app().services.jobs.store().clone();
+        match store.dead(&name, limit).await {
+            Ok(jobs) => {
+                let jobs: Vec<_> = jobs
+                    .into_iter()
+                    .map(|j| {
+                        json!({
+                            "id": j.id,
+                            "payload": String::from_utf8_lossy(&j.payload),
+                            "attempts": j.attempts,
+                            "error": j.error,
+                            "enqueued_at": super::rfc3339(millis(j.created_at)),
+                            "failed_at": j.failed_at.map(|t| super::rfc3339(millis(t))),
+                        })
+                    })
+                    .collect();
+                axum::Json(json!({ "queue": name, "dead": jobs })).into_response()
+            }
+            Err(err) => unavailable(&rid, err),
+        }
+    }
+
+    fn millis(ms: i64) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    async fn retry(state: AdminState, name: String, id: Option<String>, rid: Rid) -> Response {
+        if let Err(response) = check(&state, &rid, &name) {
+            return response;
+        }
+        let jobs = state.deployments.app().services.jobs.clone();
+        match jobs
+            .store()
+            .retry_dead(&name, id.as_deref(), now_ms())
+            .await
+        {
+            Ok(0) if id.is_some() => rid.fail(ErrorKind::NotFound),
+            Ok(n) => {
+                jobs.waker(&name).notify_waiters();
+                tracing::info!(queue = %name, jobs = n, "admin: dead jobs queued again");
+                axum::Json(json!({ "queue": name, "retried": n })).into_response()
+            }
+            Err(err) => unavailable(&rid, err),
+        }
+    }
+
+    pub(super) async fn retry_all(
+        State(state): State<AdminState>,
+        Path(name): Path<String>,
+        rid: Rid,
+    ) -> Response {
+        retry(state, name, None, rid).await
+    }
+
+    pub(super) async fn retry_one(
+        State(state): State<AdminState>,
+        Path((name, id)): Path<(String, String)>,
+        rid: Rid,
+    ) -> Response {
+        retry(state, name, Some(id), rid).await
+    }
+
+    async fn purge_some(state: AdminState, name: String, id: Option<String>, rid: Rid) -> Response {
+        if let Err(response) = check(&state, &rid, &name) {
+            return response;
+        }
+        let store = state.deployments.app().services.jobs.store().clone();
+        match store.purge_dead(&name, id.as_deref()).await {
+            Ok(0) if id.is_some() => rid.fail(ErrorKind::NotFound),
+            Ok(n) => {
+                tracing::info!(queue = %name, jobs = n, "admin: dead jobs purged");
+                axum::Json(json!({ "queue": name, "purged": n })).into_response()
+            }
+            Err(err) => unavailable(&rid, err),
+        }
+    }
+
+    pub(super) async fn purge(
+        State(state): State<AdminState>,
+        Path(name): Path<String>,
+        rid: Rid,
+    ) -> Response {
+        purge_some(state, name, None, rid).await
+    }
+
+    pub(super) async fn purge_one(
+        State(state): State<AdminState>,
+        Path((name, id)): Path<(String, String)>,
+        rid: Rid,
+    ) -> Response {
+        purge_some(state, name, Some(id), rid).await
+    }
 }
 
 /// The request id the edge assigned, for error bodies.
@@ -361,6 +551,10 @@ fn settings(
             summary: None,
             description: None,
             reuse: None,
+            // Like `config`: an admin deploy keeps the version's own, and
+            // a new route may use no queue.
+            queues: Vec::new(),
+            topics: Vec::new(),
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");

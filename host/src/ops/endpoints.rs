@@ -37,6 +37,12 @@ pub fn router(app: Arc<App>) -> Router {
 async fn metrics_text(State(state): State<Arc<Endpoints>>) -> Response {
     let app = &state.app;
     app.services.database.update_gauges();
+    if !app.workers.is_empty() || !app.services.jobs.queue_names().is_empty() {
+        // Refreshes `trellis_queue_depth`; a store that does not answer
+        // quickly leaves the last figures.
+        let counts = app.services.jobs.counts();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), counts).await;
+    }
     let body = app.metrics.render();
     (
         [(

@@ -2,6 +2,7 @@
 //! artifact from the on-disk cache), link, and pre-instantiate, so serving a
 //! request is only a cheap instantiation from the pool.
 
+use crate::capabilities::bindings::WorkerComponentPre;
 use crate::runtime::store::StoreData;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -58,6 +59,18 @@ pub enum LoadError {
     /// The component does not export `wasi:http/incoming-handler`.
     #[error("component does not export wasi:http/incoming-handler@0.2.x: {0:#}")]
     NotAHandler(wasmtime::Error),
+    /// A `[[worker]]` component does not export `trellis:api/worker`.
+    #[error("component does not export trellis:api/worker@0.1.0: {0:#}")]
+    NotAWorker(wasmtime::Error),
+}
+
+/// A worker component ready to run jobs: compiled, linked and
+/// pre-instantiated, like a [`Handler`].
+pub struct WorkerComponent {
+    /// Pre-instantiated `worker` world.
+    pub pre: WorkerComponentPre<StoreData>,
+    /// Hex SHA-256 of the component bytes.
+    pub digest: Arc<str>,
 }
 
 /// Compiles and links components against one engine and linker, keeping
@@ -143,6 +156,31 @@ impl Loader {
     fn artifact(&self, digest: &str) -> PathBuf {
         self.cache_dir
             .join(format!("{digest}-{:016x}.cwasm", self.engine_key))
+    }
+
+    /// Compiles (or loads from cache), checks against `grants`, links and
+    /// pre-instantiates the worker component `bytes`. Workers have no
+    /// upstreams: `wasi:http/outgoing-handler` is refused.
+    pub fn load_worker(
+        &self,
+        bytes: &[u8],
+        grants: &[String],
+    ) -> Result<(WorkerComponent, CacheOutcome), LoadError> {
+        let digest = crate::ids::hex(&Sha256::digest(bytes));
+        let (component, outcome) = self.compile(bytes, &digest)?;
+        crate::runtime::grants::check(&self.engine, &component, grants, None)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(LoadError::Link)?;
+        let pre = WorkerComponentPre::new(instance_pre).map_err(LoadError::NotAWorker)?;
+        Ok((
+            WorkerComponent {
+                pre,
+                digest: digest.into(),
+            },
+            outcome,
+        ))
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, CacheOutcome), LoadError> {

@@ -35,7 +35,7 @@ pub struct MissingGrant {
 #[error(
     "the component imports {interface}, which Trellis does not provide (it offers WASI 0.2 \
      cli, clocks, filesystem, io, random, sockets and http, and the trellis:api \
-     capabilities sql, config, log, rate-limit, cache, metrics and identity)"
+     capabilities sql, config, log, rate-limit, cache, metrics, identity and queue)"
 )]
 pub struct NotOffered {
     /// The imported interface, e.g. `wasi:keyvalue/store@0.2.0-draft`.

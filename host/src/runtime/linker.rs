@@ -21,5 +21,6 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
     capabilities::metrics::add_to_linker(l, StoreData::metrics)?;
     capabilities::rate_limit::add_to_linker(l, StoreData::rate_limit)?;
     capabilities::identity::add_to_linker(l, StoreData::identity)?;
+    capabilities::queue::add_to_linker(l, StoreData::queue)?;
     Ok(linker)
 }

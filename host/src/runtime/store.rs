@@ -10,6 +10,7 @@ use crate::capabilities::identity::IdentityView;
 use crate::capabilities::log::LogView;
 use crate::capabilities::metrics::MetricsView;
 use crate::capabilities::outbound::OutboundHooks;
+use crate::capabilities::queue::QueueView;
 use crate::capabilities::rate_limit::RateLimitView;
 use crate::capabilities::sql::SqlView;
 use crate::capabilities::{Caller, GuestContext, View};
@@ -120,6 +121,8 @@ views! {
     rate_limit -> RateLimitView<'_>;
     /// `trellis:api/identity`.
     identity -> IdentityView<'_>;
+    /// `trellis:api/queue`.
+    queue -> QueueView<'_>;
 }
 
 impl StoreData {

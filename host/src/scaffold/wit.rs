@@ -19,7 +19,15 @@ use super::ScaffoldError;
 /// interfaces, in the order worlds list them. `identity` is left out: it
 /// needs an `[auth]` policy, which a scaffold cannot choose (its world is
 /// `trellis:api/with-identity` for authors who add one).
-pub const GRANTS: &[&str] = &["sql", "config", "log", "rate-limit", "cache", "metrics"];
+pub const GRANTS: &[&str] = &[
+    "sql",
+    "config",
+    "log",
+    "rate-limit",
+    "cache",
+    "metrics",
+    "queue",
+];
 
 /// The world's fully qualified name, for `-w` / `--world-name`.
 pub const WORLD: &str = "local:plugin/plugin";

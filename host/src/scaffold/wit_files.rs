@@ -9,8 +9,10 @@ const TRELLIS_API: &[(&str, &str)] = &[
     ("identity.wit", include_str!("../../../wit/identity.wit")),
     ("log.wit", include_str!("../../../wit/log.wit")),
     ("metrics.wit", include_str!("../../../wit/metrics.wit")),
+    ("queue.wit", include_str!("../../../wit/queue.wit")),
     ("rate-limit.wit", include_str!("../../../wit/rate-limit.wit")),
     ("sql.wit", include_str!("../../../wit/sql.wit")),
+    ("worker.wit", include_str!("../../../wit/worker.wit")),
     ("worlds.wit", include_str!("../../../wit/worlds.wit")),
 ];
 

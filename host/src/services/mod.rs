@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod database;
+pub mod jobs;
 pub mod rate_limit;
 pub mod redis;
 pub mod upstreams;
@@ -44,6 +45,8 @@ pub struct Services {
     pub upstreams: Arc<Upstreams>,
     /// The `[auth]` policies.
     pub auth: Arc<auth::Authenticator>,
+    /// Background jobs: the store behind `queue`, workers and schedules.
+    pub jobs: Arc<jobs::Jobs>,
 }
 
 impl Services {
@@ -87,7 +90,12 @@ impl Services {
         let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
         let upstreams = Arc::new(Upstreams::new(manifest, &metrics)?);
         let auth = Arc::new(auth::Authenticator::new(manifest, Some(database.clone()))?);
+        // The database backend; a Redis Streams one would be chosen here
+        // when `[redis]` is set (not built yet).
+        let store = Arc::new(jobs::sql::SqlStore::new(database.clone()));
+        let jobs = Arc::new(jobs::Jobs::new(manifest, store, &metrics));
         Ok(Services {
+            jobs,
             upstreams,
             auth,
             database,

@@ -203,3 +203,21 @@ impl From<std::io::Error> for Error {
         Error::internal(format!("io: {error}"))
     }
 }
+
+/// A queue the route may not use or that does not exist is the handler's
+/// bug (500); a payload over the limit or bad options is the client's
+/// input (422); a store out of reach is a 503.
+impl From<crate::queue::Error> for Error {
+    fn from(error: crate::queue::Error) -> Error {
+        let cause = format!("queue: {}", crate::queue::describe(&error));
+        match error {
+            crate::queue::Error::PayloadTooLarge(_) | crate::queue::Error::InvalidOptions(_) => {
+                Error::validation(crate::queue::describe(&error)).with_cause(cause)
+            }
+            crate::queue::Error::Unavailable(_) => Error::unavailable(cause),
+            crate::queue::Error::UnknownQueue(_) | crate::queue::Error::NotGranted(_) => {
+                Error::internal(cause)
+            }
+        }
+    }
+}

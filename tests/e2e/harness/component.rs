@@ -27,6 +27,10 @@ pub(crate) const OUTBOUND_PROBE: &str = env!("OUTBOUND_PROBE_COMPONENT");
 pub(crate) const IDENTITY_PROBE: &str = env!("IDENTITY_PROBE_COMPONENT");
 pub(crate) const COUNTER: &str = env!("COUNTER_COMPONENT");
 pub(crate) const QUOTES: &str = env!("QUOTES_COMPONENT");
+pub(crate) const JOB_PROBE: &str = env!("JOB_PROBE_COMPONENT");
+pub(crate) const JOB_WORKER: &str = env!("JOB_WORKER_COMPONENT");
+pub(crate) const EMAILS: &str = env!("EMAILS_COMPONENT");
+pub(crate) const MAILER: &str = env!("MAILER_COMPONENT");
 
 /// Hex sha256 of a file, as the host reports component digests.
 pub(crate) fn sha256_hex(path: &str) -> String {

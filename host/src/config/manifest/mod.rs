@@ -7,6 +7,7 @@
 pub mod edge;
 #[cfg(test)]
 mod fuzz;
+pub mod jobs;
 pub mod schema;
 pub mod spec;
 pub mod upstreams;
@@ -15,6 +16,7 @@ mod validate;
 use crate::config::units::{ByteSize, Duration};
 pub use edge::{AuthPolicy, Cors};
 pub use schema::{RouteSchema, SchemaFiles};
+pub use jobs::{Backoff, JobSource, QueueSettings, ScheduleEntry, WorkerEntry, WorkerSpec};
 use serde::Deserialize;
 pub use spec::{Limits, Reuse, RouteConfig, RouteSpec};
 use std::collections::BTreeMap;
@@ -80,6 +82,15 @@ pub struct Manifest {
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteEntry>,
+    /// Named job queues (`[queues.NAME]`).
+    #[serde(default)]
+    pub queues: BTreeMap<String, Spanned<QueueSettings>>,
+    /// Components running the jobs of a queue or the events of a topic.
+    #[serde(default, rename = "worker")]
+    pub workers: Vec<WorkerEntry>,
+    /// Jobs enqueued on a cron schedule.
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<ScheduleEntry>,
     /// Directory the manifest lives in; component paths are relative to it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -379,6 +390,11 @@ pub struct RouteEntry {
     pub description: Option<String>,
     /// Opt-in instance reuse; a fresh instance per request when absent.
     pub reuse: Option<Spanned<Reuse>>,
+    /// The `[queues]` the component may enqueue on (with the `queue` grant).
+    pub queues: Option<Spanned<Vec<String>>>,
+    /// The topics the component may publish on (with the `queue` grant);
+    /// each must be some `[[worker]]`'s topic.
+    pub topics: Option<Spanned<Vec<String>>>,
     /// `config` and `secrets` with environment references resolved, at
     /// validation.
     #[serde(skip)]
@@ -465,6 +481,25 @@ impl Manifest {
         manifest.base_dir = base_dir;
         manifest.validate(text, path)?;
         Ok(manifest)
+    }
+
+    /// The `[queues]` settings by name.
+    pub fn queue_settings(&self) -> BTreeMap<String, QueueSettings> {
+        self.queues
+            .iter()
+            .map(|(k, v)| (k.clone(), *v.get_ref()))
+            .collect()
+    }
+
+    /// The `[[worker]]`s as the host runs them.
+    pub fn worker_specs(&self) -> Vec<WorkerSpec> {
+        let queues = self.queue_settings();
+        self.workers.iter().map(|w| w.spec(&queues)).collect()
+    }
+
+    /// Whether the manifest uses background jobs at all.
+    pub fn uses_jobs(&self) -> bool {
+        !self.queues.is_empty() || !self.workers.is_empty()
     }
 
     /// Where precompiled components are cached: `TRELLIS_CACHE_DIR`, then
@@ -557,6 +592,16 @@ impl RouteEntry {
             summary: self.summary.clone(),
             description: self.description.clone(),
             reuse: self.reuse.as_ref().map(|r| *r.get_ref()),
+            queues: self
+                .queues
+                .as_ref()
+                .map(|q| q.get_ref().clone())
+                .unwrap_or_default(),
+            topics: self
+                .topics
+                .as_ref()
+                .map(|t| t.get_ref().clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -1013,5 +1058,90 @@ mod tests {
         assert_eq!(spec.cors.unwrap().allow_origins.len(), 2);
         assert_eq!(m.auth["k"].resolved.keys.len(), 1);
         assert!(!format!("{:?}", m.auth["k"].resolved).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn jobs_parse_with_defaults_and_bad_ones_name_line_and_field() {
+        let ok = "[queues.email]\nattempts = 3\nbackoff = { initial = \"100ms\" }\n\n[queues.reports]\n\n\
+            [[worker]]\nqueue = \"email\"\ncomponent = \"mailer.wasm\"\ngrants = [\"sql\"]\n\n\
+            [[worker]]\ntopic = \"user.created\"\ncomponent = \"audit.wasm\"\n\n\
+            [[schedule]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\nqueue = \"reports\"\npayload = \"{}\"\n\n\
+            [[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\ngrants = [\"queue\"]\nqueues = [\"email\"]\ntopics = [\"user.created\"]\n";
+        let m = parse(ok).unwrap();
+        let workers = m.worker_specs();
+        assert_eq!(workers[0].name, "mailer");
+        assert_eq!(workers[0].source, JobSource::Queue("email".into()));
+        assert_eq!(workers[0].settings.attempts, 3);
+        assert_eq!(
+            workers[0].settings.backoff.initial.0,
+            time::Duration::from_millis(100)
+        );
+        assert_eq!(
+            workers[0].settings.backoff.max.0,
+            time::Duration::from_secs(300)
+        );
+        assert_eq!(workers[0].concurrency, 4);
+        assert_eq!(workers[1].source, JobSource::Topic("user.created".into()));
+        assert_eq!(workers[1].name, "audit");
+        assert!(m.schedules[0].parsed.is_some());
+        assert_eq!(m.routes[0].spec().queues, ["email"]);
+        assert!(m.uses_jobs());
+
+        let route = "\n[[route]]\npath = \"/a\"\ncomponent = \"a.wasm\"\n";
+        for (text, want) in [
+            (
+                "[queues.q]\n\n[[schedule]]\nname = \"s\"\ncron = \"* * 32 * *\"\nqueue = \"q\"\n".to_owned(),
+                ":5: schedule[0].cron: day of month field",
+            ),
+            (
+                "[queues.q]\n\n[[schedule]]\nname = \"s\"\ncron = \"* * *\"\nqueue = \"q\"\n".to_owned(),
+                ":5: schedule[0].cron: \"* * *\" has 3 fields",
+            ),
+            (
+                "[[schedule]]\nname = \"s\"\ncron = \"* * * * *\"\nqueue = \"q\"\n".to_owned(),
+                ":4: schedule[0].queue: no queue \"q\"",
+            ),
+            (
+                "[queues.q]\n[[worker]]\nqueue = \"r\"\ncomponent = \"w.wasm\"\n".to_owned(),
+                ":3: worker[0].queue: no queue \"r\" in [queues]; declared: \"q\"",
+            ),
+            (
+                "[queues.q]\n[[worker]]\nqueue = \"q\"\ntopic = \"t\"\ncomponent = \"w.wasm\"\n".to_owned(),
+                ":4: worker[0].topic: a worker has a queue or a topic, not both",
+            ),
+            (
+                "[queues.q]\n[[worker]]\nqueue = \"q\"\ncomponent = \"w.wasm\"\ntimeout = \"25h\"\n".to_owned(),
+                "worker[0].timeout: must be more than 0 and at most 24h",
+            ),
+            (
+                "[queues.q]\nattempts = 0\n".to_owned(),
+                "queues.q.attempts: must be 1 to 1000",
+            ),
+            (
+                "[queues.q]\nbackoff = { initial = \"2s\", max = \"1s\" }\n".to_owned(),
+                "queues.q.backoff.max",
+            ),
+            (
+                format!("[queues.q]\n{route}queues = [\"email\"]\n"),
+                ":6: route[0].queues: no queue \"email\" in [queues]; declared: \"q\"",
+            ),
+            (
+                format!("[queues.q]\n{route}topics = [\"user.created\"]\n"),
+                ":6: route[0].topics: no [[worker]] subscribes to topic \"user.created\"",
+            ),
+            (
+                "[queues.\"a/b\"]\n".to_owned(),
+                "queues.\"a/b\"",
+            ),
+            (
+                "[queues.q]\n[[worker]]\nqueue = \"q\"\ncomponent = \"w.wasm\"\ngrants = [\"identity\"]\n".to_owned(),
+                ":5: worker[0].grants",
+            ),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let err = parse("[queues.q]\natempts = 3\n").unwrap_err().to_string();
+        assert!(err.contains("atempts") && err.contains("line 2"), "{err}");
     }
 }

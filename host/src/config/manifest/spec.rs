@@ -171,6 +171,10 @@ pub struct RouteSpec {
     pub description: Option<String>,
     /// Instance reuse; `None` is a fresh instance per request.
     pub reuse: Option<Reuse>,
+    /// The `[queues]` the component may enqueue on.
+    pub queues: Vec<String>,
+    /// The topics the component may publish on.
+    pub topics: Vec<String>,
 }
 
 /// One route's resolved variables and secrets.

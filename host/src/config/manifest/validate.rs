@@ -66,6 +66,9 @@ impl Manifest {
         {
             return Err(invalid(cors.span(), format!("cors.{key}"), message));
         }
+        let topics = super::jobs::check(&self.queues, &self.workers, &mut self.schedules)
+            .map_err(|(span, field, message)| invalid(span, field, message))?;
+        let queue_settings = self.queue_settings();
         let global_cors = self.cors.as_ref().map(|c| Arc::new(c.get_ref().clone()));
         let mut names = std::collections::HashSet::new();
         let mut paths = matchit::Router::new();
@@ -142,6 +145,14 @@ impl Manifest {
                     ));
                 }
             }
+            super::jobs::check_uses(
+                &queue_settings,
+                &topics,
+                route.queues.as_ref(),
+                route.topics.as_ref(),
+                &field,
+            )
+            .map_err(|(span, field, message)| invalid(span, field, message))?;
             if let Some(cache) = &route.cache {
                 let c = cache.get_ref();
                 if c.ttl.0.is_zero() {

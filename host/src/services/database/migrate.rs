@@ -199,3 +199,55 @@ fn check_applied(name: &str, applied: Option<String>, checksum: &str) -> anyhow:
         ),
     }
 }
+
+/// Creates the host's own tables for `what` (e.g. the job store) with
+/// `statements`, each idempotent (`CREATE ... IF NOT EXISTS`). On
+/// PostgreSQL under the migrations' advisory lock: two hosts creating the
+/// same table at once would otherwise race in the catalog.
+pub(super) async fn host_schema(
+    pool: &Pool,
+    what: &str,
+    statements: &[&str],
+) -> anyhow::Result<()> {
+    match pool {
+        Pool::Sqlite(pool) => {
+            let mut conn = pool
+                .acquire()
+                .await
+                .with_context(|| format!("{what} tables: acquiring a connection"))?;
+            for statement in statements {
+                conn.execute(*statement)
+                    .await
+                    .with_context(|| format!("{what} tables: {statement}"))?;
+            }
+            conn.release();
+        }
+        Pool::Postgres(pool) => {
+            let mut conn = pool
+                .acquire()
+                .await
+                .with_context(|| format!("{what} tables: acquiring a connection"))?;
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(LOCK_KEY)
+                .execute(&mut *conn)
+                .await
+                .with_context(|| format!("{what} tables: taking the advisory lock"))?;
+            let mut result = Ok(());
+            for statement in statements {
+                if let Err(err) = conn.execute(*statement).await {
+                    result = Err(
+                        anyhow::Error::from(err).context(format!("{what} tables: {statement}"))
+                    );
+                    break;
+                }
+            }
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LOCK_KEY)
+                .execute(&mut *conn)
+                .await;
+            conn.release();
+            result?;
+        }
+    }
+    Ok(())
+}

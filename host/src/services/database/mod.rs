@@ -8,6 +8,11 @@
 mod migrate;
 pub mod pool;
 
+/// Creates tables the host itself owns (the job store's), idempotently.
+pub async fn host_schema(pool: &Pool, what: &str, statements: &[&str]) -> anyhow::Result<()> {
+    migrate::host_schema(pool, what, statements).await
+}
+
 use crate::config::manifest::{self, Manifest, Migration};
 use crate::observability::metrics::Metrics;
 use sqlx::postgres::{PgConnectOptions, Postgres};
@@ -90,9 +95,11 @@ impl Database {
             .collect();
         let shared_deployments = manifest.deployments.shared;
         let wants_api_keys = manifest.auth.values().any(|p| p.stores_keys_in_database());
+        // Background jobs are stored in the database too.
         let wanted = manifest.database.is_some()
             || shared_deployments
             || wants_api_keys
+            || manifest.uses_jobs()
             || manifest.routes.iter().any(|r| {
                 r.grants
                     .as_ref()

@@ -1,0 +1,725 @@
+//! Background jobs end to end: the `queue` capability (`tests/plugins/
+//! job-probe`), workers (`tests/plugins/job-worker`, which records every
+//! attempt in `job_runs`), schedules, events, the admin API and the
+//! `examples/jobs` walk-through, on SQLite and PostgreSQL.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+
+use crate::database::{Db, on_both};
+use crate::harness::{
+    Launch, Manifest, TempDir, Trellis, component, metric, shared_cache_dir, wait_until,
+};
+
+const TOKEN: &str = "jobs-admin-token";
+
+const RUNS: &str = "CREATE TABLE job_runs (job_id TEXT NOT NULL, source TEXT NOT NULL, \
+    tag TEXT NOT NULL, attempt BIGINT NOT NULL, at_ms BIGINT NOT NULL);\n";
+
+/// A test's database, migration and manifest pieces.
+struct Setup {
+    db: Db,
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new(db: Db) -> Setup {
+        let dir = TempDir::new();
+        dir.write("001_runs.sql", RUNS);
+        Setup { db, dir }
+    }
+
+    /// A manifest on this database with `sections` (queues, workers,
+    /// schedules) and the probe routes, which may use `uses`
+    /// (`queues = [...]` / `topics = [...]` lines).
+    fn manifest(&self, sections: &str, uses: &[&str]) -> Manifest {
+        let migration = self.dir.path().join("001_runs.sql");
+        let mut extra = vec!["grants = [\"queue\", \"log\"]"];
+        extra.extend_from_slice(uses);
+        self.db
+            .manifest(Manifest::new())
+            .database(&format!(
+                "migrations = [{:?}]",
+                migration.display().to_string()
+            ))
+            .server("shutdown_grace = \"10s\"")
+            .section(sections)
+            .route("enqueue", "/enqueue", component::JOB_PROBE, &extra)
+            .route("publish", "/publish", component::JOB_PROBE, &extra)
+    }
+
+    async fn start(&self, manifest: Manifest) -> Trellis {
+        Trellis::launch(Launch {
+            manifest: Some(manifest),
+            cache_dir: Some(shared_cache_dir()),
+            admin_token: Some(TOKEN.to_owned()),
+            ..Launch::default()
+        })
+        .await
+    }
+
+    /// Every `job_runs` row: (job id, source, tag, attempt, at ms), oldest first.
+    async fn runs(&self) -> Vec<(String, String, String, i64, i64)> {
+        let sql =
+            "SELECT job_id, source, tag, attempt, at_ms FROM job_runs ORDER BY at_ms, attempt";
+        match &self.db {
+            Db::Sqlite(_) => {
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(self.db.sqlite_path());
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                sqlx::query_as(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default()
+            }
+            Db::Postgres(schema) => {
+                let mut conn = schema.connect().await;
+                sqlx::query_as(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// The runs of job `id`.
+    async fn runs_of(&self, id: &str) -> Vec<(String, String, String, i64, i64)> {
+        self.runs()
+            .await
+            .into_iter()
+            .filter(|r| r.0 == id)
+            .collect()
+    }
+
+    /// Waits for `n` runs of job `id`.
+    async fn wait_runs(&self, id: &str, n: usize) -> Vec<(String, String, String, i64, i64)> {
+        wait_until(
+            &format!("{n} runs of job {id}"),
+            Duration::from_millis(50),
+            async || {
+                let runs = self.runs_of(id).await;
+                (runs.len() >= n).then_some(runs)
+            },
+        )
+        .await
+    }
+}
+
+/// Enqueues `payload` through the probe route; the JSON answer.
+async fn enqueue(trellis: &Trellis, query: &str, payload: &str) -> Value {
+    let response = trellis
+        .client()
+        .post(trellis.url(&format!("/enqueue?{query}")))
+        .body(payload.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{query}");
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+/// The job id of an enqueue that must succeed.
+async fn job(trellis: &Trellis, query: &str, payload: &str) -> String {
+    let answer = enqueue(trellis, query, payload).await;
+    answer["job"]
+        .as_str()
+        .unwrap_or_else(|| panic!("enqueue {query} {payload}: {answer}"))
+        .to_owned()
+}
+
+async fn admin(trellis: &Trellis, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let response = trellis
+        .client()
+        .request(method, format!("{}{path}", trellis.admin_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// The `/admin/queues` entry of `queue`.
+async fn counts(trellis: &Trellis, queue: &str) -> Value {
+    let (status, body) = admin(trellis, reqwest::Method::GET, "/admin/queues").await;
+    assert_eq!(status, 200, "{body}");
+    body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .cloned()
+        .unwrap_or_else(|| panic!("no queue {queue} in {body}"))
+}
+
+async fn wait_counts(trellis: &Trellis, queue: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_until(
+        &format!("counts of {queue}"),
+        Duration::from_millis(100),
+        async || {
+            let c = counts(trellis, queue).await;
+            pred(&c).then_some(c)
+        },
+    )
+    .await
+}
+
+const WORK: &str = r#"
+[queues.work]
+attempts = 3
+backoff = { initial = "300ms", max = "5s" }
+visibility = "5s"
+
+[queues.other]
+
+[[worker]]
+name = "runner"
+queue = "work"
+component = "JOB_WORKER"
+grants = ["sql", "queue"]
+queues = ["work"]
+concurrency = 2
+timeout = "2s"
+memory = "16MiB"
+"#;
+
+fn work() -> String {
+    WORK.replace("JOB_WORKER", component::JOB_WORKER)
+}
+
+on_both!(enqueued_jobs_run_once_and_are_counted);
+
+async fn enqueued_jobs_run_once_and_are_counted(db: Db) {
+    let setup = Setup::new(db);
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
+    let id = job(&trellis, "queue=work", "ok:first").await;
+    assert_eq!(id.len(), 32, "{id}");
+    let runs = setup.wait_runs(&id, 1).await;
+    assert_eq!(runs[0].1, "queue:work");
+    assert_eq!(runs[0].2, "first");
+    assert_eq!(runs[0].3, 1, "the first attempt");
+    let c = wait_counts(&trellis, "work", |c| c["done"] == 1).await;
+    assert_eq!(
+        c,
+        json!({"name":"work","waiting":0,"active":0,"delayed":0,"done":1,"dead":0})
+    );
+    // The job's log line carries its id, its worker and the outcome.
+    let line = trellis
+        .wait_log("job done", |l| {
+            l["message"] == "job done" && l["job_id"] == id.as_str()
+        })
+        .await;
+    assert_eq!(line["worker"], "runner");
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_jobs_total",
+            &[("queue", "work"), ("outcome", "done")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_queue_depth",
+            &[("queue", "work"), ("state", "done")]
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        metric(
+            &trellis,
+            "trellis_job_duration_seconds_count",
+            &[("queue", "work")]
+        )
+        .await
+            >= 1.0
+    );
+    // Still once, a while later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(setup.runs_of(&id).await.len(), 1);
+}
+
+on_both!(bad_names_and_payloads_are_error_results);
+
+async fn bad_names_and_payloads_are_error_results(db: Db) {
+    let setup = Setup::new(db);
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
+    for (query, payload, error, detail) in [
+        ("queue=nope", "ok:x", "unknown-queue", "nope"),
+        ("queue=other", "ok:x", "not-granted", "other"),
+        ("queue=work&dedupe=", "ok:x", "invalid-options", ""),
+        ("queue=work&attempts=0", "ok:x", "invalid-options", ""),
+    ] {
+        let answer = enqueue(&trellis, query, payload).await;
+        assert_eq!(answer["error"], error, "{query}: {answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains(detail),
+            "{answer}"
+        );
+    }
+    let big = "x".repeat(300 << 10);
+    let answer = enqueue(&trellis, "queue=work", &big).await;
+    assert_eq!(answer["error"], "payload-too-large", "{answer}");
+    assert_eq!(answer["detail"], (256 << 10).to_string());
+    let response = trellis
+        .client()
+        .post(trellis.url("/publish?topic=nobody"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(answer["error"], "unknown-queue", "{answer}");
+    // A worker chaining to a queue it may not use gets an error result too.
+    let id = job(&trellis, "queue=work", "chain:other:x").await;
+    let runs = setup.wait_runs(&id, 1).await;
+    assert_eq!(runs[0].2, "chain:not-granted");
+    let id = job(&trellis, "queue=work", "chain:work:y").await;
+    assert_eq!(setup.wait_runs(&id, 1).await[0].2, "chain:enqueued");
+    wait_until("the chained job", Duration::from_millis(50), async || {
+        setup.runs().await.iter().any(|r| r.2 == "y").then_some(())
+    })
+    .await;
+    let c = counts(&trellis, "work").await;
+    assert_eq!(c["dead"], 0, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delays_and_backoff_hold_their_lower_bounds() {
+    let setup = Setup::new(Db::sqlite());
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
+    let before = now_ms();
+    let delayed = job(&trellis, "queue=work&delay_ms=1200", "ok:late").await;
+    let c = counts(&trellis, "work").await;
+    assert_eq!(c["delayed"], 1, "{c}");
+    let runs = setup.wait_runs(&delayed, 1).await;
+    let waited = runs[0].4 - before;
+    assert!((1200..6000).contains(&waited), "ran after {waited} ms");
+
+    // attempts = 3, backoff 300 ms doubling, jittered down by at most 25 %.
+    let failing = job(&trellis, "queue=work", "fail:again").await;
+    let runs = setup.wait_runs(&failing, 3).await;
+    let gaps: Vec<i64> = runs.windows(2).map(|w| w[1].4 - w[0].4).collect();
+    assert_eq!(runs.iter().map(|r| r.3).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!((225..3000).contains(&gaps[0]), "first retry after {gaps:?}");
+    assert!(
+        (450..4000).contains(&gaps[1]),
+        "second retry after {gaps:?}"
+    );
+    wait_counts(&trellis, "work", |c| c["dead"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(setup.runs_of(&failing).await.len(), 3, "no fourth attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedupe_key_enqueues_once() {
+    let setup = Setup::new(Db::sqlite());
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
+    let first = job(&trellis, "queue=work&dedupe=welcome-7", "ok:d1").await;
+    let second = job(&trellis, "queue=work&dedupe=welcome-7", "ok:d2").await;
+    assert_eq!(first, second);
+    setup.wait_runs(&first, 1).await;
+    let third = job(&trellis, "queue=work&dedupe=welcome-7", "ok:d3").await;
+    assert_eq!(first, third, "the key holds for the queue's retention");
+    let other = job(&trellis, "queue=work&dedupe=welcome-8", "ok:d4").await;
+    assert_ne!(first, other);
+    setup.wait_runs(&other, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tags: Vec<String> = setup.runs().await.into_iter().map(|r| r.2).collect();
+    assert_eq!(tags, ["d1", "d4"]);
+}
+
+on_both!(poison_jobs_die_and_the_admin_api_retries_them);
+
+async fn poison_jobs_die_and_the_admin_api_retries_them(db: Db) {
+    use reqwest::Method;
+    let setup = Setup::new(db);
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
+    let id = job(&trellis, "queue=work&attempts=2", "fail:poison").await;
+    setup.wait_runs(&id, 2).await;
+    wait_counts(&trellis, "work", |c| c["dead"] == 1).await;
+    let (status, dead) = admin(&trellis, Method::GET, "/admin/queues/work/dead").await;
+    assert_eq!(status, 200);
+    let entry = &dead["dead"][0];
+    assert_eq!(entry["id"], id.as_str(), "{dead}");
+    assert_eq!(entry["attempts"], 2);
+    assert_eq!(entry["payload"], "fail:poison");
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap()
+            .contains("failing on purpose"),
+        "{entry}"
+    );
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_jobs_total",
+            &[("queue", "work"), ("outcome", "dead")]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &trellis,
+            "trellis_jobs_total",
+            &[("queue", "work"), ("outcome", "retry")]
+        )
+        .await,
+        1.0
+    );
+
+    let (status, body) = admin(
+        &trellis,
+        Method::POST,
+        &format!("/admin/queues/work/dead/{id}/retry"),
+    )
+    .await;
+    assert_eq!((status, &body["retried"]), (200, &json!(1)), "{body}");
+    let runs = setup.wait_runs(&id, 4).await;
+    assert_eq!(
+        runs.iter().map(|r| r.3).collect::<Vec<_>>(),
+        [1, 2, 1, 2],
+        "fresh attempts"
+    );
+    wait_counts(&trellis, "work", |c| c["dead"] == 1).await;
+    let (status, body) = admin(&trellis, Method::POST, "/admin/queues/work/dead/retry").await;
+    assert_eq!((status, &body["retried"]), (200, &json!(1)), "{body}");
+    setup.wait_runs(&id, 6).await;
+    wait_counts(&trellis, "work", |c| c["dead"] == 1).await;
+    let (status, body) = admin(&trellis, Method::DELETE, "/admin/queues/work/dead").await;
+    assert_eq!((status, &body["purged"]), (200, &json!(1)), "{body}");
+    assert_eq!(counts(&trellis, "work").await["dead"], 0);
+    let (status, _) = admin(&trellis, Method::POST, "/admin/queues/work/dead/nope/retry").await;
+    assert_eq!(status, 404);
+    let (status, body) = admin(&trellis, Method::GET, "/admin/queues/nope/dead").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trapping_looping_and_hoarding_workers_fail_their_attempt_only() {
+    let setup = Setup::new(Db::sqlite());
+    // One job at a time, one attempt each: a stalled queue would never
+    // reach the last job.
+    let sections = work()
+        .replace("concurrency = 2", "concurrency = 1")
+        .replace("attempts = 3", "attempts = 1");
+    let trellis = setup
+        .start(setup.manifest(&sections, &["queues = [\"work\"]"]))
+        .await;
+    let trap = job(&trellis, "queue=work", "trap:t").await;
+    let spin = job(&trellis, "queue=work", "loop:l").await;
+    let hoard = job(&trellis, "queue=work", "membomb:m").await;
+    let after = job(&trellis, "queue=work", "ok:after").await;
+    setup.wait_runs(&after, 1).await;
+    let c = wait_counts(&trellis, "work", |c| c["dead"] == 3).await;
+    assert_eq!(c["done"], 1, "{c}");
+    let (_, dead) = admin(&trellis, reqwest::Method::GET, "/admin/queues/work/dead").await;
+    let error_of = |id: &str| -> String {
+        dead["dead"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["id"] == id)
+            .map(|j| j["error"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{id} not dead: {dead}"))
+    };
+    assert!(error_of(&trap).contains("trapped"), "{}", error_of(&trap));
+    assert!(error_of(&spin).contains("timeout"), "{}", error_of(&spin));
+    assert!(error_of(&hoard).contains("trapped"), "{}", error_of(&hoard));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_host_was_killed_runs_again_after_its_visibility() {
+    let setup = Setup::new(Db::sqlite());
+    let sections = work().replace("visibility = \"5s\"", "visibility = \"3s\"");
+    let manifest = setup.manifest(&sections, &["queues = [\"work\"]"]);
+    let first = setup.start(manifest.clone()).await;
+    let id = job(&first, "queue=work", "sleep:1500:k").await;
+    setup.wait_runs(&id, 1).await;
+    let killed_at = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(first);
+    let second = setup.start(manifest).await;
+    let runs = setup.wait_runs(&id, 3).await;
+    let tags: Vec<(&str, i64)> = runs.iter().map(|r| (r.2.as_str(), r.3)).collect();
+    assert_eq!(tags, [("k:start", 1), ("k:start", 2), ("k:done", 2)]);
+    let redelivered_after = runs[1].4 - runs[0].4;
+    assert!(
+        redelivered_after >= 3000,
+        "redelivered {redelivered_after} ms after the first start, within the 3 s visibility"
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(60));
+    let c = wait_counts(&second, "work", |c| c["done"] == 1).await;
+    assert_eq!(c["dead"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_jobs_finish() {
+    let setup = Setup::new(Db::sqlite());
+    let mut trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
+    let id = job(&trellis, "queue=work", "sleep:1200:s").await;
+    setup.wait_runs(&id, 1).await;
+    trellis.sigterm();
+    let status = trellis
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the host exits");
+    assert!(status.success(), "{status:?}");
+    let runs = setup.runs_of(&id).await;
+    let tags: Vec<&str> = runs.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(
+        tags,
+        ["s:start", "s:done"],
+        "the job finished before the host exited"
+    );
+}
+
+const EVENTS: &str = r#"
+[[worker]]
+name = "audit"
+topic = "user.created"
+component = "JOB_WORKER"
+grants = ["sql", "queue"]
+
+[[worker]]
+name = "welcome"
+topic = "user.created"
+component = "JOB_WORKER"
+grants = ["sql", "queue"]
+"#;
+
+on_both!(events_fan_out_to_every_subscriber_group);
+
+async fn events_fan_out_to_every_subscriber_group(db: Db) {
+    let setup = Setup::new(db);
+    let sections = format!(
+        "{}{}",
+        work(),
+        EVENTS.replace("JOB_WORKER", component::JOB_WORKER)
+    );
+    let trellis = setup
+        .start(setup.manifest(&sections, &["topics = [\"user.created\"]"]))
+        .await;
+    let response = trellis
+        .client()
+        .post(trellis.url("/publish?topic=user.created"))
+        .body("ok:user-7")
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let event = answer["event"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned();
+    let runs = wait_until("both groups", Duration::from_millis(50), async || {
+        let runs = setup.runs().await;
+        (runs.len() >= 2).then_some(runs)
+    })
+    .await;
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [format!("{event}.audit"), format!("{event}.welcome")]);
+    assert!(
+        runs.iter()
+            .all(|r| r.1 == "topic:user.created" && r.2 == "user-7")
+    );
+    wait_counts(&trellis, "user.created/audit", |c| c["done"] == 1).await;
+    wait_counts(&trellis, "user.created/welcome", |c| c["done"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(setup.runs().await.len(), 2, "each group once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_fire_once_per_tick_across_two_hosts() {
+    let setup = Setup::new(Db::postgres().await);
+    let sections = format!(
+        "{}\n[queues.ticks]\n\n[[schedule]]\nname = \"every-second\"\ncron = \"* * * * * *\"\nqueue = \"ticks\"\npayload = \"ok:tick\"\n",
+        work()
+    );
+    let manifest = setup.manifest(&sections, &[]);
+    let (a, b) = tokio::join!(setup.start(manifest.clone()), setup.start(manifest));
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let Db::Postgres(schema) = &setup.db else {
+        unreachable!()
+    };
+    let mut conn = schema.connect().await;
+    let (jobs, ticks): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT run_at) FROM trellis_jobs WHERE queue = 'ticks'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(jobs >= 3, "{jobs} ticks in 4.5 s");
+    assert_eq!(jobs, ticks, "a tick enqueued twice");
+    let fired = |t: &Trellis| {
+        t.logs()
+            .iter()
+            .filter(|l| l["message"] == "schedule fired")
+            .count()
+    };
+    assert_eq!(
+        (fired(&a) + fired(&b)) as i64,
+        jobs,
+        "every job was fired by exactly one host"
+    );
+}
+
+/// `examples/jobs`, as its README walks through it.
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/jobs");
+
+async fn start_example(db: &Db, dir: &Path) -> Trellis {
+    let mut text = std::fs::read_to_string(format!("{EXAMPLE}/trellis.toml")).unwrap();
+    for (from, to) in [
+        (
+            "\"../../target/guests/wasm32-wasip2/release/emails.wasm\"".to_owned(),
+            format!("{:?}", component::EMAILS),
+        ),
+        (
+            "\"../../target/guests/wasm32-wasip2/release/mailer.wasm\"".to_owned(),
+            format!("{:?}", component::MAILER),
+        ),
+        (
+            "\"migrations/".to_owned(),
+            format!("\"{EXAMPLE}/migrations/"),
+        ),
+        (
+            "url = \"sqlite://jobs.db\"".to_owned(),
+            format!("url = \"sqlite://{}/jobs.db\"", dir.display()),
+        ),
+    ] {
+        assert!(text.contains(&from), "the example no longer has {from}");
+        text = text.replace(&from, &to);
+    }
+    let env = match db {
+        Db::Sqlite(_) => vec![],
+        Db::Postgres(_) => vec![("TRELLIS_DATABASE_URL".to_owned(), db.url())],
+    };
+    Trellis::launch(Launch {
+        manifest: Some(Manifest::raw(&text)),
+        cache_dir: Some(shared_cache_dir()),
+        admin_token: Some(TOKEN.to_owned()),
+        env,
+        ..Launch::default()
+    })
+    .await
+}
+
+on_both!(the_jobs_example_walks_through);
+
+async fn the_jobs_example_walks_through(db: Db) {
+    use reqwest::Method;
+    let dir = TempDir::new();
+    let trellis = start_example(&db, dir.path()).await;
+    let post = async |body: Value| {
+        trellis
+            .client()
+            .post(trellis.url("/emails"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    };
+    let response = post(json!({"to": "ada@example.com", "subject": "Welcome"})).await;
+    assert_eq!(response.status(), 202);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let id = body["job"].as_str().unwrap().to_owned();
+    let count_sql = format!(
+        "SELECT COUNT(*) FROM emails WHERE job_id = '{id}' AND to_address = 'ada@example.com'"
+    );
+    let sent = async || match &db {
+        Db::Sqlite(_) => {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("jobs.db"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<_, i64>(&count_sql)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0)
+        }
+        Db::Postgres(_) => db.scalar(&count_sql).await,
+    };
+    wait_until(
+        "the email recorded",
+        Duration::from_millis(100),
+        async || (sent().await == 1).then_some(()),
+    )
+    .await;
+    wait_counts(&trellis, "email", |c| c["done"] == 1).await;
+
+    let response = post(json!({"to": "fail@example.com", "subject": "Never"})).await;
+    assert_eq!(response.status(), 202);
+    let dead_id = serde_json::from_str::<Value>(&response.text().await.unwrap()).unwrap()["job"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = wait_counts(&trellis, "email", |c| c["dead"] == 1).await;
+    assert_eq!(c["done"], 1, "{c}");
+    let (_, dead) = admin(&trellis, Method::GET, "/admin/queues/email/dead").await;
+    assert_eq!(dead["dead"][0]["id"], dead_id.as_str());
+    assert_eq!(dead["dead"][0]["attempts"], 3);
+    assert!(
+        dead["dead"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refuses all mail")
+    );
+    let (status, body) = admin(&trellis, Method::POST, "/admin/queues/email/dead/retry").await;
+    assert_eq!((status, &body["retried"]), (200, &json!(1)));
+    // Three fresh attempts, then dead again.
+    wait_until("dead again", Duration::from_millis(100), async || {
+        let died = trellis
+            .logs()
+            .iter()
+            .filter(|l| {
+                l["message"] == "job failed its last attempt; dead-lettered"
+                    && l["job_id"] == dead_id.as_str()
+                    && l["attempt"] == 3
+            })
+            .count();
+        (died == 2).then_some(())
+    })
+    .await;
+    wait_counts(&trellis, "email", |c| c["dead"] == 1).await;
+    let refused = post(json!({"to": "nobody", "subject": "x"})).await;
+    assert_eq!(refused.status(), 422);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
