@@ -10,6 +10,7 @@
 #                   made here with openssl)
 #   hello API key - GET /key/hello with an API key stored (hashed) in the
 #                   manifest's SQLite database by `trellis keys add`
+#   schema 422    - POST /schema/hello with a JSON body its schema refuses
 # Every case is the `hello` component (plugins/hello). Each request of a
 # case carries the same token, as one client's would: verified tokens and
 # looked-up keys are remembered, so this is the steady state of a client
@@ -17,8 +18,8 @@
 #
 # Prints a markdown table (req/s, p50, p99, server CPU µs per request, and
 # the CPU per request as a multiple of the 404's and of the open hello's),
-# then the issue's ratios against their targets (401 ≤ 1.5 × the 404's
-# CPU per request; authenticated hello ≤ 1.10 × open hello, HS256 and
+# then the issue's ratios against their targets (401 ≤ 1.5 × and a schema
+# refusal ≤ 2 × the 404's CPU per request; authenticated hello ≤ 1.10 × open hello, HS256 and
 # RS256), and writes both to benches/results/edge.md. It exits 0 whether
 # or not a target is met: the numbers are the result.
 #
@@ -71,6 +72,11 @@ rs_head=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
 rs_sig=$(printf '%s.%s' "$rs_head" "$claims" | openssl dgst -sha256 -sign "$work/rsa.pem" -binary | b64url)
 RS_TOKEN="$rs_head.$claims.$rs_sig"
 
+cat > "$work/schema.json" <<'JSON'
+{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+ "required": ["email", "name"],
+ "properties": {"email": {"type": "string", "format": "email"}, "name": {"type": "string", "minLength": 1}}}
+JSON
 cat > "$work/trellis.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"
@@ -120,11 +126,13 @@ path = "/key/hello"
 component = "$HELLO_WASM"
 auth = "keys"
 
-# --- schema 400 (placeholder) ------------------------------------------
-# After the schema work (#15, schema = {...}) merges, add here a route
-#   [[route]] name = "schema", path = "/schema/hello", methods = ["POST"],
-#   component = hello.wasm, schema = { body = "$work/schema.json" }
-# (write the schema file above), and the case marked below.
+# A schema route: a body that fails it is refused before any instance.
+[[route]]
+name = "schema"
+path = "/schema/hello"
+methods = ["POST"]
+component = "$HELLO_WASM"
+schema = { body = "$work/schema.json" }
 TOML
 
 export BENCH_HS_SECRET=$HS_SECRET
@@ -182,10 +190,8 @@ measure "hello (open)" 200 /hello
 measure "hello HS256" 200 /hs/hello "Authorization: Bearer $HS_TOKEN"
 measure "hello RS256" 200 /rs/hello "Authorization: Bearer $RS_TOKEN"
 measure "hello API key" 200 /key/hello "x-api-key: $API_KEY"
-# --- schema 400 (placeholder): the integrator adds, after the merge, e.g.
-# printf 'wrk.method = "POST"\nwrk.body = "{\\"email\\": 1}"\nwrk.headers["Content-Type"] = "application/json"\n' > "$work/bad.lua"
-# measure "schema 400" 400 /schema/hello "" "$work/bad.lua"
-# and a ratio line below: ratio "schema 400" "404 (no route)" 2.0
+printf 'wrk.method = "POST"\nwrk.body = "{\\"email\\": 1, \\"name\\": \\"ada\\"}"\nwrk.headers["Content-Type"] = "application/json"\n' > "$work/bad.lua"
+measure "schema 422" 422 /schema/hello "" "$work/bad.lua"
 
 cpu_of() { awk -F'|' -v l="$1" '$1 == l {print $6}' "$work/rows"; }
 base404=$(cpu_of "404 (no route)")
@@ -209,6 +215,7 @@ mkdir -p benches/results
   done < "$work/rows"
   echo
   ratio "401 (auth, no token)" "404 (no route)" 1.5
+  ratio "schema 422" "404 (no route)" 2.0
   ratio "hello HS256" "hello (open)" 1.10
   ratio "hello RS256" "hello (open)" 1.10
   ratio "hello API key" "hello (open)" 1.10
