@@ -111,7 +111,12 @@ async fn check_instantiates_each_component_under_its_limits() {
     let text = Manifest::new()
         .route("hello", "/hello", component::HELLO, &[])
         // A 4 MiB data segment in a 2 MiB route.
-        .route("blob", "/blob", component::BIG_BLOB, &[r#"memory = "2MiB""#])
+        .route(
+            "blob",
+            "/blob",
+            component::BIG_BLOB,
+            &[r#"memory = "2MiB""#],
+        )
         .render();
     let (_dir, output) = check(&text).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -126,7 +131,10 @@ async fn check_instantiates_each_component_under_its_limits() {
         .find(|l| l.starts_with("FAIL blob"))
         .unwrap_or_else(|| panic!("no FAIL line for blob: {stdout}"));
     assert!(fail.contains("memory limit of 2097152 bytes"), "{fail}");
-    assert!(stderr.contains("blob"), "stderr does not name the route: {stderr}");
+    assert!(
+        stderr.contains("blob"),
+        "stderr does not name the route: {stderr}"
+    );
 }
 
 #[tokio::test]

@@ -218,9 +218,7 @@ async fn guest_logs_carry_route_component_request_id_and_mask_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_stdout_and_stderr_become_log_lines() {
     let (_db, trellis) = config_host().await;
-    let print = |stream: &str, text: &str, times: u32| {
-        json!({ "op": "print", "stream": stream, "text": text, "times": times })
-    };
+    let print = |stream: &str, text: &str, times: u32| json!({ "op": "print", "stream": stream, "text": text, "times": times });
     let response = post_script(
         &trellis,
         "/probe",

@@ -158,7 +158,12 @@ async fn the_instance_budget_queues_within_queue_timeout() {
     let trellis = Trellis::start(
         Manifest::new()
             .server("max_instances = 1")
-            .route("patient", "/slow", component::SLOW, &[r#"queue_timeout = "5s""#])
+            .route(
+                "patient",
+                "/slow",
+                component::SLOW,
+                &[r#"queue_timeout = "5s""#],
+            )
             .route(
                 "hasty",
                 "/hasty",

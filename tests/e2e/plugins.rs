@@ -67,7 +67,9 @@ pub(crate) async fn trap() {
     let panic = trellis
         .wait_log("the guest's panic message", |l| {
             l["stream"] == "stderr"
-                && l["message"].as_str().is_some_and(|m| m.contains("secret-detail-5f1c"))
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("secret-detail-5f1c"))
         })
         .await;
     assert_eq!(panic["request_id"], request_id);

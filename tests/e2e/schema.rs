@@ -15,7 +15,8 @@ use futures::stream;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Launch, Manifest, TempDir, Trellis, assert_error, component, header, metric, run_cli,
+    Launch, Manifest, TempDir, Trellis, assert_error, assert_valid_openapi, component, header,
+    metric, run_cli,
 };
 
 /// A signup form: most keywords a JSON API uses, a `$ref` into `$defs`
@@ -805,21 +806,7 @@ async fn schemas_are_published_in_openapi() {
     );
     assert!(doc["paths"]["/"]["get"]["responses"]["422"].is_null());
 
-    let path = dir.write("openapi.json", &text);
-    let output = tokio::process::Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('valid')",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .expect("running python3 (the CI installs openapi-spec-validator)");
-    assert!(
-        output.status.success(),
-        "openapi-spec-validator refused the document: {}\n{text}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_valid_openapi(&text).await;
 }
 
 /// Watch mode: editing a schema file reloads it; a schema that no longer

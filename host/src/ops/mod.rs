@@ -38,7 +38,10 @@ pub async fn report_check(app: &App, origin: &str) -> anyhow::Result<()> {
         match instantiate_fresh(engine, &route.handler, &route.spec.limits, guest).await {
             Ok(_) => println!("ok  {} -> {label}", route.name),
             Err(err) => {
-                println!("FAIL {} -> {label}: instantiating under the route's limits: {err:#}", route.name);
+                println!(
+                    "FAIL {} -> {label}: instantiating under the route's limits: {err:#}",
+                    route.name
+                );
                 failed.push(route.name.to_string());
             }
         }

@@ -97,7 +97,9 @@ impl GuestOutput {
 
 fn lock(shared: &Mutex<Printer>) -> MutexGuard<'_, Printer> {
     // A panic while logging leaves nothing half-updated that matters.
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Printer {
@@ -115,7 +117,10 @@ impl Printer {
         while !bytes.is_empty() {
             let line = &mut self.lines[stream as usize];
             let room = MAX_LINE - line.len();
-            match bytes[..bytes.len().min(room)].iter().position(|&b| b == b'\n') {
+            match bytes[..bytes.len().min(room)]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 Some(end) => {
                     line.extend_from_slice(&bytes[..end]);
                     bytes = &bytes[end + 1..];
@@ -270,7 +275,11 @@ impl Pollable for Handle {
 }
 
 impl AsyncWrite for Handle {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Handle::write(&self, buf);
         Poll::Ready(Ok(buf.len()))
     }

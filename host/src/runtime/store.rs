@@ -43,10 +43,7 @@ impl StoreData {
         // arguments, no preopened directories and no sockets. Guests reach
         // the outside world only through capabilities their route grants.
         // What it prints goes to the host's log.
-        let output = GuestOutput::new(
-            guest.caller.clone(),
-            guest.capabilities.log.config.clone(),
-        );
+        let output = GuestOutput::new(guest.caller.clone(), guest.capabilities.log.config.clone());
         let wasi = WasiCtxBuilder::new()
             .stdout(output.stream(Stream::Stdout))
             .stderr(output.stream(Stream::Stderr))

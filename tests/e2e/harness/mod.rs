@@ -24,6 +24,7 @@ mod host;
 mod http;
 mod manifest;
 mod metrics;
+mod openapi;
 mod postgres;
 mod redis;
 mod scratch;
@@ -38,6 +39,7 @@ pub(crate) use self::http::{
 };
 pub(crate) use self::manifest::Manifest;
 pub(crate) use self::metrics::metric;
+pub(crate) use self::openapi::assert_valid_openapi;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
 pub(crate) use self::scratch::{TempDir, unique};

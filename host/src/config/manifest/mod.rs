@@ -15,8 +15,8 @@ mod validate;
 
 use crate::config::units::{ByteSize, Duration};
 pub use edge::{AuthPolicy, Cors};
-pub use schema::{RouteSchema, SchemaFiles};
 pub use jobs::{Backoff, JobSource, QueueSettings, ScheduleEntry, WorkerEntry, WorkerSpec};
+pub use schema::{RouteSchema, SchemaFiles};
 use serde::Deserialize;
 pub use spec::{Limits, Reuse, RouteConfig, RouteSpec};
 use std::collections::BTreeMap;

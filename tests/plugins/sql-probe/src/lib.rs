@@ -160,7 +160,9 @@ fn run(state: &mut State, step: &Json) -> Result<Result<Json, Json>, String> {
         "print" => {
             use std::io::Write as _;
             let text = str_field(step, "text")?;
-            let times = step.get("times").map_or(Ok(1), |_| u32_field(step, "times"))?;
+            let times = step
+                .get("times")
+                .map_or(Ok(1), |_| u32_field(step, "times"))?;
             let mut out: Box<dyn std::io::Write> = match str_field(step, "stream")? {
                 "stdout" => Box::new(std::io::stdout()),
                 "stderr" => Box::new(std::io::stderr()),
