@@ -4,8 +4,9 @@
 //!
 //! Within a host, the first caller registers a fill in flight and later
 //! callers watch it. Across hosts, the first host's filler also takes a
-//! Redis lock (`SET NX PX`); fillers on other hosts poll the shared tier
-//! for the value instead. A waiter gives up after its `wait` and computes
+//! Redis lock (`SET NX PX`) and reads the shared tier once more under it
+//! (the previous holder may have just stored the value and let go); fillers
+//! on other hosts poll the shared tier for the value instead. A waiter gives up after its `wait` and computes
 //! itself; a filler that drops its fill without a value (the guest
 //! trapped, say) hands the job to the next waiter at once.
 
@@ -174,6 +175,13 @@ pub(super) async fn get_or_fill(cache: &Arc<Cache>, key: &str, wait: Duration) -
             match taken {
                 Ok(Some(_)) => {
                     fill.lock = Some(token);
+                    // Another host may have stored the value and released
+                    // its lock between our last read and this SET: read
+                    // again under the lock before computing.
+                    if let Some((entry, _)) = cache.get(key).await {
+                        fill.finish(State::Done(entry.clone()));
+                        return Lookup::Hit(entry);
+                    }
                     return Lookup::Miss(fill);
                 }
                 // Redis is down: coordinate within this host only.
