@@ -394,8 +394,15 @@ impl Fleet {
         spec: &RouteSpec,
         bytes: &[u8],
         digest: &str,
+        source: Option<&str>,
     ) -> Result<(i64, i64), StoreError> {
-        let settings = stored_settings(spec);
+        let mut settings = stored_settings(spec);
+        if let Some(source) = source {
+            settings.insert(
+                crate::ops::deployments::SOURCE_SETTING.to_owned(),
+                source.to_owned(),
+            );
+        }
         let name = spec.name.as_str();
         let mut seed_parts = None;
         if deployments.generation(name).await == 0
