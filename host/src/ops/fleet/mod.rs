@@ -187,7 +187,17 @@ impl Fleet {
                         }
                     }
                 }
-                () = self.beat.notified() => {}
+                () = self.beat.notified() => {
+                    // A change went through here: what it retired may
+                    // leave components no version uses.
+                    self.heartbeat(&deployments).await;
+                    match self.store.collect_garbage().await {
+                        Ok((0, 0)) => {}
+                        Ok((versions, components)) => tracing::info!(versions, components, "deployment store: deleted retired versions and the components no version uses"),
+                        Err(err) => tracing::debug!(cause = %err, "deployment store: garbage collection failed; retried after the next change"),
+                    }
+                    continue;
+                }
             }
             self.heartbeat(&deployments).await;
         }
