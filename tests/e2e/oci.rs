@@ -9,12 +9,14 @@
 //! for a registry that is not on loopback.
 
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::database::Db;
 use crate::harness::{
     Launch, Manifest, Registry, STARTUP_TIMEOUT, TempDir, Trellis, assert_error, component, header,
-    run_cli, sha256_hex,
+    run_cli, sha256_hex, wait_until,
 };
 
 const TOKEN: &str = "oci-admin-token-0123456789";
@@ -292,6 +294,40 @@ async fn a_restart_loads_from_the_disk_cache_with_the_registry_down() {
         .collect();
     assert_eq!(cached.len(), 2, "{cached:?}");
     assert!(cached.iter().all(|l| l["from_cache"] == true), "{cached:?}");
+}
+
+/// With shared deployments, a deploy by reference through one host
+/// reaches the other with the digest it was pinned to: the store keeps the
+/// pinned reference with the version, and the other host shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_deploy_by_reference_shows_its_pinned_digest_on_every_host() {
+    let registry = Registry::start().await;
+    let live = registry.reference("acme/v", "live");
+    let a = push(component::VERSION_A, &live).await;
+    let pinned = format!("{live}@{}", a["digest"].as_str().unwrap());
+    let db = Db::postgres().await;
+    let manifest = Manifest::new()
+        .section(&registry.section(&[]))
+        .section("[deployments]\nshared = true\nreconcile = \"1s\"\nstale_after = \"3s\"")
+        .database(&format!("url = {:?}", db.url()))
+        .route("v", "/v", component::VERSION_B, &[]);
+    let id = |name: &str| vec![("TRELLIS_HOST_ID".to_owned(), name.to_owned())];
+    let one = start_admin(manifest.clone(), id("one")).await;
+    let two = start_admin(manifest, id("two")).await;
+
+    let answer = json_of(deploy_ref(&one, "v", &live).await).await;
+    assert_eq!(answer["source"]["pinned"], pinned, "{answer:#}");
+    wait_until(
+        "host two serving version a",
+        Duration::from_millis(50),
+        async || (served(&two).await.0 == "version a\n").then_some(()),
+    )
+    .await;
+    let route = show(&two, "v").await;
+    assert_eq!(route["source"]["pinned"], pinned, "{route:#}");
+    let history = route["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["source"], pinned, "{route:#}");
+    assert_eq!(history.last().unwrap()["deployed_by"], "one", "{route:#}");
 }
 
 /// A registry that is down, or a tag it does not have, fails the deploy
