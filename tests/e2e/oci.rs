@@ -330,6 +330,60 @@ async fn a_shared_deploy_by_reference_shows_its_pinned_digest_on_every_host() {
     assert_eq!(history.last().unwrap()["deployed_by"], "one", "{route:#}");
 }
 
+/// A manifest route whose component is `oci://` enters the shared store
+/// with the first deploy (its pulled bytes and pinned reference), so a
+/// rollback through another host returns every host to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_fleet_rolls_back_to_a_manifest_route_pulled_from_a_registry() {
+    let registry = Registry::start().await;
+    let v1 = registry.reference("acme/v", "1");
+    let a = push(component::VERSION_A, &v1).await;
+    let pinned = format!("{v1}@{}", a["digest"].as_str().unwrap());
+    let db = Db::postgres().await;
+    let manifest = Manifest::new()
+        .section(&registry.section(&[]))
+        .section("[deployments]\nshared = true\nreconcile = \"1s\"\nstale_after = \"3s\"")
+        .database(&format!("url = {:?}", db.url()))
+        .route("v", "/v", &v1, &[]);
+    let id = |name: &str| vec![("TRELLIS_HOST_ID".to_owned(), name.to_owned())];
+    let one = start_admin(manifest.clone(), id("one")).await;
+    let two = start_admin(manifest, id("two")).await;
+
+    let b = registry.reference("acme/v", "2");
+    push(component::VERSION_B, &b).await;
+    let answer = json_of(deploy_ref(&one, "v", &b).await).await;
+    assert_eq!(answer["version"], 2, "{answer:#}");
+    let history = answer["history"].as_array().unwrap();
+    assert_eq!(
+        history[0]["source"], pinned,
+        "the manifest's version: {answer:#}"
+    );
+
+    let back = trellis_post(&two, "/admin/routes/v/rollback").await;
+    assert_eq!(back["version"], 1, "{back:#}");
+    assert_eq!(back["source"]["pinned"], pinned, "{back:#}");
+    for host in [&one, &two] {
+        wait_until(
+            "every host back on version a",
+            Duration::from_millis(50),
+            async || (served(host).await.0 == "version a\n").then_some(()),
+        )
+        .await;
+    }
+}
+
+async fn trellis_post(trellis: &Trellis, path: &str) -> Value {
+    let response = trellis
+        .client()
+        .post(format!("{}{path}", trellis.admin_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("POST reaches the admin API");
+    assert_eq!(response.status(), 200);
+    json_of(response).await
+}
+
 /// A registry that is down, or a tag it does not have, fails the deploy
 /// with an error naming the registry and the reference; the route keeps
 /// serving its version.

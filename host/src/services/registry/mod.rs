@@ -209,6 +209,18 @@ impl Registries {
             .cloned()
     }
 
+    /// The bytes [`Registries::prefetch`] pulled as `source` (a pinned
+    /// reference), e.g. to record a manifest route's version in the
+    /// deployment store.
+    pub fn pulled(&self, source: &Reference) -> Option<Bytes> {
+        self.prefetched
+            .lock()
+            .expect("prefetch lock")
+            .values()
+            .find(|p| p.source == *source)
+            .map(|p| p.bytes.clone())
+    }
+
     /// Pulls `reference`: its manifest (from the disk cache when pinned by
     /// digest), then its layer (from the cache when there), each checked
     /// against its digest. When the registry cannot be reached, a tag
