@@ -6,7 +6,9 @@
 //! down loads from the disk cache; a registry that is down, a missing tag,
 //! a tampered blob and missing credentials are refused with errors that
 //! name the registry, the reference and the digests; `insecure` is refused
-//! for a registry that is not on loopback.
+//! for a registry that is not on loopback. On a shared fleet (PostgreSQL)
+//! the pinned reference travels with the version to every host, and a
+//! manifest route pulled from a registry can be rolled back to.
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
