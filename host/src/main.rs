@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
         Invocation::Admin(call) => return Ok(trellis::ops::client::run(call).await?),
         Invocation::Author(command) => return Ok(trellis::scaffold::run(command)?),
         Invocation::Keys(call) => return trellis::ops::keys::run(*call).await,
+        Invocation::Push(call) => return Ok(trellis::ops::push::run(*call).await?),
         Invocation::Host(config) => config,
     };
     let _log_guard = observability::telemetry::init(&config.env);
@@ -29,6 +30,11 @@ async fn main() -> anyhow::Result<()> {
     .context("starting the trace exporter")?;
     let services =
         Arc::new(Services::new(&config.manifest, &config.env).context("starting services")?);
+    services
+        .registries
+        .prefetch(&config.manifest, config.source.text())
+        .await
+        .with_context(|| format!("pulling the components of {}", config.origin))?;
     let app = Arc::new(
         App::load(&config, services.clone())
             .with_context(|| format!("loading {}", config.origin))?,

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::database::{Db, PgProxy, PgSchema};
 use crate::harness::{
     Launch, Manifest, STARTUP_TIMEOUT, Trellis, WAIT, assert_error, client_builder, component,
-    header, sha256_hex, shared_cache_dir,
+    header, sha256_hex, shared_cache_dir, wait_until,
 };
 
 const TOKEN: &str = "fleet-admin-token-0123456789";
@@ -675,6 +675,53 @@ async fn on_sqlite_one_host_keeps_its_history_across_a_restart() {
         4,
         "{status:#}"
     );
+}
+
+/// Waits until the store holds exactly `want` components.
+async fn until_components(db: &Db, want: i64) {
+    wait_until(
+        &format!("the store never held {want} component(s)"),
+        Duration::from_millis(50),
+        async || {
+            let n = db.scalar("SELECT COUNT(*) FROM trellis_components").await;
+            (n == want).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A component no version in any rollback history names leaves the store
+/// after the change that retired it; deploying it again stores it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_no_version_uses_leave_the_store() {
+    let db = Db::postgres().await;
+    let trellis = host(fleet_manifest(&db.url()), "gc").await;
+    let b = sha256_hex(component::VERSION_B);
+    let stored_b = format!("SELECT COUNT(*) FROM trellis_components WHERE digest = '{b}'");
+    assert_eq!(deploy(&trellis, component::VERSION_B).await["version"], 2);
+    until_components(&db, 2).await;
+
+    // Rolling back retires version 2, the only one naming b.
+    let back = admin(&trellis, reqwest::Method::POST, "/admin/routes/v/rollback").await;
+    assert_eq!(json_of(back).await["version"], 1);
+    until_components(&db, 1).await;
+    assert_eq!(db.scalar(&stored_b).await, 0);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM trellis_route_versions WHERE retired = 1")
+            .await,
+        0
+    );
+    assert_eq!(served(&trellis).await.0, label(component::VERSION_A));
+
+    // b comes back with the next deploy, and serves.
+    assert_eq!(deploy(&trellis, component::VERSION_B).await["version"], 3);
+    assert_eq!(db.scalar(&stored_b).await, 1);
+    assert_eq!(served(&trellis).await.0, label(component::VERSION_B));
+
+    // Deleting the route leaves nothing stored.
+    let removed = admin(&trellis, reqwest::Method::DELETE, "/admin/routes/v").await;
+    assert_eq!(removed.status(), 200);
+    until_components(&db, 0).await;
 }
 
 #[tokio::test]

@@ -32,6 +32,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod migrations;
+mod oci;
 mod outbound;
 mod plugins;
 mod probe;

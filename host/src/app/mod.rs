@@ -7,6 +7,7 @@ use crate::app::routes::{Route, RouteTable};
 use crate::capabilities::{Capabilities, Services};
 use crate::config::manifest::{Manifest, ScheduleEntry, Server, WorkerSpec, line_of};
 use crate::config::quickstart;
+use crate::config::reference::Reference;
 use crate::config::{Config, ManifestSource};
 use crate::observability::metrics::Metrics;
 use crate::runtime::component::{Handler, Loader, WorkerComponent};
@@ -84,9 +85,10 @@ impl App {
                 Some(line) => format!("route {name:?} (manifest line {line})"),
                 None => format!("route {name:?}"),
             };
-            let handler =
-                load_route(&loader, manifest, route, source).with_context(|| what.clone())?;
-            let route_ = Route::new(route.spec(), Arc::new(handler), 1, None, &services);
+            let (handler, pulled_from) = load_route(&loader, manifest, route, source, &services)
+                .with_context(|| what.clone())?;
+            let mut route_ = Route::new(route.spec(), Arc::new(handler), 1, None, &services);
+            route_.source = pulled_from;
             routes
                 .insert(Arc::new(route_))
                 .with_context(|| format!("{what}: path {:?}", route.path.get_ref()))?;
@@ -101,10 +103,13 @@ impl App {
                 None => format!("worker {:?}", spec.name),
             };
             let path = manifest.base_dir.join(entry.component.get_ref());
-            let bytes = read_component(&path, source).with_context(|| what.clone())?;
+            let bytes = match services.registries.prefetched(entry.component.get_ref()) {
+                Some(pulled) => pulled.bytes.to_vec(),
+                None => read_component(&path, source).with_context(|| what.clone())?,
+            };
             let (component, cache) = loader
                 .load_worker(&bytes, &spec.grants)
-                .with_context(|| format!("{what}: component {}", path.display()))?;
+                .with_context(|| format!("{what}: component {}", entry.component.get_ref()))?;
             tracing::info!(worker = %spec.name, digest = %component.digest, cache = cache.as_str(), "worker component loaded");
             workers.push(Arc::new(WorkerVersion {
                 capabilities: Arc::new(Capabilities::for_worker(&services, &spec)),
@@ -175,27 +180,48 @@ impl App {
     }
 }
 
+/// Loads a route's component: its file, or the one
+/// [`Registries::prefetch`](crate::services::registry::Registries::prefetch)
+/// pulled for an `oci://` reference (returned pinned to its digest).
 fn load_route(
     loader: &Loader,
     manifest: &Manifest,
     route: &crate::config::manifest::RouteEntry,
     source: &ManifestSource,
-) -> anyhow::Result<Handler> {
-    let path = route.component_path(&manifest.base_dir);
-    let bytes = read_component(&path, source)?;
+    services: &Services,
+) -> anyhow::Result<(Handler, Option<Arc<Reference>>)> {
+    let written = route.component.get_ref();
+    let (bytes, pulled_from) = match services.registries.prefetched(written) {
+        Some(pulled) => (pulled.bytes.to_vec(), Some(Arc::new(pulled.source.clone()))),
+        None if Reference::is_oci(written) => {
+            anyhow::bail!("component {written}: not pulled (a host bug)")
+        }
+        None => (
+            read_component(&route.component_path(&manifest.base_dir), source)?,
+            None,
+        ),
+    };
     let started = Instant::now();
     let spec = route.spec();
+    let shown = match &pulled_from {
+        Some(reference) => reference.to_string(),
+        None => route
+            .component_path(&manifest.base_dir)
+            .display()
+            .to_string(),
+    };
     let (handler, cache) = loader
         .load(&bytes, &spec.grants, spec.outbound.as_deref())
-        .with_context(|| format!("component {}", path.display()))?;
+        .with_context(|| format!("component {shown}"))?;
     tracing::info!(
         route = %route.name(),
         digest = %handler.digest,
+        source = pulled_from.as_ref().map(|r| r.to_string()),
         cache = cache.as_str(),
         compile_ms = started.elapsed().as_millis() as u64,
         "component loaded"
     );
-    Ok(handler)
+    Ok((handler, pulled_from))
 }
 
 /// The bytes of the component at `path` (bundled ones for the quickstart).

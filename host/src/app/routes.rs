@@ -29,6 +29,10 @@ pub struct Route {
     pub version: u32,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
+    /// The registry reference the component was pulled from, pinned to
+    /// the manifest digest its tag resolved to; `None` for a file or an
+    /// upload.
+    pub source: Option<Arc<crate::config::reference::Reference>>,
     /// The capability contexts its requests share.
     pub capabilities: Arc<Capabilities>,
     /// `x-trellis-component` value: `route@digest-prefix`.
@@ -76,6 +80,7 @@ impl Route {
             version,
             capabilities: Arc::new(Capabilities::new(services, &spec)),
             loaded_at: SystemTime::now(),
+            source: None,
             slots,
             slow_slots,
             pool: spec.reuse.map(|reuse| Arc::new(Pool::new(reuse))),

@@ -37,12 +37,15 @@ pub(crate) enum Command {
         /// Path to trellis.toml.
         manifest: PathBuf,
     },
-    /// Upload COMPONENT as the next version of ROUTE to a running host.
+    /// Upload COMPONENT as the next version of ROUTE to a running host,
+    /// or have the host pull it from a registry (oci://…).
     Deploy {
         /// Route name.
         route: String,
-        /// The component (.wasm).
-        component: PathBuf,
+        /// The component: a .wasm file, or
+        /// oci://HOST[:PORT]/NAMESPACE/NAME:TAG (or @sha256:…), which the
+        /// host pulls and pins to its digest.
+        component: String,
         #[command(flatten)]
         admin: AdminArgs,
         /// Route path; required when ROUTE is new.
@@ -55,6 +58,22 @@ pub(crate) enum Command {
         settings: Vec<(String, String)>,
         #[command(flatten)]
         wait: WaitArg,
+    },
+    /// Publish the component FILE to an OCI registry as REFERENCE
+    /// (oci://HOST[:PORT]/NAMESPACE/NAME:TAG), in the wasm OCI artifact
+    /// layout; prints the manifest digest.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Where to: oci://HOST[:PORT]/NAMESPACE/NAME:TAG.
+        reference: String,
+        /// Take the registry's credentials (and `insecure`) from this
+        /// manifest's `[registries]`.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Plain HTTP: only for a registry on loopback.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Serve ROUTE's previous version again on a running host.
     Rollback {
@@ -254,8 +273,8 @@ pub enum Action {
     Deploy {
         /// Route name.
         route: String,
-        /// The `.wasm` file.
-        component: PathBuf,
+        /// The `.wasm` file, or the registry reference the host pulls.
+        component: ComponentSource,
         /// Route settings (`path`, `methods`, `timeout`...) as query
         /// parameters.
         settings: Vec<(String, String)>,
@@ -265,4 +284,30 @@ pub enum Action {
         /// Route name.
         route: String,
     },
+}
+
+/// Where a deployed component comes from.
+#[derive(Debug, Clone)]
+pub enum ComponentSource {
+    /// A file the client uploads.
+    File(PathBuf),
+    /// A registry reference the host pulls (`oci://…`).
+    Oci(crate::config::reference::Reference),
+}
+
+/// `trellis push FILE REFERENCE`.
+#[derive(Debug)]
+pub struct PushCall {
+    /// The component file.
+    pub file: PathBuf,
+    /// Where it goes (names a tag).
+    pub reference: crate::config::reference::Reference,
+    /// `[registries]` from `--manifest`, validated.
+    pub registries:
+        std::collections::BTreeMap<String, toml::Spanned<crate::config::manifest::RegistryEntry>>,
+    /// `--insecure`.
+    pub insecure: bool,
+    /// Where pulled blobs are cached (unused by a push, but the client
+    /// shares its setup with pulls).
+    pub cache_dir: PathBuf,
 }

@@ -8,11 +8,12 @@ pub mod cron;
 pub mod env;
 pub mod manifest;
 pub mod quickstart;
+pub mod reference;
 pub mod units;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cli::{Action, AdminCall, Author, Cli, Command, KeysCall};
+use cli::{Action, AdminCall, Author, Cli, Command, ComponentSource, KeysCall, PushCall};
 use env::Env;
 use manifest::Manifest;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub enum Invocation {
     Author(Author),
     /// Add, list or revoke API keys in the manifest's database.
     Keys(Box<KeysCall>),
+    /// Publish a component to an OCI registry.
+    Push(Box<PushCall>),
 }
 
 /// What the process was asked to do.
@@ -80,12 +83,48 @@ impl Config {
                 wait,
             } => {
                 settings.extend(path.map(|p| ("path".to_owned(), p)));
+                let component = if reference::Reference::is_oci(&component) {
+                    ComponentSource::Oci(
+                        reference::Reference::parse(&component).map_err(anyhow::Error::msg)?,
+                    )
+                } else {
+                    ComponentSource::File(PathBuf::from(component))
+                };
                 let action = Action::Deploy {
                     route,
                     component,
                     settings,
                 };
                 return Ok(Invocation::Admin(admin.call(action, env.admin_token, wait)));
+            }
+            Command::Push {
+                file,
+                reference,
+                manifest,
+                insecure,
+            } => {
+                let reference = reference::Reference::parse(&reference)
+                    .map_err(|m| anyhow::anyhow!("trellis push: {m}"))?;
+                let registries = match &manifest {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading manifest {}", path.display()))?;
+                        let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+                        Manifest::parse(&text, path, base)?.registries
+                    }
+                    None => Default::default(),
+                };
+                let cache_dir = env
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("trellis"));
+                return Ok(Invocation::Push(Box::new(PushCall {
+                    file,
+                    reference,
+                    registries,
+                    insecure,
+                    cache_dir,
+                })));
             }
             Command::Rollback { route, admin, wait } => {
                 let action = Action::Rollback { route };

@@ -374,6 +374,11 @@ struct SettingsQuery {
     reuse_requests: Option<String>,
     /// `reuse.idle`; turns reuse on with the default `requests`.
     reuse_idle: Option<String>,
+    /// `oci://HOST/NAMESPACE/NAME:TAG` (or `@sha256:…`): pull the
+    /// component from a registry instead of reading it from the body.
+    /// Stored with a version (pinned to its digest) to show where it came
+    /// from; never a route setting.
+    component: Option<String>,
     /// Everything else: the route's [`Limits`] by name (`timeout=2s`);
     /// any other name is refused by [`settings`].
     #[serde(flatten)]
@@ -390,13 +395,14 @@ async fn deploy(
     // Every refusal before `to_bytes` below goes through `refuse`, which
     // reads the unread upload first.
     let (parts, body) = req.into_parts();
-    let query = match query {
+    let mut query = match query {
         Ok(Query(query)) => query,
         Err(rejection) => {
             let message = format!("query parameters: {}", rejection.body_text());
             return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await;
         }
     };
+    let pull = query.component.take();
     let current = state.deployments.app().routes.load().get(&name).cloned();
     let upstreams = &state.deployments.app().services.upstreams;
     let spec = match settings(&name, current.as_deref().map(|r| &r.spec), query).and_then(|spec| {
@@ -415,6 +421,9 @@ async fn deploy(
         Ok(spec) => spec,
         Err(message) => return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await,
     };
+    if let Some(component) = pull {
+        return deploy_pulled(&state, &name, &rid, body, &component, spec).await;
+    }
     if let Some(kind) = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -452,9 +461,44 @@ async fn deploy(
             "the request body must be the component (.wasm)".into(),
         ));
     }
-    match state.deployments.deploy(spec, bytes).await {
+    match state.deployments.deploy(spec, bytes, None).await {
         Ok(deployed) => deployed_response(&state, deployed).await,
         Err(err) => deploy_failed(&rid, &name, err),
+    }
+}
+
+/// `PUT /admin/routes/{name}?component=oci://…`: pulls the component
+/// (resolving a tag to its digest now, once), then deploys it like an
+/// upload. The request has no body.
+async fn deploy_pulled(
+    state: &AdminState,
+    name: &str,
+    rid: &Rid,
+    body: Body,
+    component: &str,
+    spec: RouteSpec,
+) -> Response {
+    crate::http::body::discard(body).await;
+    let reference = match crate::config::reference::Reference::parse(component) {
+        Ok(reference) => reference,
+        Err(message) => {
+            return rid.fail(ErrorKind::ValidationFailed(format!(
+                "query parameter component: {message}"
+            )));
+        }
+    };
+    let registries = state.deployments.app().services.registries.clone();
+    let pulled = match registries.pull(&reference).await {
+        Ok(pulled) => pulled,
+        Err(err) => return deploy_failed(rid, name, err.into()),
+    };
+    match state
+        .deployments
+        .deploy(spec, pulled.bytes, Some(pulled.source))
+        .await
+    {
+        Ok(deployed) => deployed_response(state, deployed).await,
+        Err(err) => deploy_failed(rid, name, err),
     }
 }
 
@@ -509,6 +553,11 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
         ),
         DeployError::Store(_) => ErrorKind::ValidationFailed(err.to_string()),
         DeployError::Busy(_) => ErrorKind::Overloaded,
+        // Named for the operator: which registry, which reference.
+        DeployError::Registry(pull) if pull.is_unreachable() => ErrorKind::UpstreamUnavailable(
+            format!("{err}; the route keeps serving its current version"),
+        ),
+        DeployError::Registry(_) => ErrorKind::ValidationFailed(err.to_string()),
         DeployError::Task(_) => ErrorKind::Internal,
     };
     tracing::warn!(route = %name, request_id = %rid.0, cause = %err, "admin change refused; routes unchanged");
@@ -700,9 +749,23 @@ fn describe(route: &Route, history: &[VersionInfo], changes: Option<Vec<Change>>
             if let Some(by) = &v.by {
                 entry["deployed_by"] = json!(by);
             }
+            if let Some(source) = &v.source {
+                entry["source"] = json!(source);
+            }
             entry
         }).collect::<Vec<_>>(),
     });
+    if let Some(source) = &route.source {
+        let mut asked = (**source).clone();
+        if asked.tag.is_some() {
+            asked.digest = None;
+        }
+        out["source"] = json!({
+            "reference": asked.to_string(),
+            "digest": source.digest,
+            "pinned": source.to_string(),
+        });
+    }
     if let Some(changes) = changes {
         out["changes"] = changes
             .iter()

@@ -4,7 +4,7 @@
 //! then polls `GET /admin/fleet` until every live host serves the version
 //! the answer names.
 
-use crate::config::cli::{Action, AdminCall};
+use crate::config::cli::{Action, AdminCall, ComponentSource};
 use bytes::Bytes;
 use http::{Method, Request, Uri, header};
 use http_body::Frame;
@@ -103,11 +103,23 @@ pub async fn run(call: AdminCall) -> Result<(), ClientError> {
             settings,
         } => {
             let mut path = format!("{prefix}/admin/routes/{}", encode(route));
-            for (i, (key, value)) in settings.iter().enumerate() {
+            let mut query: Vec<(&str, String)> = settings
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            // A registry reference goes as `component=`: the host pulls it.
+            let upload = match component {
+                ComponentSource::File(file) => Some(file.clone()),
+                ComponentSource::Oci(reference) => {
+                    query.push(("component", reference.to_string()));
+                    None
+                }
+            };
+            for (i, (key, value)) in query.iter().enumerate() {
                 let sep = if i == 0 { '?' } else { '&' };
                 path.push_str(&format!("{sep}{}={}", encode(key), encode(value)));
             }
-            (Method::PUT, path, Some(component.clone()))
+            (Method::PUT, path, upload)
         }
         Action::Rollback { route } => (
             Method::POST,

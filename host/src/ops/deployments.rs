@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::app::routes::{Route, RouteTable};
 use crate::capabilities::{Capabilities, GuestContext};
 use crate::config::manifest::RouteSpec;
+use crate::config::reference::Reference;
 use crate::ops::fleet::Fleet;
 use crate::ops::fleet::store::{Change, RouteState, StoreError};
 use crate::runtime::component::{CacheOutcome, Handler, LoadError};
@@ -30,6 +31,11 @@ use tokio::sync::Mutex;
 
 /// Versions kept per route, current included: how far back rollback goes.
 pub const HISTORY: usize = 5;
+
+/// The stored setting (shared deployments) holding the registry reference
+/// a version was pulled from, pinned to its digest; only shown, never
+/// pulled again (the store keeps the component itself).
+pub const SOURCE_SETTING: &str = "component";
 
 /// How long validation waits for a free instance slot for its test
 /// instantiation when the host is saturated.
@@ -69,6 +75,8 @@ pub struct VersionInfo {
     pub at: SystemTime,
     /// The host that deployed it (shared deployments).
     pub by: Option<String>,
+    /// The registry reference it was pulled from, pinned to its digest.
+    pub source: Option<String>,
 }
 
 /// A component that passed validation, not yet serving.
@@ -79,6 +87,9 @@ pub struct Prepared {
     pub cache: CacheOutcome,
     /// Time spent compiling (or loading) and validating.
     pub load_ms: u64,
+    /// The registry reference the component came from, pinned to the
+    /// manifest digest its tag resolved to.
+    pub source: Option<Arc<Reference>>,
 }
 
 /// The outcome of a deploy.
@@ -138,6 +149,10 @@ pub enum DeployError {
     /// The compile task panicked or was cancelled (a host bug).
     #[error("compile task: {0}")]
     Task(tokio::task::JoinError),
+    /// The component could not be pulled from its registry (down, a
+    /// digest that does not match, a missing tag, refused credentials).
+    #[error("pulling the component: {0}")]
+    Registry(#[from] crate::services::registry::RegistryError),
     /// The route's `outbound` names an upstream this host did not declare
     /// at start (upstreams are read once; declaring one needs a restart).
     #[error(
@@ -281,6 +296,7 @@ impl Deployments {
             handler,
             cache,
             load_ms: started.elapsed().as_millis() as u64,
+            source: None,
         })
     }
 
@@ -318,13 +334,27 @@ impl Deployments {
     /// or the next version of an existing one). With shared deployments the
     /// version is recorded in the store first, which every host then loads;
     /// a store that cannot be reached fails the deploy and changes nothing.
-    pub async fn deploy(&self, spec: RouteSpec, bytes: Bytes) -> Result<Deployed, DeployError> {
-        let prepared = self.prepare(&spec, bytes.clone()).await?;
+    /// `source`: the registry reference the bytes were pulled from, pinned.
+    pub async fn deploy(
+        &self,
+        spec: RouteSpec,
+        bytes: Bytes,
+        source: Option<Reference>,
+    ) -> Result<Deployed, DeployError> {
+        let mut prepared = self.prepare(&spec, bytes.clone()).await?;
+        prepared.source = source.map(Arc::new);
         let Some(fleet) = &self.fleet else {
             return self.install(spec, prepared, None).await;
         };
+        let pinned = prepared.source.as_ref().map(|r| r.to_string());
         let (version, generation) = fleet
-            .record_deploy(self, &spec, &bytes, &prepared.handler.digest)
+            .record_deploy(
+                self,
+                &spec,
+                &bytes,
+                &prepared.handler.digest,
+                pinned.as_deref(),
+            )
             .await?;
         let version = u32::try_from(version).unwrap_or(u32::MAX);
         let deployed = self
@@ -370,13 +400,15 @@ impl Deployments {
             Some((version, _)) => version,
             None => history.get(&spec.name).map_or(1, |h| h.next_version.max(1)),
         };
-        let route = Arc::new(Route::new(
+        let mut route = Route::new(
             spec,
             prepared.handler,
             version,
             previous.map(|p| &**p),
             &self.app.services,
-        ));
+        );
+        route.source = prepared.source;
+        let route = Arc::new(route);
         let superseded = stored.is_some_and(|(_, generation)| generation <= applied);
         if !superseded {
             self.swap(&current, &route.name, Some(route.clone()))?;
@@ -464,7 +496,12 @@ impl Deployments {
         let spec = fleet
             .spec_for(name, &wanted.settings)
             .map_err(DeployError::Settings)?;
-        let prepared = self.prepare_stored(fleet, &spec, &wanted.digest).await?;
+        let mut prepared = self.prepare_stored(fleet, &spec, &wanted.digest).await?;
+        prepared.source = wanted
+            .settings
+            .get(SOURCE_SETTING)
+            .and_then(|s| Reference::parse(s).ok())
+            .map(Arc::new);
         let deployed = self
             .install(spec, prepared, Some((version, state.generation)))
             .await?;
@@ -576,6 +613,7 @@ impl Deployments {
                             at: SystemTime::UNIX_EPOCH
                                 + Duration::from_millis(u64::try_from(v.deployed_ms).unwrap_or(0)),
                             by: Some(v.deployed_by),
+                            source: v.settings.get(SOURCE_SETTING).cloned(),
                         })
                         .collect();
                     return (versions, Some(changes));
@@ -596,6 +634,7 @@ impl Deployments {
                         digest: r.handler.digest.to_string(),
                         at: r.loaded_at,
                         by: None,
+                        source: r.source.as_ref().map(|s| s.to_string()),
                     })
                     .collect()
             })

@@ -1,7 +1,7 @@
 //! What operators drive: the admin API, hot load and rollback
 //! (deployments), deployments shared by a fleet, watch mode, the health,
 //! metrics and OpenAPI endpoints, the client the `trellis deploy` /
-//! `trellis rollback` commands use, and `trellis keys`.
+//! `trellis rollback` commands use, `trellis push` and `trellis keys`.
 //!
 //! The top layer: may call every other one; nothing below calls it.
 
@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod health;
 pub mod keys;
 pub mod openapi;
+pub mod push;
 pub mod watch;
 
 use crate::app::App;

@@ -1,6 +1,6 @@
 //! Services shared by every route: the database and its pool, the tiered
-//! cache, Redis, the rate limiter, the auth policies and the upstreams
-//! guests call.
+//! cache, Redis, the rate limiter, the auth policies, the upstreams
+//! guests call and the OCI registries components come from.
 //!
 //! Owns the connections and the state that outlives a request. Calls
 //! [`crate::config`] and [`crate::observability`]; knows nothing of
@@ -12,6 +12,7 @@ pub mod database;
 pub mod jobs;
 pub mod rate_limit;
 pub mod redis;
+pub mod registry;
 pub mod upstreams;
 
 use self::redis::Redis;
@@ -47,6 +48,8 @@ pub struct Services {
     pub auth: Arc<auth::Authenticator>,
     /// Background jobs: the store behind `queue`, workers and schedules.
     pub jobs: Arc<jobs::Jobs>,
+    /// The OCI registries `oci://` components are pulled from.
+    pub registries: Arc<registry::Registries>,
 }
 
 impl Services {
@@ -94,7 +97,13 @@ impl Services {
         // when `[redis]` is set (not built yet).
         let store = Arc::new(jobs::sql::SqlStore::new(database.clone()));
         let jobs = Arc::new(jobs::Jobs::new(manifest, store, &metrics));
+        let registries = Arc::new(registry::Registries::new(
+            &manifest.registries,
+            manifest.cache_dir(env),
+            manifest.server.max_component_size.0,
+        )?);
         Ok(Services {
+            registries,
             jobs,
             upstreams,
             auth,

@@ -16,6 +16,7 @@
 //!   guest, counting connections and requests.
 //! - [`redis`], [`postgres`]: the shared servers' addresses, and servers of
 //!   a test's own that it may stop and start.
+//! - [`registry`]: an OCI registry (`docker-registry`) of a test's own.
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ mod metrics;
 mod openapi;
 mod postgres;
 mod redis;
+mod registry;
 mod scratch;
 mod tls;
 mod upstream;
@@ -42,6 +44,7 @@ pub(crate) use self::metrics::metric;
 pub(crate) use self::openapi::assert_valid_openapi;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
+pub(crate) use self::registry::Registry;
 pub(crate) use self::scratch::{TempDir, unique};
 pub(crate) use self::tls::make_certs;
 pub(crate) use self::upstream::Upstream;

@@ -121,6 +121,13 @@ impl WorkerEntry {
         if let Some(name) = &self.name {
             return name.get_ref().clone();
         }
+        let component = self.component.get_ref();
+        if crate::config::reference::Reference::is_oci(component) {
+            // The repository's last part, without tag or digest.
+            let last = component.rsplit('/').next().unwrap_or_default();
+            let last = last.split([':', '@']).next().unwrap_or_default();
+            return last.to_owned();
+        }
         std::path::Path::new(self.component.get_ref())
             .file_stem()
             .map_or_else(|| "worker".to_owned(), |s| s.to_string_lossy().into_owned())

@@ -8,14 +8,17 @@ pub mod edge;
 #[cfg(test)]
 mod fuzz;
 pub mod jobs;
+pub mod registries;
 pub mod schema;
 pub mod spec;
 pub mod upstreams;
 mod validate;
 
+use crate::config::reference::Reference;
 use crate::config::units::{ByteSize, Duration};
 pub use edge::{AuthPolicy, Cors};
 pub use jobs::{Backoff, JobSource, QueueSettings, ScheduleEntry, WorkerEntry, WorkerSpec};
+pub use registries::{Credentials, RegistryEntry};
 pub use schema::{RouteSchema, SchemaFiles};
 use serde::Deserialize;
 pub use spec::{Limits, Reuse, RouteConfig, RouteSpec};
@@ -79,6 +82,10 @@ pub struct Manifest {
     /// host of a fleet shares.
     #[serde(default)]
     pub deployments: Deployments,
+    /// OCI registries components are pulled from (`component =
+    /// "oci://HOST/…"`), by `HOST[:PORT]`: credentials and plain HTTP.
+    #[serde(default)]
+    pub registries: BTreeMap<String, Spanned<RegistryEntry>>,
     /// The routes, each served by its own component.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteEntry>,
@@ -343,7 +350,8 @@ pub struct RouteEntry {
     pub path: Spanned<String>,
     /// Allowed methods; all when absent.
     pub methods: Option<Spanned<Vec<String>>>,
-    /// The component file, relative to the manifest.
+    /// The component file, relative to the manifest, or an
+    /// `oci://HOST/NAMESPACE/NAME:TAG` (or `@sha256:…`) reference.
     pub component: Spanned<String>,
     /// Capabilities the component may import.
     pub grants: Option<Spanned<Vec<String>>>,
@@ -608,6 +616,12 @@ impl RouteEntry {
     /// The component's file path, resolved against the manifest directory.
     pub fn component_path(&self, base_dir: &Path) -> PathBuf {
         base_dir.join(self.component.get_ref())
+    }
+
+    /// The component's registry reference, when it is `oci://…` (checked
+    /// at validation).
+    pub fn oci(&self) -> Option<crate::config::reference::Reference> {
+        crate::config::reference::Reference::parse(self.component.get_ref()).ok()
     }
 }
 
@@ -903,6 +917,60 @@ mod tests {
                 ":3: deployments.stale_after: 9s is too short",
             ),
             ("[deployments]\nshare = true\n", "share"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn registries_and_oci_components_are_checked_with_line_and_field() {
+        let m = parse(
+            "[registries.\"127.0.0.1:5000\"]\ninsecure = true\n\n\
+             [registries.\"registry.example.com\"]\nusername = \"bot\"\n\
+             password = { env = \"TRELLIS_UNIT_SURELY_UNSET\", default = \"pw\" }\n\n\
+             [[route]]\npath = \"/a\"\ncomponent = \"oci://registry.example.com/acme/a:1.0\"\n\n\
+             [queues.q]\n[[worker]]\nqueue = \"q\"\ncomponent = \"oci://127.0.0.1:5000/acme/mailer:2\"\n",
+        )
+        .unwrap();
+        assert!(m.registries["127.0.0.1:5000"].get_ref().is_insecure());
+        let creds = m.registries["registry.example.com"]
+            .get_ref()
+            .resolved
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("bot", "pw")
+        );
+        assert!(!format!("{creds:?}").contains("pw"));
+        let reference = m.routes[0].oci().unwrap();
+        assert_eq!(reference.repository, "acme/a");
+        assert_eq!(m.worker_specs()[0].name, "mailer");
+        assert!(m.routes[0].oci().is_some());
+
+        for (text, want) in [
+            (
+                "[registries.\"10.0.0.5:5000\"]\ninsecure = true\n",
+                ":2: registries.\"10.0.0.5:5000\".insecure: plain HTTP is allowed only for a registry on loopback",
+            ),
+            (
+                "[registries.\"r.example\"]\nusername = \"u\"\n",
+                ":2: registries.\"r.example\".password: a username needs a password",
+            ),
+            (
+                "[registries.\"r.example\"]\nusername = \"u\"\npassword = { env = \"TRELLIS_UNIT_SURELY_UNSET\" }\n",
+                ":3: registries.\"r.example\".password: environment variable TRELLIS_UNIT_SURELY_UNSET",
+            ),
+            ("[registries.\"a b\"]\n", "registries.\"a b\""),
+            (
+                "[[route]]\npath = \"/a\"\ncomponent = \"oci://r.example/acme/a\"\n",
+                ":3: route[0].component: \"oci://r.example/acme/a\": name a tag",
+            ),
+            (
+                "[queues.q]\n[[worker]]\nqueue = \"q\"\ncomponent = \"oci://r.example/A/b:1\"\n",
+                ":4: worker[0].component",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");

@@ -81,6 +81,11 @@ impl Manifest {
             if let Err(e) = paths.insert(p.as_str(), ()) {
                 return Err(invalid(route.path.span(), field("path"), e.to_string()));
             }
+            if super::Reference::is_oci(route.component.get_ref())
+                && let Err(message) = super::Reference::parse(route.component.get_ref())
+            {
+                return Err(invalid(route.component.span(), field("component"), message));
+            }
             let name = route.name();
             // An explicit name is held to the admin API's rule; one derived
             // from the path only has to not be a path segment (`/..`).
@@ -384,6 +389,29 @@ impl Manifest {
                     field("min_connections"),
                     "must not exceed max_connections".into(),
                 ));
+            }
+        }
+        for (i, worker) in self.workers.iter().enumerate() {
+            let component = worker.component.get_ref();
+            if super::Reference::is_oci(component)
+                && let Err(message) = super::Reference::parse(component)
+            {
+                return Err(invalid(
+                    worker.component.span(),
+                    format!("worker[{i}].component"),
+                    message,
+                ));
+            }
+        }
+        for (key, entry) in &mut self.registries {
+            let whole = entry.span();
+            if let Err((span, name, message)) = entry.get_mut().resolve(key, whole) {
+                let field = if name.is_empty() {
+                    format!("registries.{key:?}")
+                } else {
+                    format!("registries.{key:?}.{name}")
+                };
+                return Err(invalid(span, field, message));
             }
         }
         if let Err((key, message)) = check_deployments(&self.deployments) {

@@ -187,7 +187,17 @@ impl Fleet {
                         }
                     }
                 }
-                () = self.beat.notified() => {}
+                () = self.beat.notified() => {
+                    // A change went through here: what it retired may
+                    // leave components no version uses.
+                    self.heartbeat(&deployments).await;
+                    match self.store.collect_garbage().await {
+                        Ok((0, 0)) => {}
+                        Ok((versions, components)) => tracing::info!(versions, components, "deployment store: deleted retired versions and the components no version uses"),
+                        Err(err) => tracing::debug!(cause = %err, "deployment store: garbage collection failed; retried after the next change"),
+                    }
+                    continue;
+                }
             }
             self.heartbeat(&deployments).await;
         }
@@ -394,24 +404,48 @@ impl Fleet {
         spec: &RouteSpec,
         bytes: &[u8],
         digest: &str,
+        source: Option<&str>,
     ) -> Result<(i64, i64), StoreError> {
-        let settings = stored_settings(spec);
+        let mut settings = stored_settings(spec);
+        if let Some(source) = source {
+            settings.insert(
+                crate::ops::deployments::SOURCE_SETTING.to_owned(),
+                source.to_owned(),
+            );
+        }
         let name = spec.name.as_str();
         let mut seed_parts = None;
         if deployments.generation(name).await == 0
             && let Some(route) = deployments.app().routes.load().get(name).cloned()
             && let Some((_, path)) = self.manifest.get(name)
-            && let Ok(seed_bytes) = crate::app::read_component(path, &self.source)
         {
-            let seed_digest = crate::ids::hex(&<sha2::Sha256 as sha2::Digest>::digest(&seed_bytes));
+            // An `oci://` component: the bytes pulled at start; a file:
+            // read again.
+            let registries = &deployments.app().services.registries;
+            let seed_bytes = match &route.source {
+                Some(source) => registries.pulled(source).map(|b| b.to_vec()),
+                None => crate::app::read_component(path, &self.source).ok(),
+            };
+            let seed_digest = seed_bytes
+                .as_ref()
+                .map(|b| crate::ids::hex(&<sha2::Sha256 as sha2::Digest>::digest(b)));
             // The file may have changed since it was loaded: only the
             // version actually serving is recorded.
-            if seed_digest == *route.handler.digest {
+            if let (Some(seed_bytes), Some(seed_digest)) = (seed_bytes, seed_digest)
+                && seed_digest == *route.handler.digest
+            {
+                let mut seed_settings = stored_settings(&route.spec);
+                if let Some(source) = &route.source {
+                    seed_settings.insert(
+                        crate::ops::deployments::SOURCE_SETTING.to_owned(),
+                        source.to_string(),
+                    );
+                }
                 seed_parts = Some((
                     i64::from(route.version),
                     seed_bytes,
                     seed_digest,
-                    stored_settings(&route.spec),
+                    seed_settings,
                 ));
             }
         }

@@ -2,7 +2,9 @@
 //! host's database (created by `services::database::migrate`), on SQLite
 //! or PostgreSQL.
 //!
-//! - `trellis_components`: component bytes by SHA-256 digest, stored once.
+//! - `trellis_components`: component bytes by SHA-256 digest, stored once,
+//!   deleted once no version in any rollback history names them
+//!   ([`Store::collect_garbage`]).
 //! - `trellis_routes`: per route, the version serving (`NULL` once
 //!   deleted), the next version number and a generation that grows with
 //!   every change, which is what hosts compare to know they are behind.
@@ -530,6 +532,39 @@ impl Store {
             );
             tx.commit().await.map_err(at("committing the delete"))?;
             Ok(generation)
+        })
+    }
+
+    /// Deletes what no route can serve again: versions out of every
+    /// rollback history (retired), then components no remaining version
+    /// names. Its own transaction, run after a change has committed, so it
+    /// never fails a change: a component another host's change is adding
+    /// back at that moment keeps it (the foreign key refuses the deletion,
+    /// and the next collection tries again). Returns (versions, components)
+    /// deleted.
+    pub async fn collect_garbage(&self) -> Result<(u64, u64), StoreError> {
+        with_conn!(self, conn, _pg, {
+            let mut tx = conn
+                .begin()
+                .await
+                .map_err(at("beginning garbage collection"))?;
+            let versions = sqlx::query("DELETE FROM trellis_route_versions WHERE retired = 1")
+                .execute(&mut *tx)
+                .await
+                .map_err(at("deleting retired versions"))?
+                .rows_affected();
+            let components = sqlx::query(
+                "DELETE FROM trellis_components \
+                 WHERE digest NOT IN (SELECT digest FROM trellis_route_versions)",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(at("deleting unused components"))?
+            .rows_affected();
+            tx.commit()
+                .await
+                .map_err(at("committing garbage collection"))?;
+            Ok((versions, components))
         })
     }
 
