@@ -21,23 +21,54 @@ if events ~= '' then
     end
   end
 end
--- From entry 0: jobs enqueued before any worker ran are delivered too.
-redis.pcall('XGROUP', 'CREATE', ready, GROUP, '0', 'MKSTREAM')
-local got = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', max, 'STREAMS', ready, '>')
 local out = {}
-if not got then
-  return out
-end
-for _, e in ipairs(got[1][2]) do
-  local id = field(e[2], 'id')
-  local key = job_key(id)
-  if redis.call('HGET', key, 'state') ~= 'waiting' then
-    settle(e[1]) -- not a live entry of a waiting job; never expected
-  else
-    local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-    redis.call('HSET', key, 'state', 'active', 'entry', e[1])
-    local j = redis.call('HMGET', key, 'payload', 'attempts', 'trace')
-    out[#out + 1] = {id, j[1], attempt, tonumber(j[2]), j[3]}
+
+-- Leases up to `n` undelivered jobs of `stream` (lane `lane`).
+local function take(stream, lane, n)
+  if n <= 0 then
+    return
+  end
+  -- From entry 0: jobs enqueued before any worker ran are delivered too.
+  redis.pcall('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+  local got = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n, 'STREAMS', stream, '>')
+  if not got then
+    return
+  end
+  for _, e in ipairs(got[1][2]) do
+    local id = field(e[2], 'id')
+    local key = job_key(id)
+    if redis.call('HGET', key, 'state') ~= 'waiting' then
+      settle(e[1], lane) -- not a live entry of a waiting job; never expected
+    else
+      local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+      redis.call('HSET', key, 'state', 'active', 'entry', e[1], 'lane', lane)
+      local j = redis.call('HMGET', key, 'payload', 'attempts', 'trace')
+      out[#out + 1] = {id, j[1], attempt, tonumber(j[2]), j[3]}
+    end
   end
 end
+
+-- Leases up to `n` ranked jobs scored `min` to `max`, best first: moved
+-- to :next and read from it at once, so they are leased like the others.
+local function take_ranked(min, max, n)
+  if n <= 0 then
+    return
+  end
+  local members = redis.call('ZRANGEBYSCORE', ranked, min, max, 'LIMIT', 0, n)
+  if #members == 0 then
+    return
+  end
+  redis.pcall('XGROUP', 'CREATE', nextq, GROUP, '0', 'MKSTREAM')
+  for _, m in ipairs(members) do
+    redis.call('ZREM', ranked, m)
+    redis.call('XADD', nextq, '*', 'id', string.match(m, '^%d+:(.*)$'))
+  end
+  take(nextq, 'next', n)
+end
+
+-- Higher priorities first, then priority 0 (the stream, oldest first),
+-- then negative ones.
+take_ranked('-inf', '(0', max)
+take(ready, 'ready', max - #out)
+take_ranked('(0', '+inf', max - #out)
 return out

@@ -6,15 +6,20 @@ local out = {}
 for _, queue in ipairs(redis.call('SMEMBERS', registry)) do
   local b = qprefix .. queue
   local r, d = b .. ':ready', b .. ':delayed'
-  local pending, lag = 0, 0
-  local groups = redis.pcall('XINFO', 'GROUPS', r)
-  if type(groups) == 'table' and groups.err == nil then
-    for _, g in ipairs(groups) do
-      if field(g, 'name') == 'workers' then
-        pending = field(g, 'pending')
+  local n = b .. ':next'
+  local function pending_of(stream)
+    local groups = redis.pcall('XINFO', 'GROUPS', stream)
+    if type(groups) == 'table' and groups.err == nil then
+      for _, g in ipairs(groups) do
+        if field(g, 'name') == 'workers' then
+          return field(g, 'pending')
+        end
       end
     end
+    return 0
   end
+  local pending = pending_of(r) + pending_of(n)
+  local lag = 0
   -- A topic group's events not yet taken into its queue wait too.
   local topic, group = string.match(queue, '^(.*)/([^/]*)$')
   if topic then
@@ -30,7 +35,8 @@ for _, queue in ipairs(redis.call('SMEMBERS', registry)) do
   local due = redis.call('ZCOUNT', d, '-inf', now)
   out[#out + 1] = {
     queue,
-    redis.call('XLEN', r) - pending + due + lag,
+    redis.call('XLEN', r) + redis.call('XLEN', n) - pending + due + lag
+      + redis.call('ZCARD', b .. ':ranked'),
     pending,
     redis.call('ZCOUNT', d, '(' .. now, '+inf'),
     redis.call('ZCARD', b .. ':done'),

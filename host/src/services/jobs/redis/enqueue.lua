@@ -1,6 +1,6 @@
 -- Enqueues one job. ARGV: id, queue, payload, attempts, run_at, now,
 -- trace ('' for none), dedupe key ('' for none), retention ms, tick key
--- ('' unless a schedule fires), registry set.
+-- ('' unless a schedule fires), registry set, priority.
 -- Returns the job's id (the holder's with a held dedupe key), or nil when
 -- another host already fired the tick.
 local id, queue, payload, attempts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -20,7 +20,7 @@ if dedupe ~= '' then
   redis.call('SET', dedupe, id, 'PX', math.max(retention, 1))
 end
 redis.call('HSET', job_key(id), 'queue', queue, 'payload', payload, 'attempt', 0,
-  'attempts', attempts, 'created', now, 'trace', trace)
+  'attempts', attempts, 'created', now, 'trace', trace, 'priority', ARGV[12])
 if tonumber(run_at) > tonumber(now) then
   redis.call('ZADD', delayed, run_at, id)
   redis.call('HSET', job_key(id), 'state', 'delayed')

@@ -3,11 +3,11 @@
 -- Returns 'retry', 'dead', or 'lost' (no longer leased under that attempt).
 local id, attempt, err, retry_at, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local key = job_key(id)
-local j = redis.call('HMGET', key, 'state', 'attempt', 'attempts', 'entry')
+local j = redis.call('HMGET', key, 'state', 'attempt', 'attempts', 'entry', 'lane')
 if j[1] ~= 'active' or j[2] ~= attempt then
   return 'lost'
 end
-settle(j[4])
+settle(j[4], j[5])
 if tonumber(j[2]) >= tonumber(j[3]) then
   bury(id, now, err)
   return 'dead'

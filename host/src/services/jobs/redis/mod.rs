@@ -4,7 +4,9 @@
 //!
 //! Each queue is a stream of ready job ids read through one consumer group
 //! (`workers`), so each entry goes to one host's worker; a job's payload,
-//! attempt count and state sit in a hash beside it. Delayed jobs and
+//! attempt count and state sit in a hash beside it. Ready jobs with a
+//! priority wait in a sorted set instead, and the claim script moves the
+//! best of them to a second stream just before reading it. Delayed jobs and
 //! backoff retries wait in a sorted set, moved into the stream by the
 //! claiming script; a delivered entry left unacknowledged longer than the
 //! lease (its host died) is taken back with `XAUTOCLAIM` and queued again;
@@ -166,6 +168,7 @@ impl RedisStore {
             job.retention_ms.to_string().as_bytes(),
             tick.as_bytes(),
             self.registry().as_bytes(),
+            job.priority.to_string().as_bytes(),
         ]
     }
 }
@@ -641,5 +644,35 @@ mod tests {
         assert_eq!(of("topic/g1").done, 1);
         assert_eq!(of("topic/g2").active, 1);
         assert_eq!((of("q").waiting, of("q").delayed), (2, 2), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn higher_priorities_run_first_then_the_oldest() {
+        let Some(store) = store().await else { return };
+        for (id, priority) in [("a", 0), ("b", 5), ("c", -1), ("d", 5), ("e", 9), ("f", 0)] {
+            let mut job = job(id, 0, None);
+            job.priority = priority;
+            store.enqueue(job).await.unwrap();
+        }
+        let counts = store.counts(0).await.unwrap();
+        assert_eq!(counts[0].1.waiting, 6, "{counts:?}");
+        let first = store.claim("q", 2, 0, 10).await.unwrap();
+        let rest = store.claim("q", 10, 0, 10).await.unwrap();
+        let order: Vec<&str> = first.iter().chain(&rest).map(|c| c.id.as_str()).collect();
+        assert_eq!(order, ["e", "b", "d", "a", "f", "c"]);
+        assert_eq!(store.counts(0).await.unwrap()[0].1.active, 6);
+        // A ranked job is leased, settled and taken back like the others.
+        assert!(store.ack("q", "e", 1, 1).await.unwrap());
+        assert_eq!(
+            store.fail("q", "b", 1, "x", 0, 1).await.unwrap(),
+            Settled::Retry
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.reclaim("q", 10, 2).await.unwrap(), 4);
+        let again = store.claim("q", 10, 2, 10).await.unwrap();
+        let order: Vec<&str> = again.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(order, ["d", "b", "a", "f", "c"], "{again:?}");
+        let c = store.counts(2).await.unwrap()[0].1;
+        assert_eq!((c.active, c.done, c.waiting), (5, 1, 0), "{c:?}");
     }
 }

@@ -3,11 +3,13 @@
 -- (ARGV[3], the topic's event stream), trims events every group has read.
 -- Returns how many done jobs.
 local n = redis.call('ZREMRANGEBYSCORE', done, '-inf', '(' .. ARGV[1])
-local consumers = redis.pcall('XINFO', 'CONSUMERS', ready, GROUP)
-if type(consumers) == 'table' and consumers.err == nil then
-  for _, c in ipairs(consumers) do
-    if field(c, 'pending') == 0 and field(c, 'idle') > tonumber(ARGV[2]) then
-      redis.call('XGROUP', 'DELCONSUMER', ready, GROUP, field(c, 'name'))
+for _, stream in ipairs({ready, nextq}) do
+  local consumers = redis.pcall('XINFO', 'CONSUMERS', stream, GROUP)
+  if type(consumers) == 'table' and consumers.err == nil then
+    for _, c in ipairs(consumers) do
+      if field(c, 'pending') == 0 and field(c, 'idle') > tonumber(ARGV[2]) then
+        redis.call('XGROUP', 'DELCONSUMER', stream, GROUP, field(c, 'name'))
+      end
     end
   end
 end
