@@ -70,6 +70,31 @@ struct Setup {
     /// With Redis Streams as the job store: the Redis URL and this test's
     /// own `jobs_prefix`; `None` keeps jobs in the database.
     redis: Option<(String, String)>,
+    /// Deletes the test's job keys from the shared Redis.
+    _keys: Option<JobKeys>,
+}
+
+/// A test's `jobs_prefix` on a Redis; its keys are deleted on drop, so
+/// the shared Redis does not collect every run's jobs.
+struct JobKeys {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for JobKeys {
+    fn drop(&mut self) {
+        let (url, pattern) = (self.url.clone(), format!("{}:*", self.prefix));
+        // Off the test's runtime: the sync client blocks.
+        let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(url)?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn)?;
+            for chunk in keys.chunks(500) {
+                redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
+            }
+            Ok(())
+        })
+        .join();
+    }
 }
 
 impl Setup {
@@ -80,6 +105,7 @@ impl Setup {
             db,
             dir,
             redis: None,
+            _keys: None,
         }
     }
 
@@ -90,8 +116,10 @@ impl Setup {
 
     /// Jobs on the Redis at `url`, under a prefix of the test's own.
     fn redis_at(db: Db, url: String) -> Setup {
+        let prefix = unique("trellis-test-jobs-");
         Setup {
-            redis: Some((url, unique("trellis-test-jobs-"))),
+            redis: Some((url.clone(), prefix.clone())),
+            _keys: Some(JobKeys { url, prefix }),
             ..Setup::new(db)
         }
     }
@@ -687,7 +715,7 @@ async fn schedules_fire_once_per_tick_across_two_hosts(setup: Setup) {
 /// `examples/jobs`, as its README walks through it.
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/jobs");
 
-async fn start_example(db: &Db, dir: &Path, redis: bool) -> Trellis {
+async fn start_example(db: &Db, dir: &Path, redis: Option<&JobKeys>) -> Trellis {
     let mut text = std::fs::read_to_string(format!("{EXAMPLE}/trellis.toml")).unwrap();
     for (from, to) in [
         (
@@ -710,13 +738,12 @@ async fn start_example(db: &Db, dir: &Path, redis: bool) -> Trellis {
         assert!(text.contains(&from), "the example no longer has {from}");
         text = text.replace(&from, &to);
     }
-    if redis {
+    if let Some(keys) = redis {
         // The same manifest with Redis: jobs move to Redis Streams (under
         // a prefix of this test's own on the shared Redis).
         text.push_str(&format!(
             "\n[redis]\nurl = {:?}\njobs_prefix = {:?}\n",
-            redis_url(),
-            unique("trellis-test-example-")
+            keys.url, keys.prefix
         ));
     }
     let env = match db {
@@ -755,7 +782,11 @@ mod the_jobs_example_walks_through {
 async fn the_jobs_example_walks_through(db: Db, redis: bool) {
     use reqwest::Method;
     let dir = TempDir::new();
-    let trellis = start_example(&db, dir.path(), redis).await;
+    let keys = redis.then(|| JobKeys {
+        url: redis_url(),
+        prefix: unique("trellis-test-example-"),
+    });
+    let trellis = start_example(&db, dir.path(), keys.as_ref()).await;
     let post = async |body: Value| {
         trellis
             .client()

@@ -488,6 +488,30 @@ mod tests {
         Some(RedisStore::new(redis, &prefix))
     }
 
+    /// Deletes the test's keys.
+    async fn forget(store: &RedisStore) {
+        let pattern = format!("{}:*", store.prefix);
+        let keys: Vec<String> = store
+            .redis
+            .call(|mut conn| async move {
+                redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = store
+                .redis
+                .call(|mut conn| async move {
+                    redis::cmd("DEL").arg(&keys).query_async(&mut conn).await
+                })
+                .await
+                .unwrap();
+        }
+    }
+
     fn job<'a>(id: &'a str, run_at: i64, dedupe: Option<&'a str>) -> NewJob<'a> {
         NewJob {
             id,
@@ -537,6 +561,7 @@ mod tests {
         assert_eq!(later[0].id, "later", "due now");
         assert_eq!(store.sweep("q", 30).await.unwrap(), 0, "within retention");
         assert_eq!(store.sweep("q", 31).await.unwrap(), 1);
+        forget(&store).await;
     }
 
     #[tokio::test]
@@ -596,6 +621,7 @@ mod tests {
         assert_eq!(store.counts(300).await.unwrap()[0].1.dead, 1);
         assert_eq!(store.purge_dead("q", None).await.unwrap(), 1);
         assert_eq!(store.counts(300).await.unwrap()[0].1, Counts::default());
+        forget(&store).await;
     }
 
     #[tokio::test]
@@ -644,6 +670,7 @@ mod tests {
         assert_eq!(of("topic/g1").done, 1);
         assert_eq!(of("topic/g2").active, 1);
         assert_eq!((of("q").waiting, of("q").delayed), (2, 2), "{counts:?}");
+        forget(&store).await;
     }
 
     #[tokio::test]
@@ -674,5 +701,6 @@ mod tests {
         assert_eq!(order, ["d", "b", "a", "f", "c"], "{again:?}");
         let c = store.counts(2).await.unwrap()[0].1;
         assert_eq!((c.active, c.done, c.waiting), (5, 1, 0), "{c:?}");
+        forget(&store).await;
     }
 }
