@@ -1,7 +1,9 @@
 //! Background jobs end to end: the `queue` capability (`tests/plugins/
 //! job-probe`), workers (`tests/plugins/job-worker`, which records every
 //! attempt in `job_runs`), schedules, events, the admin API and the
-//! `examples/jobs` walk-through, on SQLite and PostgreSQL.
+//! `examples/jobs` walk-through, on the database backend (SQLite and
+//! PostgreSQL) and on the Redis Streams one (each test under a key prefix
+//! of its own on the shared Redis; the worker's records stay in SQLite).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,9 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
-use crate::database::{Db, on_both};
+use crate::database::Db;
 use crate::harness::{
-    Launch, Manifest, TempDir, Trellis, component, metric, shared_cache_dir, wait_until,
+    Launch, Manifest, RedisServer, TempDir, Trellis, component, metric, redis_url,
+    shared_cache_dir, unique, wait_until,
 };
 
 const TOKEN: &str = "jobs-admin-token";
@@ -19,17 +22,106 @@ const TOKEN: &str = "jobs-admin-token";
 const RUNS: &str = "CREATE TABLE job_runs (job_id TEXT NOT NULL, source TEXT NOT NULL, \
     tag TEXT NOT NULL, attempt BIGINT NOT NULL, at_ms BIGINT NOT NULL);\n";
 
-/// A test's database, migration and manifest pieces.
+/// Runs each test on every job store: the database (SQLite, PostgreSQL)
+/// and Redis Streams.
+macro_rules! on_all {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Setup::new(crate::database::Db::sqlite())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Setup::new(crate::database::Db::postgres().await)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name(super::Setup::redis(crate::database::Db::sqlite())).await;
+            }
+        }
+    )*};
+}
+
+/// Runs each test on SQLite and on Redis Streams: what the test checks
+/// does not depend on the database's dialect.
+macro_rules! on_sqlite_and_redis {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Setup::new(crate::database::Db::sqlite())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name(super::Setup::redis(crate::database::Db::sqlite())).await;
+            }
+        }
+    )*};
+}
+
+/// A test's database, job store, migration and manifest pieces.
 struct Setup {
     db: Db,
     dir: TempDir,
+    /// With Redis Streams as the job store: the Redis URL and this test's
+    /// own `jobs_prefix`; `None` keeps jobs in the database.
+    redis: Option<(String, String)>,
+    /// Deletes the test's job keys from the shared Redis.
+    _keys: Option<JobKeys>,
+}
+
+/// A test's `jobs_prefix` on a Redis; its keys are deleted on drop, so
+/// the shared Redis does not collect every run's jobs.
+struct JobKeys {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for JobKeys {
+    fn drop(&mut self) {
+        let (url, pattern) = (self.url.clone(), format!("{}:*", self.prefix));
+        // Off the test's runtime: the sync client blocks.
+        let _ = std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut conn = redis::Client::open(url)?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn)?;
+            for chunk in keys.chunks(500) {
+                redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
+            }
+            Ok(())
+        })
+        .join();
+    }
 }
 
 impl Setup {
     fn new(db: Db) -> Setup {
         let dir = TempDir::new();
         dir.write("001_runs.sql", RUNS);
-        Setup { db, dir }
+        Setup {
+            db,
+            dir,
+            redis: None,
+            _keys: None,
+        }
+    }
+
+    /// Jobs on the shared Redis, under a prefix no other test uses.
+    fn redis(db: Db) -> Setup {
+        Setup::redis_at(db, redis_url())
+    }
+
+    /// Jobs on the Redis at `url`, under a prefix of the test's own.
+    fn redis_at(db: Db, url: String) -> Setup {
+        let prefix = unique("trellis-test-jobs-");
+        Setup {
+            redis: Some((url.clone(), prefix.clone())),
+            _keys: Some(JobKeys { url, prefix }),
+            ..Setup::new(db)
+        }
     }
 
     /// A manifest on this database with `sections` (queues, workers,
@@ -39,13 +131,20 @@ impl Setup {
         let migration = self.dir.path().join("001_runs.sql");
         let mut extra = vec!["grants = [\"queue\", \"log\"]"];
         extra.extend_from_slice(uses);
-        self.db
+        let mut manifest = self
+            .db
             .manifest(Manifest::new())
             .database(&format!(
                 "migrations = [{:?}]",
                 migration.display().to_string()
             ))
-            .server("shutdown_grace = \"10s\"")
+            .server("shutdown_grace = \"10s\"");
+        if let Some((url, prefix)) = &self.redis {
+            manifest = manifest.section(&format!(
+                "[redis]\nurl = {url:?}\ntimeout = \"1s\"\njobs_prefix = {prefix:?}"
+            ));
+        }
+        manifest
             .section(sections)
             .route("enqueue", "/enqueue", component::JOB_PROBE, &extra)
             .route("publish", "/publish", component::JOB_PROBE, &extra)
@@ -195,10 +294,9 @@ fn work() -> String {
     WORK.replace("JOB_WORKER", component::JOB_WORKER)
 }
 
-on_both!(enqueued_jobs_run_once_and_are_counted);
+on_all!(enqueued_jobs_run_once_and_are_counted);
 
-async fn enqueued_jobs_run_once_and_are_counted(db: Db) {
-    let setup = Setup::new(db);
+async fn enqueued_jobs_run_once_and_are_counted(setup: Setup) {
     let trellis = setup
         .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
         .await;
@@ -252,10 +350,9 @@ async fn enqueued_jobs_run_once_and_are_counted(db: Db) {
     assert_eq!(setup.runs_of(&id).await.len(), 1);
 }
 
-on_both!(bad_names_and_payloads_are_error_results);
+on_all!(bad_names_and_payloads_are_error_results);
 
-async fn bad_names_and_payloads_are_error_results(db: Db) {
-    let setup = Setup::new(db);
+async fn bad_names_and_payloads_are_error_results(setup: Setup) {
     let trellis = setup
         .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
         .await;
@@ -299,9 +396,9 @@ async fn bad_names_and_payloads_are_error_results(db: Db) {
     assert_eq!(c["dead"], 0, "{c}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delays_and_backoff_hold_their_lower_bounds() {
-    let setup = Setup::new(Db::sqlite());
+on_sqlite_and_redis!(delays_and_backoff_hold_their_lower_bounds);
+
+async fn delays_and_backoff_hold_their_lower_bounds(setup: Setup) {
     let trellis = setup
         .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
         .await;
@@ -328,9 +425,9 @@ async fn delays_and_backoff_hold_their_lower_bounds() {
     assert_eq!(setup.runs_of(&failing).await.len(), 3, "no fourth attempt");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dedupe_key_enqueues_once() {
-    let setup = Setup::new(Db::sqlite());
+on_sqlite_and_redis!(a_dedupe_key_enqueues_once);
+
+async fn a_dedupe_key_enqueues_once(setup: Setup) {
     let trellis = setup
         .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
         .await;
@@ -348,11 +445,10 @@ async fn a_dedupe_key_enqueues_once() {
     assert_eq!(tags, ["d1", "d4"]);
 }
 
-on_both!(poison_jobs_die_and_the_admin_api_retries_them);
+on_all!(poison_jobs_die_and_the_admin_api_retries_them);
 
-async fn poison_jobs_die_and_the_admin_api_retries_them(db: Db) {
+async fn poison_jobs_die_and_the_admin_api_retries_them(setup: Setup) {
     use reqwest::Method;
-    let setup = Setup::new(db);
     let trellis = setup
         .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
         .await;
@@ -451,9 +547,9 @@ async fn trapping_looping_and_hoarding_workers_fail_their_attempt_only() {
     assert!(error_of(&hoard).contains("trapped"), "{}", error_of(&hoard));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_whose_host_was_killed_runs_again_after_its_visibility() {
-    let setup = Setup::new(Db::sqlite());
+on_sqlite_and_redis!(a_job_whose_host_was_killed_runs_again_after_its_visibility);
+
+async fn a_job_whose_host_was_killed_runs_again_after_its_visibility(setup: Setup) {
     let sections = work().replace("visibility = \"5s\"", "visibility = \"3s\"");
     let manifest = setup.manifest(&sections, &["queues = [\"work\"]"]);
     let first = setup.start(manifest.clone()).await;
@@ -517,10 +613,9 @@ component = "JOB_WORKER"
 grants = ["sql", "queue"]
 "#;
 
-on_both!(events_fan_out_to_every_subscriber_group);
+on_all!(events_fan_out_to_every_subscriber_group);
 
-async fn events_fan_out_to_every_subscriber_group(db: Db) {
-    let setup = Setup::new(db);
+async fn events_fan_out_to_every_subscriber_group(setup: Setup) {
     let sections = format!(
         "{}{}",
         work(),
@@ -559,9 +654,23 @@ async fn events_fan_out_to_every_subscriber_group(db: Db) {
     assert_eq!(setup.runs().await.len(), 2, "each group once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schedules_fire_once_per_tick_across_two_hosts() {
-    let setup = Setup::new(Db::postgres().await);
+mod schedules_fire_once_per_tick_across_two_hosts {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let setup = super::Setup::new(crate::database::Db::postgres().await);
+        super::schedules_fire_once_per_tick_across_two_hosts(setup).await;
+    }
+
+    /// On PostgreSQL too: two hosts starting at once migrate one SQLite
+    /// file at the same time, and one may find it locked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        let setup = super::Setup::redis(crate::database::Db::postgres().await);
+        super::schedules_fire_once_per_tick_across_two_hosts(setup).await;
+    }
+}
+
+async fn schedules_fire_once_per_tick_across_two_hosts(setup: Setup) {
     let sections = format!(
         "{}\n[queues.ticks]\n\n[[schedule]]\nname = \"every-second\"\ncron = \"* * * * * *\"\nqueue = \"ticks\"\npayload = \"ok:tick\"\n",
         work()
@@ -569,35 +678,44 @@ async fn schedules_fire_once_per_tick_across_two_hosts() {
     let manifest = setup.manifest(&sections, &[]);
     let (a, b) = tokio::join!(setup.start(manifest.clone()), setup.start(manifest));
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let Db::Postgres(schema) = &setup.db else {
-        unreachable!()
-    };
-    let mut conn = schema.connect().await;
-    let (jobs, ticks): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT run_at) FROM trellis_jobs WHERE queue = 'ticks'",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    // No worker runs `ticks`: every job it got is still waiting there.
+    let c = counts(&a, "ticks").await;
+    let jobs = c["waiting"].as_i64().unwrap() + c["delayed"].as_i64().unwrap();
+    let fired: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|t| t.logs())
+        .filter(|l| l["message"] == "schedule fired")
+        .map(|l| l["tick"].as_str().unwrap().to_owned())
+        .collect();
+    let ticks: std::collections::BTreeSet<&String> = fired.iter().collect();
     assert!(jobs >= 3, "{jobs} ticks in 4.5 s");
-    assert_eq!(jobs, ticks, "a tick enqueued twice");
-    let fired = |t: &Trellis| {
-        t.logs()
-            .iter()
-            .filter(|l| l["message"] == "schedule fired")
-            .count()
-    };
     assert_eq!(
-        (fired(&a) + fired(&b)) as i64,
-        jobs,
-        "every job was fired by exactly one host"
+        ticks.len(),
+        fired.len(),
+        "a tick fired on both hosts: {fired:?}"
     );
+    // Every job (up to a tick firing between the two reads) was fired by
+    // exactly one host.
+    assert!(
+        (fired.len() as i64 - jobs).abs() <= 1,
+        "{jobs} jobs, fired {fired:?}"
+    );
+    if let (Db::Postgres(schema), None) = (&setup.db, &setup.redis) {
+        let mut conn = schema.connect().await;
+        let (jobs, ticks): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(DISTINCT run_at) FROM trellis_jobs WHERE queue = 'ticks'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(jobs, ticks, "a tick enqueued twice");
+    }
 }
 
 /// `examples/jobs`, as its README walks through it.
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/jobs");
 
-async fn start_example(db: &Db, dir: &Path) -> Trellis {
+async fn start_example(db: &Db, dir: &Path, redis: Option<&JobKeys>) -> Trellis {
     let mut text = std::fs::read_to_string(format!("{EXAMPLE}/trellis.toml")).unwrap();
     for (from, to) in [
         (
@@ -620,6 +738,14 @@ async fn start_example(db: &Db, dir: &Path) -> Trellis {
         assert!(text.contains(&from), "the example no longer has {from}");
         text = text.replace(&from, &to);
     }
+    if let Some(keys) = redis {
+        // The same manifest with Redis: jobs move to Redis Streams (under
+        // a prefix of this test's own on the shared Redis).
+        text.push_str(&format!(
+            "\n[redis]\nurl = {:?}\njobs_prefix = {:?}\n",
+            keys.url, keys.prefix
+        ));
+    }
     let env = match db {
         Db::Sqlite(_) => vec![],
         Db::Postgres(_) => vec![("TRELLIS_DATABASE_URL".to_owned(), db.url())],
@@ -634,12 +760,33 @@ async fn start_example(db: &Db, dir: &Path) -> Trellis {
     .await
 }
 
-on_both!(the_jobs_example_walks_through);
+mod the_jobs_example_walks_through {
+    use crate::database::Db;
 
-async fn the_jobs_example_walks_through(db: Db) {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::the_jobs_example_walks_through(Db::sqlite(), false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::the_jobs_example_walks_through(Db::postgres().await, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_and_postgres() {
+        super::the_jobs_example_walks_through(Db::postgres().await, true).await;
+    }
+}
+
+async fn the_jobs_example_walks_through(db: Db, redis: bool) {
     use reqwest::Method;
     let dir = TempDir::new();
-    let trellis = start_example(&db, dir.path()).await;
+    let keys = redis.then(|| JobKeys {
+        url: redis_url(),
+        prefix: unique("trellis-test-example-"),
+    });
+    let trellis = start_example(&db, dir.path(), keys.as_ref()).await;
     let post = async |body: Value| {
         trellis
             .client()
@@ -715,6 +862,80 @@ async fn the_jobs_example_walks_through(db: Db) {
     wait_counts(&trellis, "email", |c| c["dead"] == 1).await;
     let refused = post(json!({"to": "nobody", "subject": "x"})).await;
     assert_eq!(refused.status(), 422);
+}
+
+/// Two hosts sharing a Redis split the jobs of one queue: each job runs
+/// exactly once (no host dies), and both hosts take some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_redis_run_each_job_once() {
+    let setup = Setup::redis(Db::postgres().await);
+    let manifest = setup.manifest(&work(), &["queues = [\"work\"]"]);
+    let (a, b) = tokio::join!(setup.start(manifest.clone()), setup.start(manifest));
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        ids.push(job(host, "queue=work", &format!("ok:n{i}")).await);
+    }
+    let runs = wait_until("60 runs", Duration::from_millis(100), async || {
+        let runs = setup.runs().await;
+        (runs.len() >= 60).then_some(runs)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs_now = setup.runs().await;
+    assert_eq!(runs_now.len(), 60, "a job ran twice");
+    let mut ran: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    ran.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(ran, ids);
+    let done_by = |t: &Trellis| {
+        t.logs()
+            .iter()
+            .filter(|l| l["message"] == "job done")
+            .count()
+    };
+    let (on_a, on_b) = (done_by(&a), done_by(&b));
+    assert_eq!(on_a + on_b, 60);
+    assert!(on_a > 0 && on_b > 0, "one host did all: {on_a} + {on_b}");
+    let c = wait_counts(&a, "work", |c| c["done"] == 60).await;
+    assert_eq!(c["waiting"], 0, "{c}");
+}
+
+/// With Redis down an enqueue is refused with the capability's
+/// `unavailable` error; workers wait, and both resume once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_refuses_enqueues_and_workers_resume() {
+    let mut server = RedisServer::start().await;
+    let setup = Setup::redis_at(Db::sqlite(), server.url());
+    let trellis = setup
+        .start(setup.manifest(&work(), &["queues = [\"work\"]"]))
+        .await;
+    let first = job(&trellis, "queue=work", "ok:before").await;
+    setup.wait_runs(&first, 1).await;
+    server.stop();
+    let answer = enqueue(&trellis, "queue=work", "ok:during").await;
+    assert_eq!(answer["error"], "unavailable", "{answer}");
+    let (status, _) = admin(&trellis, reqwest::Method::GET, "/admin/queues").await;
+    assert_eq!(status, 503, "the admin API says the store is unavailable");
+    server.restart().await;
+    // The client reconnects by itself; the first calls may still fail.
+    let after = wait_until(
+        "an enqueue after the restart",
+        Duration::from_millis(200),
+        async || {
+            enqueue(&trellis, "queue=work", "ok:after").await["job"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    setup.wait_runs(&after, 1).await;
+    let line = trellis
+        .wait_log("claiming jobs failed", |l| {
+            l["message"] == "claiming jobs failed; retrying every second"
+        })
+        .await;
+    assert_eq!(line["worker"], "runner");
 }
 
 fn now_ms() -> i64 {

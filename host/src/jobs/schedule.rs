@@ -1,9 +1,9 @@
 //! One `[[schedule]]`: at every tick of its cron expression (UTC), enqueue
-//! its payload on its queue, once across every host sharing the database.
+//! its payload on its queue, once across every host sharing the job store.
 //! Each host wakes at the tick and asks the store to record it
-//! ([`crate::services::jobs::JobStore::fire`]); the first to insert the
-//! (schedule, tick) row enqueues, in the same transaction, and the others
-//! find the row and do nothing. A host that is down at a tick does not
+//! ([`crate::services::jobs::JobStore::fire`]); the first to record the
+//! (schedule, tick) (a row, or a Redis key set with NX) enqueues in the
+//! same transaction or script, and the others find it and do nothing. A host that is down at a tick does not
 //! fire it later.
 
 use crate::app::App;

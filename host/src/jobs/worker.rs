@@ -63,6 +63,7 @@ pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Re
         .visibility
         .0
         .max(spec.timeout.0 + LEASE_MARGIN);
+    let visibility_ms = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
     let mut running = JoinSet::new();
     let mut last_reclaim = Instant::now() - RECLAIM;
     let mut last_sweep = Instant::now();
@@ -76,7 +77,7 @@ pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Re
         }
         if last_reclaim.elapsed() >= RECLAIM {
             last_reclaim = Instant::now();
-            match store.reclaim(&key, now_ms()).await {
+            match store.reclaim(&key, visibility_ms, now_ms()).await {
                 Ok(0) | Err(_) => {}
                 Ok(n) => {
                     tracing::info!(worker = %spec.name, queue = %key, jobs = n, "jobs whose lease expired are queued again")
@@ -101,7 +102,7 @@ pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Re
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = now_ms();
-        let lease_until = now + i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
+        let lease_until = now.saturating_add(visibility_ms);
         let free_u32 = u32::try_from(free).unwrap_or(u32::MAX);
         let claimed = match store.claim(&key, free_u32, now, lease_until).await {
             Ok(claimed) => {
@@ -241,7 +242,7 @@ async fn attempt(
     let trace_id = trace.traceparent();
     let trace_id = trace_id.to_str().unwrap_or_default();
     let label = match outcome {
-        Outcome::Done => match store.ack(&job.id, job.attempt, now).await {
+        Outcome::Done => match store.ack(&key, &job.id, job.attempt, now).await {
             Ok(true) => {
                 tracing::info!(worker = %spec.name, queue = %key, job_id = %job.id, attempt = job.attempt, duration_ms, traceparent = %trace_id, "job done");
                 "done"
@@ -259,7 +260,7 @@ async fn attempt(
             let wait = retry_delay(&spec.settings, job.attempt);
             let retry_at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
             match store
-                .fail(&job.id, job.attempt, &cause, retry_at, now)
+                .fail(&key, &job.id, job.attempt, &cause, retry_at, now)
                 .await
             {
                 Ok(Settled::Retry) => {

@@ -93,9 +93,18 @@ impl Services {
         let rate_limiter = Arc::new(RateLimiter::new(manifest, redis.clone(), &metrics));
         let upstreams = Arc::new(Upstreams::new(manifest, &metrics)?);
         let auth = Arc::new(auth::Authenticator::new(manifest, Some(database.clone()))?);
-        // The database backend; a Redis Streams one would be chosen here
-        // when `[redis]` is set (not built yet).
-        let store = Arc::new(jobs::sql::SqlStore::new(database.clone()));
+        // Jobs live in Redis Streams when Redis is configured, in the
+        // database otherwise (DESIGN.md, `queue`).
+        let store: Arc<dyn jobs::JobStore> = match &redis {
+            Some(redis) => {
+                let prefix = manifest
+                    .redis
+                    .as_ref()
+                    .map_or(jobs::redis::DEFAULT_PREFIX, |r| r.jobs_prefix.get_ref());
+                Arc::new(jobs::redis::RedisStore::new(redis.clone(), prefix))
+            }
+            None => Arc::new(jobs::sql::SqlStore::new(database.clone())),
+        };
         let jobs = Arc::new(jobs::Jobs::new(manifest, store, &metrics));
         let registries = Arc::new(registry::Registries::new(
             &manifest.registries,

@@ -1,10 +1,11 @@
-//! The shared Redis behind cache L2, cross-host cache invalidation and
-//! shared rate limits.
+//! The shared Redis behind cache L2, cross-host cache invalidation,
+//! shared rate limits and the Redis Streams job store.
 //!
 //! Redis is an optimisation the host must survive losing: every call has a
 //! timeout, and after a failure a breaker skips Redis for
 //! [`BREAKER_OPEN`] so requests do not each pay the timeout while it is
-//! down. Callers fall back to in-process state meanwhile. The host starts
+//! down. Callers fall back to in-process state meanwhile (the job store
+//! cannot: it reports itself unavailable). The host starts
 //! even when Redis is down and connects when it comes up.
 
 use redis::aio::ConnectionManager;
@@ -162,5 +163,38 @@ async fn connect(redis: std::sync::Weak<Redis>) {
         r.attempted.send_replace(true);
         drop(r);
         tokio::time::sleep(BREAKER_OPEN).await;
+    }
+}
+
+/// The test environment's Redis, for unit tests of its users.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Redis;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// The Redis the tests use: `TRELLIS_TEST_REDIS_URL`, or the local default.
+    pub(crate) fn redis_url() -> String {
+        std::env::var("TRELLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// A connected client for the test Redis; `None` (skip) only outside CI
+    /// when it is not running.
+    pub(crate) async fn test_redis() -> Option<Arc<Redis>> {
+        let redis = Redis::start(&redis_url(), Duration::from_secs(2)).expect("a valid redis url");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match redis.ping().await {
+                Ok(()) => return Some(redis),
+                Err(err) if Instant::now() > deadline => {
+                    if std::env::var("CI").is_ok_and(|v| v == "true") {
+                        panic!("redis at {} is required under CI: {err:#}", redis_url());
+                    }
+                    eprintln!("SKIPPED: no redis at {}: {err:#}", redis_url());
+                    return None;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 }

@@ -224,11 +224,21 @@ pub struct Redis {
     /// without Redis.
     #[serde(default = "Redis::default_timeout")]
     pub timeout: Duration,
+    /// The prefix of every key background jobs keep in Redis; deployments
+    /// sharing one Redis each set their own.
+    #[serde(default = "Redis::default_jobs_prefix")]
+    pub jobs_prefix: Spanned<String>,
 }
 
 impl Redis {
     fn default_timeout() -> Duration {
         Duration(time::Duration::from_millis(250))
+    }
+    fn default_jobs_prefix() -> Spanned<String> {
+        Spanned::new(
+            0..0,
+            crate::services::jobs::redis::DEFAULT_PREFIX.to_owned(),
+        )
     }
 }
 
@@ -839,6 +849,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("redis.timeout"), "{err}");
+        let err = parse("[redis]\nurl = \"redis://x\"\njobs_prefix = \"a b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.jobs_prefix") && err.contains(":3:"),
+            "{err}"
+        );
         let err = parse("[database]\nstatement_timeout = \"2h\"\n")
             .unwrap_err()
             .to_string();

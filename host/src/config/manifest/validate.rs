@@ -427,6 +427,19 @@ impl Manifest {
         {
             return Err(invalid(redis.url.span(), "redis.timeout".into(), message));
         }
+        if let Some(redis) = &self.redis {
+            let prefix = redis.jobs_prefix.get_ref();
+            if prefix.is_empty()
+                || prefix.len() > 64
+                || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(
+                    redis.jobs_prefix.span(),
+                    "redis.jobs_prefix".into(),
+                    "must be 1 to 64 characters with no spaces".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -5,12 +5,13 @@
 //! The store is a trait, [`JobStore`], the way Spin's key-value factor
 //! owns `StoreManager` and lets backends implement it: [`sql::SqlStore`]
 //! keeps jobs in the host's database (embedded SQLite, or PostgreSQL with
-//! `FOR UPDATE SKIP LOCKED`); a Redis Streams backend (consumer groups,
-//! a sorted set for delays, `XAUTOCLAIM` for leases) is meant to slot in
-//! beside it, chosen when `[redis]` is set. [`Jobs`] is what the rest of
+//! `FOR UPDATE SKIP LOCKED`); [`redis::RedisStore`] keeps them in Redis
+//! Streams (consumer groups, a sorted set for delays, `XAUTOCLAIM` for
+//! leases), chosen when `[redis]` is set. [`Jobs`] is what the rest of
 //! the host uses: it checks input against the manifest's `[queues]` and
 //! turns times and settings into store calls.
 
+pub mod redis;
 pub mod sql;
 
 use crate::config::manifest::{Manifest, QueueSettings};
@@ -155,11 +156,20 @@ pub trait JobStore: Send + Sync {
         now: i64,
         lease_until: i64,
     ) -> StoreFuture<'a, Vec<Claimed>>;
-    /// Marks attempt `attempt` of `id` done; false if the lease was lost.
-    fn ack<'a>(&'a self, id: &'a str, attempt: u32, now: i64) -> StoreFuture<'a, bool>;
-    /// Fails attempt `attempt` of `id`: retried at `retry_at`, or dead.
+    /// Marks attempt `attempt` of `id` (a job of `queue`) done; false if
+    /// the lease was lost.
+    fn ack<'a>(
+        &'a self,
+        queue: &'a str,
+        id: &'a str,
+        attempt: u32,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// Fails attempt `attempt` of `id` (a job of `queue`): retried at
+    /// `retry_at`, or dead.
     fn fail<'a>(
         &'a self,
+        queue: &'a str,
         id: &'a str,
         attempt: u32,
         error: &'a str,
@@ -167,8 +177,9 @@ pub trait JobStore: Send + Sync {
         now: i64,
     ) -> StoreFuture<'a, Settled>;
     /// Returns jobs of `queue` whose lease expired to `waiting` (or dead,
-    /// out of attempts); how many.
-    fn reclaim<'a>(&'a self, queue: &'a str, now: i64) -> StoreFuture<'a, u64>;
+    /// out of attempts); how many. A lease lasts `visibility_ms` from its
+    /// claim (the database records its end at claim instead).
+    fn reclaim<'a>(&'a self, queue: &'a str, visibility_ms: i64, now: i64) -> StoreFuture<'a, u64>;
     /// Counts per queue and state.
     fn counts<'a>(&'a self, now: i64) -> StoreFuture<'a, Vec<(String, Counts)>>;
     /// The newest `limit` dead jobs of `queue`.

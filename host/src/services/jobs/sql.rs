@@ -266,7 +266,13 @@ impl JobStore for SqlStore {
         })
     }
 
-    fn ack<'a>(&'a self, id: &'a str, attempt: u32, now: i64) -> StoreFuture<'a, bool> {
+    fn ack<'a>(
+        &'a self,
+        _queue: &'a str,
+        id: &'a str,
+        attempt: u32,
+        now: i64,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             with_conn!(self, |conn, _pg| {
                 let done = sqlx::query(
@@ -285,6 +291,7 @@ impl JobStore for SqlStore {
 
     fn fail<'a>(
         &'a self,
+        _queue: &'a str,
         id: &'a str,
         attempt: u32,
         error: &'a str,
@@ -316,7 +323,12 @@ impl JobStore for SqlStore {
         })
     }
 
-    fn reclaim<'a>(&'a self, queue: &'a str, now: i64) -> StoreFuture<'a, u64> {
+    fn reclaim<'a>(
+        &'a self,
+        queue: &'a str,
+        _visibility_ms: i64,
+        now: i64,
+    ) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             with_conn!(self, |conn, _pg| {
                 let done = sqlx::query(
@@ -557,8 +569,8 @@ mod tests {
                 ..Counts::default()
             }
         );
-        assert!(store.ack("a", 1, 30).await.unwrap());
-        assert!(!store.ack("a", 1, 31).await.unwrap(), "acked once");
+        assert!(store.ack("q", "a", 1, 30).await.unwrap());
+        assert!(!store.ack("q", "a", 1, 31).await.unwrap(), "acked once");
         assert_eq!(store.sweep("q", 30).await.unwrap(), 0, "within retention");
         assert_eq!(store.sweep("q", 31).await.unwrap(), 1);
     }
@@ -569,7 +581,10 @@ mod tests {
         store.enqueue(job("a", 0, None)).await.unwrap();
         let c = store.claim("q", 1, 0, 100).await.unwrap();
         assert_eq!(
-            store.fail("a", c[0].attempt, "boom", 50, 1).await.unwrap(),
+            store
+                .fail("q", "a", c[0].attempt, "boom", 50, 1)
+                .await
+                .unwrap(),
             Settled::Retry
         );
         assert!(
@@ -580,10 +595,10 @@ mod tests {
         assert_eq!(c[0].attempt, 2);
         // The lease expires; a stale settlement of attempt 1 changes nothing.
         assert_eq!(
-            store.fail("a", 1, "late", 0, 2).await.unwrap(),
+            store.fail("q", "a", 1, "late", 0, 2).await.unwrap(),
             Settled::Lost
         );
-        assert_eq!(store.reclaim("q", 150).await.unwrap(), 1);
+        assert_eq!(store.reclaim("q", 100, 150).await.unwrap(), 1);
         let dead = store.dead("q", 10).await.unwrap();
         assert_eq!(dead.len(), 1, "out of attempts after the lease expired");
         assert!(dead[0].error.as_deref().unwrap().contains("lease expired"));
@@ -591,12 +606,15 @@ mod tests {
         let c = store.claim("q", 1, 200, 300).await.unwrap();
         assert_eq!(c[0].attempt, 1, "fresh attempts");
         assert_eq!(
-            store.fail("a", 1, "x", 0, 201).await.unwrap(),
+            store.fail("q", "a", 1, "x", 0, 201).await.unwrap(),
             Settled::Retry
         );
         let c = store.claim("q", 1, 201, 300).await.unwrap();
         assert_eq!(
-            store.fail("a", c[0].attempt, "x", 0, 202).await.unwrap(),
+            store
+                .fail("q", "a", c[0].attempt, "x", 0, 202)
+                .await
+                .unwrap(),
             Settled::Dead
         );
         assert_eq!(store.purge_dead("q", None).await.unwrap(), 1);

@@ -6,30 +6,7 @@ use super::*;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-/// The Redis the tests use: `TRELLIS_TEST_REDIS_URL`, or the local default.
-fn redis_url() -> String {
-    std::env::var("TRELLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A connected client for the test Redis; `None` (skip) only outside CI
-/// when it is not running.
-async fn test_redis() -> Option<Arc<Redis>> {
-    let redis = Redis::start(&redis_url(), Duration::from_secs(2)).expect("a valid redis url");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match redis.ping().await {
-            Ok(()) => return Some(redis),
-            Err(err) if Instant::now() > deadline => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("redis at {} is required under CI: {err:#}", redis_url());
-                }
-                eprintln!("SKIPPED: no redis at {}: {err:#}", redis_url());
-                return None;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
+use crate::services::redis::test_support::test_redis;
 
 /// A policy name no other test or earlier run has used, so tests sharing
 /// the Redis never meet each other's buckets.

@@ -1,0 +1,81 @@
+-- Shared by every job script (prepended to each). KEYS[1] is the base key
+-- of one queue, `<prefix>:q:<queue>`; the queue's other keys hang off it:
+--   :ready    stream of jobs ready to run (field `id`), consumer group `workers`
+--   :ranked   sorted set of ready jobs with a priority (score: -priority;
+--             member: `<sequence>:<id>`, so equal priorities keep their order)
+--   :next     stream a claim moves ranked jobs to just before reading them,
+--             leased like :ready's (group `workers`)
+--   :seq      the sequence of :ranked members
+--   :delayed  sorted set of delayed jobs and backoff retries, by run-at ms
+--   :done     sorted set of done job ids, by finish ms (counts; swept after retention)
+--   :dead     stream of dead-lettered jobs (field `id`)
+--   :job:<id> hash of one job: queue, payload, attempt, attempts, trace,
+--             created, priority, state (waiting|delayed|active|dead),
+--             entry and lane (its stream entry: in :ready or :next),
+--             dead_entry, error, finished
+local base = KEYS[1]
+local ready = base .. ':ready'
+local delayed = base .. ':delayed'
+local done = base .. ':done'
+local dead = base .. ':dead'
+local ranked = base .. ':ranked'
+local nextq = base .. ':next'
+local GROUP = 'workers'
+
+local function job_key(id)
+  return base .. ':job:' .. id
+end
+
+-- Makes job `id` ready: on the ready stream, or ranked by its priority.
+local function make_ready(id)
+  local key = job_key(id)
+  local priority = tonumber(redis.call('HGET', key, 'priority') or '0') or 0
+  if priority == 0 then
+    local entry = redis.call('XADD', ready, '*', 'id', id)
+    redis.call('HSET', key, 'state', 'waiting', 'entry', entry, 'lane', 'ready')
+  else
+    local seq = redis.call('INCR', base .. ':seq')
+    redis.call('ZADD', ranked, -priority, string.format('%016d:%s', seq, id))
+    redis.call('HSET', key, 'state', 'waiting', 'entry', '', 'lane', '')
+  end
+end
+
+-- Moves the delayed jobs whose time has come to the ready stream.
+local function promote(now)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed, id)
+    make_ready(id)
+  end
+end
+
+-- The stream of `lane`.
+local function stream_of(lane)
+  if lane == 'next' then
+    return nextq
+  end
+  return ready
+end
+
+-- Takes a delivered entry off its stream (and the group's pending list).
+local function settle(entry, lane)
+  local stream = stream_of(lane)
+  redis.call('XACK', stream, GROUP, entry)
+  redis.call('XDEL', stream, entry)
+end
+
+-- Dead-letters job `id`.
+local function bury(id, now, err)
+  local entry = redis.call('XADD', dead, '*', 'id', id)
+  redis.call('HSET', job_key(id), 'state', 'dead', 'dead_entry', entry, 'finished', now, 'error', err)
+end
+
+-- The value of `name` in a flat field/value reply.
+local function field(reply, name)
+  for i = 1, #reply, 2 do
+    if reply[i] == name then
+      return reply[i + 1]
+    end
+  end
+  return nil
+end
