@@ -643,7 +643,8 @@ async fn on_sqlite_one_host_keeps_its_history_across_a_restart() {
     let trellis = host(manifest.clone(), "solo").await;
     assert_eq!(deploy(&trellis, component::VERSION_B).await["version"], 2);
     let back = admin(&trellis, reqwest::Method::POST, "/admin/routes/v/rollback").await;
-    assert_eq!(json_of(back).await["version"], 1);
+    let back = json_of(back).await;
+    assert_eq!(back["version"], 1, "{back:#}");
     assert_eq!(deploy(&trellis, component::VERSION_B).await["version"], 3);
     drop(trellis);
 

@@ -172,6 +172,11 @@ pub struct Store {
     /// The PostgreSQL channel changes are announced on: one per database
     /// and schema, so fleets sharing a server do not wake each other.
     channel: tokio::sync::OnceCell<String>,
+    /// Serializes this host's writes (changes, heartbeats and garbage
+    /// collection): on SQLite a transaction whose read turns into a write
+    /// fails with "database is locked" at once if another write committed
+    /// since its read, rather than wait.
+    writes: tokio::sync::Mutex<()>,
 }
 
 /// Runs `$body` with `$conn` bound to a pooled connection of either
@@ -253,6 +258,7 @@ impl Store {
             database,
             host,
             channel: tokio::sync::OnceCell::new(),
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -302,6 +308,7 @@ impl Store {
         settings: &Settings,
         seed: Option<Seed<'_>>,
     ) -> Result<(i64, i64), StoreError> {
+        let _writing = self.writes.lock().await;
         let channel = self.channel().await?;
         let settings = serde_json::to_string(settings).expect("strings serialize");
         let now = now_ms();
@@ -404,6 +411,7 @@ impl Store {
     /// Serves the version before the current one of route `name` again;
     /// the current one leaves the history.
     pub async fn rollback(&self, name: &str) -> Result<RouteState, StoreError> {
+        let _writing = self.writes.lock().await;
         let channel = self.channel().await?;
         let now = now_ms();
         let generation = with_conn!(self, conn, pg, {
@@ -475,6 +483,7 @@ impl Store {
     /// the store does not know yet but `served_here` (a manifest route) is
     /// recorded as deleted, so every host drops it. Returns the generation.
     pub async fn delete(&self, name: &str, served_here: bool) -> Result<i64, StoreError> {
+        let _writing = self.writes.lock().await;
         let channel = self.channel().await?;
         let now = now_ms();
         with_conn!(self, conn, pg, {
@@ -543,6 +552,7 @@ impl Store {
     /// and the next collection tries again). Returns (versions, components)
     /// deleted.
     pub async fn collect_garbage(&self) -> Result<(u64, u64), StoreError> {
+        let _writing = self.writes.lock().await;
         with_conn!(self, conn, _pg, {
             let mut tx = conn
                 .begin()
@@ -701,6 +711,7 @@ impl Store {
     /// Records this host's heartbeat, and forgets hosts not seen since
     /// `forget_before` (Unix ms).
     pub async fn heartbeat(&self, row: &HostRow, forget_before: i64) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
         with_conn!(self, conn, _pg, {
             async {
                 sqlx::query(
