@@ -5,6 +5,7 @@
 //! the answer names.
 
 use crate::config::cli::{Action, AdminCall, ComponentSource};
+use crate::services::registry::client::encode;
 use bytes::Bytes;
 use http::{Method, Request, Uri, header};
 use http_body::Frame;
@@ -451,19 +452,6 @@ impl Progress {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ async fn get(fetcher: &Fetcher, uri: &http::Uri) -> anyhow::Result<Bytes> {
     let response = fetcher
         .request(request)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{}", crate::services::upstreams::client::error_chain(&e)))?;
     if response.status() != http::StatusCode::OK {
         anyhow::bail!("answered {}", response.status());
     }
@@ -229,19 +229,6 @@ async fn get(fetcher: &Fetcher, uri: &http::Uri) -> anyhow::Result<Bytes> {
         .map_err(|e| anyhow::anyhow!("reading the body: {e}"))?
         .to_bytes();
     Ok(body)
-}
-
-/// `err` and its sources, so a TLS failure says why (an unknown issuer,
-/// a name mismatch) rather than only "client error (Connect)".
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The usable keys of a JWKS document. Keys this host cannot use (an

@@ -306,11 +306,9 @@ impl Http {
             .body(Full::new(call.body.clone()))
             .map_err(|e| Failure::Invalid(format!("request to {}: {e}", call.url)))?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| Failure::Unreachable(error_chain(&e)))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                Failure::Unreachable(crate::services::upstreams::client::error_chain(&e))
+            })?;
             let (parts, body) = response.into_parts();
             // Error bodies are read only so far: the registry's message.
             let limit = if parts.status.is_success() {
@@ -364,8 +362,9 @@ pub(super) fn resolve(base: &str, location: &str) -> String {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters
+/// (also the admin client's, for paths and queries).
+pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -375,19 +374,6 @@ fn encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// `err` and its sources: "connection refused" rather than only
-/// "client error (Connect)".
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A `WWW-Authenticate` challenge the client answers.

@@ -190,3 +190,17 @@ impl Write for Counted {
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 }
+
+/// `err` and its sources, so a failed fetch (a JWKS, a registry) says
+/// why (connection refused, an unknown issuer, a name mismatch) rather
+/// than only "client error (Connect)".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
