@@ -360,7 +360,7 @@ impl Deployments {
         let deployed = self
             .install(spec, prepared, Some((version, generation)))
             .await?;
-        fleet.changed();
+        fleet.applied(self, &deployed.route.name).await;
         Ok(deployed)
     }
 
@@ -573,7 +573,7 @@ impl Deployments {
                 current: None,
             };
             self.apply(fleet, &state).await?;
-            fleet.changed();
+            fleet.applied(self, name).await;
             return served.ok_or_else(|| DeployError::NoSuchRoute(name.to_owned()));
         }
         self.remove_local(name).await

@@ -132,6 +132,16 @@ impl Fleet {
         self.beat.notify_one();
     }
 
+    /// A change to route `name` went through here and this host serves
+    /// it. Its last load failure is over, and the fleet learns both from
+    /// the heartbeat before the change is answered, so another host's
+    /// `GET /admin/fleet` never shows the old state after `deploy --wait`.
+    pub async fn applied(&self, deployments: &Deployments, name: &str) {
+        self.failures.lock().expect("failures lock").remove(name);
+        self.heartbeat(deployments).await;
+        self.changed();
+    }
+
     /// Serves the fleet's current state before the host takes requests
     /// (the store wins over the manifest for every route it holds), then
     /// keeps following it on background tasks until they are aborted.
