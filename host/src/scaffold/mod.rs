@@ -121,6 +121,14 @@ pub fn run(command: Author) -> Result<(), ScaffoldError> {
                 wit::WASI_VERSION,
                 grants.iter().map(|g| format!(" + {g}")).collect::<String>()
             );
+            // The project the world belongs to: the folder holding it.
+            let root = match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            if let Some(helper) = new::write_helper(root, &grants)? {
+                println!("wrote {}", helper.display());
+            }
         }
     }
     Ok(())

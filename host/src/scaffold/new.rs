@@ -36,11 +36,16 @@ const RUST: &[File] = &[
     ("src/lib.rs", include_str!("templates/rust/lib.rs")),
 ];
 
+/// The helper modules over the raw bindings. `trellis wit` rewrites them
+/// with the world, as the JavaScript one may import only what it names.
+const JS_HELPER: File = ("src/trellis.js", include_str!("templates/js/trellis.js"));
+const PYTHON_HELPER: File = ("trellis.py", include_str!("templates/python/trellis.py"));
+
 const JS: &[File] = &[
     ("package.json", include_str!("templates/js/package.json")),
     ("tsconfig.json", include_str!("templates/js/tsconfig.json")),
     ("src/index.js", include_str!("templates/js/index.js")),
-    ("src/trellis.js", include_str!("templates/js/trellis.js")),
+    JS_HELPER,
     (
         "scripts/jco-preopen.mjs",
         include_str!("templates/js/jco-preopen.mjs"),
@@ -49,7 +54,7 @@ const JS: &[File] = &[
 
 const PYTHON: &[File] = &[
     ("app.py", include_str!("templates/python/app.py")),
-    ("trellis.py", include_str!("templates/python/trellis.py")),
+    PYTHON_HELPER,
     (
         "pyproject.toml",
         include_str!("templates/python/pyproject.toml"),
@@ -140,6 +145,26 @@ pub fn create(
     Ok(dir)
 }
 
+/// Rewrites the helper module of the JavaScript (`package.json`) or
+/// Python (`pyproject.toml`) project at `root` for `grants`; the file it
+/// wrote, or `None` in a project of neither kind.
+pub fn write_helper(root: &Path, grants: &[&str]) -> Result<Option<PathBuf>, ScaffoldError> {
+    let (path, template) = if root.join("package.json").is_file() {
+        JS_HELPER
+    } else if root.join("pyproject.toml").is_file() {
+        PYTHON_HELPER
+    } else {
+        return Ok(None);
+    };
+    let target = root.join(path);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|e| ScaffoldError::write(parent, e))?;
+    }
+    fs::write(&target, render(template, grants, &[]))
+        .map_err(|e| ScaffoldError::write(&target, e))?;
+    Ok(Some(target))
+}
+
 /// Lower-case letters, digits and `-`, starting with a letter: valid as a
 /// crate, an npm package, a Python distribution and a file name.
 fn check_name(name: &str) -> Result<(), ScaffoldError> {
@@ -228,6 +253,31 @@ mod tests {
                 Err(ScaffoldError::Exists(_))
             ),
             "a second project of the same name is refused"
+        );
+        let _ = fs::remove_dir_all(&parent);
+    }
+
+    #[test]
+    fn the_js_helper_follows_the_worlds_grants() {
+        let parent = temp("helper");
+        let dir = create(&parent, "web", Lang::Js, &["sql".to_owned()], None).expect("created");
+        let helper = || fs::read_to_string(dir.join("src/trellis.js")).unwrap();
+        assert!(helper().contains("trellis:api/sql@0.1.0"), "{}", helper());
+        assert!(
+            !helper().contains("trellis:api/cache@0.1.0"),
+            "{}",
+            helper()
+        );
+        let written = write_helper(&dir, &["sql", "cache"]).expect("written");
+        assert_eq!(written, Some(dir.join("src/trellis.js")));
+        assert!(helper().contains("trellis:api/cache@0.1.0"), "{}", helper());
+        assert!(
+            !helper().contains("trellis:if"),
+            "markers never reach the file"
+        );
+        assert_eq!(
+            write_helper(&parent, &["sql"]).expect("nothing to do"),
+            None
         );
         let _ = fs::remove_dir_all(&parent);
     }

@@ -4,7 +4,8 @@
 // are in types/generated (`npm run types`, run by `trellis build`).
 //
 // This file imports only the interfaces the world in wit/world.wit takes:
-// componentize-js refuses an import the world does not name.
+// componentize-js refuses an import the world does not name. `trellis wit
+// --grants ...` rewrites it with the world, so keep your code elsewhere.
 // trellis:if sql
 import * as rawSql from 'trellis:api/sql@0.1.0';
 // trellis:end

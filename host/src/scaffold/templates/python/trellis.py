@@ -5,6 +5,7 @@ the `wasi:http/incoming-handler` export; `sql`, `log`, `config` and `cache`
 wrap the `trellis:api` imports the world takes (see wit/world.wit). Each
 import is loaded on first use, so a world without `sql` builds as long as
 the handler never calls it. The raw bindings stay in `wit_world.imports`.
+`trellis wit` rewrites this file with the world: keep your code elsewhere.
 """
 
 import json as _json
