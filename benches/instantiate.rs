@@ -58,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
         summary: None,
         description: None,
         reuse: None,
+        queues: Vec::new(),
+        topics: Vec::new(),
+        set_by_admin: Default::default(),
     };
     let capabilities = Arc::new(Capabilities::new(&services, &spec));
     let trace = Arc::new(TraceContext::from_request(None));

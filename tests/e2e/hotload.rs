@@ -434,6 +434,119 @@ async fn new_routes_are_served_and_deleted_ones_are_gone() {
     assert_eq!((status, body.as_str()), (200, "version a\n"));
 }
 
+/// What a manifest sets beyond the basics, an admin `PUT` sets too: the
+/// response cache, variables, the rate limit and auth policies (naming
+/// the host's own), each checked as the manifest checks it, and kept by
+/// later versions until changed.
+#[tokio::test]
+async fn admin_deploys_set_the_cache_config_rate_limit_and_auth() {
+    let key = "admin-set-key-0123456789abcdef";
+    let manifest = one_route(component::VERSION_A)
+        .section("[rate_limits.two]\nrequests = 2\nwindow = \"60s\"")
+        .section("[rate_limits.per_user]\nrequests = 9\nwindow = \"60s\"\nkey = \"subject\"")
+        .section(
+            "[auth.keys]\ntype = \"api-key\"\nheader = \"x-key\"\nkeys = { env = \"TRELLIS_E2E_ADMIN_KEYS\" }",
+        );
+    let trellis = Trellis::launch(Launch {
+        admin_token: Some(TOKEN.to_owned()),
+        env: vec![("TRELLIS_E2E_ADMIN_KEYS".to_owned(), key.to_owned())],
+        ..Launch::manifest(manifest)
+    })
+    .await;
+    let get = |with_key: bool| {
+        let request = trellis.client().get(trellis.url("/now"));
+        let request = if with_key {
+            request.header("x-key", key)
+        } else {
+            request
+        };
+        async move { request.send().await.unwrap() }
+    };
+    let cached = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-trellis-cache")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let created = put_file(
+        &trellis,
+        "now",
+        "?path=/now&grants=cache,log&cache_ttl=30s&cache_vary=accept-language&config.GREETING=hi",
+        component::CACHE_PROBE,
+    )
+    .await;
+    assert_eq!(created["cache"]["ttl"], "30s", "{created}");
+    assert_eq!(
+        created["cache"]["vary"],
+        serde_json::json!(["accept-language"])
+    );
+    assert_eq!(created["config"]["GREETING"], "hi", "{created}");
+    let first = get(false).await;
+    assert_eq!(cached(&first).as_deref(), Some("miss"));
+    let first = first.text().await.unwrap();
+    let second = get(false).await;
+    assert_eq!(cached(&second).as_deref(), Some("hit"));
+    assert_eq!(second.text().await.unwrap(), first, "served from the cache");
+
+    // Policies must be the host's own, and combine as in a manifest.
+    let bytes = std::fs::read(component::CACHE_PROBE).unwrap();
+    for (query, reason) in [
+        (
+            "?rate_limit=nope",
+            "no policy \"nope\" in this host's [rate_limits]",
+        ),
+        ("?auth=nope", "no policy \"nope\" in this host's [auth]"),
+        (
+            "?auth=keys&scopes=read",
+            "scopes need `auth` naming a jwt policy",
+        ),
+        ("?scopes=a%20b", "is not a scope"),
+        ("?rate_limit=per_user", "counts by subject"),
+        ("?cache_ttl=8d", "cache_ttl"),
+        ("?cache_vary=bad%20header", "cache_vary"),
+        ("?config.bad%20key=1", "config.bad key"),
+    ] {
+        let response = put(&trellis, "now", query, bytes.clone()).await;
+        let body = assert_error(response, 422, "VALIDATION_FAILED").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{query}: {message}");
+    }
+
+    // A new version with a rate limit and auth keeps the cache and config.
+    let guarded = put_file(
+        &trellis,
+        "now",
+        "?rate_limit=two&auth=keys",
+        component::CACHE_PROBE,
+    )
+    .await;
+    assert_eq!(
+        (guarded["rate_limit"].as_str(), guarded["auth"].as_str()),
+        (Some("two"), Some("keys"))
+    );
+    assert_eq!(guarded["cache"]["ttl"], "30s", "{guarded}");
+    assert_eq!(guarded["config"]["GREETING"], "hi", "{guarded}");
+    assert_error(get(false).await, 401, "UNAUTHORIZED").await;
+    assert_eq!(get(true).await.status(), 200);
+    assert_error(get(true).await, 429, "RATE_LIMITED").await;
+
+    // Empty values take them off again.
+    let open = put_file(
+        &trellis,
+        "now",
+        "?rate_limit=&auth=&cache_ttl=0",
+        component::CACHE_PROBE,
+    )
+    .await;
+    assert_eq!(open["cache"], Value::Null, "{open}");
+    for _ in 0..3 {
+        let response = get(false).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(cached(&response), None, "no response cache");
+    }
+}
+
 #[tokio::test]
 async fn the_admin_api_needs_the_token() {
     let trellis = start_admin(one_route(component::VERSION_A)).await;

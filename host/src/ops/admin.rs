@@ -9,8 +9,8 @@
 use crate::app::routes::Route;
 use crate::config::Token;
 use crate::config::manifest::{
-    Limits, RouteSpec, check_grants, check_limits, check_path, check_reuse, check_route_name,
-    parse_methods,
+    Limits, ResponseCache, RouteSpec, check_cache, check_grants, check_limits, check_path,
+    check_reuse, check_route_name, check_scopes, parse_methods,
 };
 use crate::http::edge::{EdgeLayer, RequestContext};
 use crate::http::error::{ApiError, ErrorKind};
@@ -374,13 +374,24 @@ struct SettingsQuery {
     reuse_requests: Option<String>,
     /// `reuse.idle`; turns reuse on with the default `requests`.
     reuse_idle: Option<String>,
+    /// A `[rate_limits]` policy of the host's manifest; empty for none.
+    rate_limit: Option<String>,
+    /// An `[auth]` policy of the host's manifest; empty for none.
+    auth: Option<String>,
+    /// Comma-separated; empty for none.
+    scopes: Option<String>,
+    /// The response cache's `ttl`; `0` turns it off.
+    cache_ttl: Option<String>,
+    /// The response cache's `vary` headers, comma-separated.
+    cache_vary: Option<String>,
     /// `oci://HOST/NAMESPACE/NAME:TAG` (or `@sha256:…`): pull the
     /// component from a registry instead of reading it from the body.
     /// Stored with a version (pinned to its digest) to show where it came
     /// from; never a route setting.
     component: Option<String>,
-    /// Everything else: the route's [`Limits`] by name (`timeout=2s`);
-    /// any other name is refused by [`settings`].
+    /// Everything else: the route's [`Limits`] by name (`timeout=2s`) and
+    /// its variables as `config.KEY=value`; any other name is refused by
+    /// [`settings`].
     #[serde(flatten)]
     limits: BTreeMap<String, String>,
 }
@@ -540,7 +551,8 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
         | DeployError::Database(_)
         | DeployError::Settings(_)
         | DeployError::NotLoadedHere(_)
-        | DeployError::UnknownUpstream(_) => ErrorKind::ValidationFailed(err.to_string()),
+        | DeployError::UnknownUpstream(_)
+        | DeployError::Policy(_) => ErrorKind::ValidationFailed(err.to_string()),
         DeployError::NoSuchRoute(name) | DeployError::Store(StoreError::NoSuchRoute(name)) => {
             ErrorKind::NoSuchRoute(name.clone())
         }
@@ -584,15 +596,14 @@ fn settings(
             methods: None,
             grants: Vec::new(),
             limits: Limits::default(),
-            // Variables and secrets come from the manifest only: they may
-            // name the host's environment, which the admin API must not
-            // reach into.
+            // Secrets come from the manifest only: they may name the
+            // host's environment, which the admin API must not reach into.
+            // Variables may be set below (`config.KEY`).
             config: Default::default(),
             rate_limit: None,
             cache: None,
             cache_namespace: name.to_owned(),
             outbound: None,
-            // Edge policies come from the manifest only, like `config`.
             auth: None,
             scopes: Vec::new(),
             cors: None,
@@ -600,10 +611,11 @@ fn settings(
             summary: None,
             description: None,
             reuse: None,
-            // Like `config`: an admin deploy keeps the version's own, and
-            // a new route may use no queue.
+            // An admin deploy keeps the version's own, and a new route
+            // may use no queue.
             queues: Vec::new(),
             topics: Vec::new(),
+            set_by_admin: BTreeMap::new(),
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");
@@ -626,14 +638,23 @@ fn settings(
         spec.outbound = Some(split(&outbound));
     }
     for (field, value) in &query.limits {
+        if let Some(key) = field.strip_prefix("config.") {
+            Arc::make_mut(&mut spec.config)
+                .set_variable(key, value)
+                .map_err(|m| bad(field, m))?;
+            spec.set_by_admin.insert(field.clone(), value.clone());
+            continue;
+        }
         if !spec.limits.set(field, value).map_err(|m| bad(field, m))? {
             return Err(format!(
                 "query parameter {field}: unknown; expected path, methods, grants, outbound, \
-                 reuse_requests, reuse_idle or one of {}",
+                 reuse_requests, reuse_idle, rate_limit, auth, scopes, cache_ttl, cache_vary, \
+                 config.KEY or one of {}",
                 Limits::NAMES.join(", ")
             ));
         }
     }
+    edge_settings(&mut spec, &query).map_err(|(field, m)| bad(field, m))?;
     check_limits(&spec.limits).map_err(|(field, m)| bad(field, m))?;
     if query.reuse_requests.is_some() || query.reuse_idle.is_some() {
         let mut reuse = spec.reuse.unwrap_or_default();
@@ -653,6 +674,67 @@ fn settings(
         };
     }
     Ok(spec)
+}
+
+/// Applies the query's edge settings (rate limit, auth, scopes, response
+/// cache) to `spec`, remembering each in `spec.set_by_admin`. Whether the
+/// policies they name exist on this host is checked at deploy
+/// ([`Deployments::deploy`]); here, what needs no host.
+fn edge_settings(
+    spec: &mut RouteSpec,
+    query: &SettingsQuery,
+) -> Result<(), (&'static str, String)> {
+    let name = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+    if let Some(policy) = &query.rate_limit {
+        spec.rate_limit = name(policy);
+    }
+    if let Some(policy) = &query.auth {
+        spec.auth = name(policy);
+    }
+    if let Some(scopes) = &query.scopes {
+        spec.scopes = split(scopes);
+        check_scopes(&spec.scopes).map_err(|m| ("scopes", m))?;
+    }
+    if query.cache_ttl.is_some() || query.cache_vary.is_some() {
+        let ttl = match &query.cache_ttl {
+            Some(ttl) if ttl.trim() == "0" => None,
+            Some(ttl) => Some(ttl.parse().map_err(|m| ("cache_ttl", m))?),
+            None => spec.cache.as_ref().map(|c| c.ttl),
+        };
+        spec.cache = match ttl {
+            None if query.cache_vary.is_some() && query.cache_ttl.is_none() => {
+                return Err((
+                    "cache_vary",
+                    "the route has no response cache: add cache_ttl".into(),
+                ));
+            }
+            None => None,
+            Some(ttl) => {
+                let vary = match &query.cache_vary {
+                    Some(vary) => split(vary),
+                    None => spec.cache.take().map(|c| c.vary).unwrap_or_default(),
+                };
+                let cache = ResponseCache { ttl, vary };
+                check_cache(&cache).map_err(|(key, m)| match key {
+                    "vary" => ("cache_vary", m),
+                    _ => ("cache_ttl", m),
+                })?;
+                Some(cache)
+            }
+        };
+    }
+    for (field, value) in [
+        ("rate_limit", &query.rate_limit),
+        ("auth", &query.auth),
+        ("scopes", &query.scopes),
+        ("cache_ttl", &query.cache_ttl),
+        ("cache_vary", &query.cache_vary),
+    ] {
+        if let Some(value) = value {
+            spec.set_by_admin.insert(field.to_owned(), value.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The settings of `spec` the admin API can set, as the query parameters
@@ -691,6 +773,7 @@ pub(crate) fn stored_settings(spec: &RouteSpec) -> BTreeMap<String, String> {
             out.insert("reuse_requests".to_owned(), "0".to_owned());
         }
     }
+    out.extend(spec.set_by_admin.clone());
     out
 }
 
@@ -740,6 +823,11 @@ fn describe(route: &Route, history: &[VersionInfo], changes: Option<Vec<Change>>
         "outbound": spec.outbound,
         "limits": spec.limits,
         "reuse": spec.reuse,
+        "rate_limit": spec.rate_limit,
+        "auth": spec.auth,
+        "scopes": spec.scopes,
+        "cache": spec.cache.as_ref().map(|c| json!({"ttl": c.ttl.to_string(), "vary": c.vary})),
+        "config": spec.config.variables().collect::<BTreeMap<_, _>>(),
         "history": history.iter().map(|v| {
             let mut entry = json!({
                 "version": v.version,
@@ -848,6 +936,50 @@ mod tests {
         bad.insert("timeout".into(), "2x".into());
         let err = settings_from_stored("x", None, &bad).unwrap_err();
         assert!(err.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn admin_set_edge_settings_travel_with_the_version() {
+        let q = |s: &str| -> SettingsQuery {
+            serde_json::from_value(serde_json::from_str(s).unwrap()).unwrap()
+        };
+        let spec = settings(
+            "x",
+            None,
+            q(r#"{"path":"/x","rate_limit":"tight","auth":"jwt","scopes":"read,write","cache_ttl":"30s","cache_vary":"accept","config.GREETING":"hi"}"#),
+        )
+        .unwrap();
+        assert_eq!(spec.rate_limit.as_deref(), Some("tight"));
+        assert_eq!(spec.scopes, ["read", "write"]);
+        assert_eq!(spec.cache.as_ref().unwrap().vary, ["accept"]);
+        assert_eq!(spec.config.get("GREETING"), Some("hi"));
+        // Over another host's manifest entry, which has its own cache and
+        // a secret: what the admin set wins, the rest is that host's.
+        let mut base = settings("x", None, q(r#"{"path":"/x"}"#)).unwrap();
+        base.cache = Some(ResponseCache {
+            ttl: "5s".parse().unwrap(),
+            vary: Vec::new(),
+        });
+        base.description = Some("from the manifest".into());
+        let stored = stored_settings(&spec);
+        let rebuilt = settings_from_stored("x", Some(&base), &stored).unwrap();
+        assert_eq!(rebuilt.cache, spec.cache);
+        assert_eq!(rebuilt.auth.as_deref(), Some("jwt"));
+        assert_eq!(rebuilt.config.get("GREETING"), Some("hi"));
+        assert_eq!(rebuilt.description.as_deref(), Some("from the manifest"));
+        // A later version keeps them; empty values clear them.
+        let next = settings(
+            "x",
+            Some(&rebuilt),
+            q(r#"{"rate_limit":"","cache_ttl":"0"}"#),
+        )
+        .unwrap();
+        assert_eq!((next.rate_limit, next.cache), (None, None));
+        assert_eq!(next.auth.as_deref(), Some("jwt"));
+        let err = settings("x", Some(&spec), q(r#"{"cache_vary":"a b"}"#)).unwrap_err();
+        assert!(err.contains("cache_vary"), "{err}");
+        let err = settings("x", None, q(r#"{"path":"/x","cache_vary":"accept"}"#)).unwrap_err();
+        assert!(err.contains("add cache_ttl"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use crate::app::App;
 use crate::app::routes::{Route, RouteTable};
 use crate::capabilities::{Capabilities, GuestContext};
-use crate::config::manifest::RouteSpec;
+use crate::config::manifest::{KeySource, RouteSpec};
 use crate::config::reference::Reference;
 use crate::ops::fleet::Fleet;
 use crate::ops::fleet::store::{Change, RouteState, StoreError};
@@ -159,6 +159,10 @@ pub enum DeployError {
         "outbound: no upstream {0:?} in this host's [upstreams] (they are read at start; restart to add one)"
     )]
     UnknownUpstream(String),
+    /// The route's edge settings do not fit this host's policies (one it
+    /// lacks, scopes on an api-key policy, a subject count without auth).
+    #[error("{0}")]
+    Policy(String),
 }
 
 impl Deployments {
@@ -216,7 +220,7 @@ impl Deployments {
     /// continues meanwhile.
     pub async fn prepare(&self, spec: &RouteSpec, bytes: Bytes) -> Result<Prepared, DeployError> {
         let started = Instant::now();
-        self.check_upstreams(spec)?;
+        self.check_names(spec)?;
         let loader = self.app.loader.clone();
         let (grants, outbound) = (spec.grants.clone(), spec.outbound.clone());
         let (handler, cache) =
@@ -236,7 +240,7 @@ impl Deployments {
         digest: &str,
     ) -> Result<Prepared, DeployError> {
         let started = Instant::now();
-        self.check_upstreams(spec)?;
+        self.check_names(spec)?;
         let loader = self.app.loader.clone();
         let (grants, outbound) = (spec.grants.clone(), spec.outbound.clone());
         let wanted = digest.to_owned();
@@ -257,18 +261,60 @@ impl Deployments {
         }
     }
 
-    /// Refuses a route whose `outbound` names an upstream this host lacks.
-    fn check_upstreams(&self, spec: &RouteSpec) -> Result<(), DeployError> {
-        let upstreams = &self.app.services.upstreams;
-        match spec
+    /// Refuses a route that names an upstream or a policy this host lacks,
+    /// with the manifest's rules for how they combine.
+    fn check_names(&self, spec: &RouteSpec) -> Result<(), DeployError> {
+        let services = &self.app.services;
+        if let Some(unknown) = spec
             .outbound
             .iter()
             .flatten()
-            .find(|n| upstreams.get(n).is_none())
+            .find(|n| services.upstreams.get(n).is_none())
         {
-            Some(unknown) => Err(DeployError::UnknownUpstream(unknown.clone())),
-            None => Ok(()),
+            return Err(DeployError::UnknownUpstream(unknown.clone()));
         }
+        let refuse =
+            |field: &str, message: String| Err(DeployError::Policy(format!("{field}: {message}")));
+        let subject = match spec.rate_limit.as_deref() {
+            None => false,
+            Some(policy) => match services.rate_limiter.key_source(policy) {
+                None => {
+                    return refuse(
+                        "rate_limit",
+                        format!("no policy {policy:?} in this host's [rate_limits]"),
+                    );
+                }
+                Some(source) => source == KeySource::Subject,
+            },
+        };
+        let auth = match spec.auth.as_deref() {
+            None => None,
+            Some(policy) => match services.auth.policy(policy) {
+                None => {
+                    return refuse(
+                        "auth",
+                        format!("no policy {policy:?} in this host's [auth]"),
+                    );
+                }
+                Some(policy) => Some(policy),
+            },
+        };
+        if !spec.scopes.is_empty() && !auth.as_ref().is_some_and(|p| p.is_bearer()) {
+            return refuse("scopes", "scopes need `auth` naming a jwt policy".into());
+        }
+        if auth.is_none() && spec.grants.iter().any(|g| g == "identity") {
+            return refuse(
+                "grants",
+                "\"identity\" needs `auth` on the route: without it there is no caller".into(),
+            );
+        }
+        if auth.is_none() && subject {
+            return refuse(
+                "rate_limit",
+                "the policy counts by subject, which needs `auth` on the route".into(),
+            );
+        }
+        Ok(())
     }
 
     /// The checks after linking: the database for `sql`, and one test

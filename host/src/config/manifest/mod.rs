@@ -30,8 +30,8 @@ use std::time;
 use toml::Spanned;
 pub use upstreams::{BreakerSettings, UpstreamEntry, UpstreamSpec};
 pub use validate::{
-    check_database_url, check_grants, check_limits, check_path, check_reuse, check_route_name,
-    parse_methods,
+    check_cache, check_database_url, check_grants, check_limits, check_path, check_reuse,
+    check_route_name, check_scopes, parse_methods,
 };
 
 /// Capabilities a route may grant; see `wit/` and DESIGN.md.
@@ -620,6 +620,7 @@ impl RouteEntry {
                 .as_ref()
                 .map(|t| t.get_ref().clone())
                 .unwrap_or_default(),
+            set_by_admin: BTreeMap::new(),
         }
     }
 

@@ -175,6 +175,12 @@ pub struct RouteSpec {
     pub queues: Vec<String>,
     /// The topics the component may publish on.
     pub topics: Vec<String>,
+    /// The settings an admin `PUT` set beyond a manifest's (`rate_limit`,
+    /// `auth`, `scopes`, `cache_ttl`, `cache_vary`, `config.KEY`), as its
+    /// query gave them. Later versions keep them, and the deployment store
+    /// carries them to every host, where they apply over that host's
+    /// manifest.
+    pub set_by_admin: BTreeMap<String, String>,
 }
 
 /// One route's resolved variables and secrets.
@@ -232,6 +238,28 @@ impl RouteConfig {
             }
         }
         Ok(RouteConfig { values })
+    }
+
+    /// Sets the variable `key` (not a secret: those come from the
+    /// manifest, which may name the host's environment).
+    pub fn set_variable(&mut self, key: &str, value: &str) -> Result<(), String> {
+        valid_key(key)?;
+        if self.values.get(key).is_some_and(|(_, secret)| *secret) {
+            return Err(format!(
+                "{key:?} is a secret of the route's manifest entry; secrets are set there"
+            ));
+        }
+        self.values
+            .insert(key.to_owned(), (value.to_owned(), false));
+        Ok(())
+    }
+
+    /// The variables (not the secrets), by key.
+    pub fn variables(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values
+            .iter()
+            .filter(|(_, (_, secret))| !secret)
+            .map(|(k, (v, _))| (k.as_str(), v.as_str()))
     }
 
     /// The value of `key`, a variable or a secret.

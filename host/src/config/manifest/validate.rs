@@ -3,7 +3,7 @@
 //! in a manifest, its line.
 
 use super::spec::{Limits, Reuse};
-use super::{KNOWN_GRANTS, Manifest, ManifestError, RouteConfig, line_of};
+use super::{KNOWN_GRANTS, Manifest, ManifestError, ResponseCache, RouteConfig, line_of};
 use crate::config::units::Duration;
 use std::ops::Range;
 use std::path::Path;
@@ -158,29 +158,14 @@ impl Manifest {
                 &field,
             )
             .map_err(|(span, field, message)| invalid(span, field, message))?;
-            if let Some(cache) = &route.cache {
-                let c = cache.get_ref();
-                if c.ttl.0.is_zero() {
-                    return Err(invalid(
-                        cache.span(),
-                        field("cache.ttl"),
-                        "must be more than 0".into(),
-                    ));
-                }
-                if let Err(message) = at_most(c.ttl, max::CACHE_TTL) {
-                    return Err(invalid(cache.span(), field("cache.ttl"), message));
-                }
-                if let Some(bad) = c
-                    .vary
-                    .iter()
-                    .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
-                {
-                    return Err(invalid(
-                        cache.span(),
-                        field("cache.vary"),
-                        format!("{bad:?} is not a header name"),
-                    ));
-                }
+            if let Some(cache) = &route.cache
+                && let Err((key, message)) = check_cache(cache.get_ref())
+            {
+                return Err(invalid(
+                    cache.span(),
+                    field(&format!("cache.{key}")),
+                    message,
+                ));
             }
             let kind = match &route.auth {
                 None => None,
@@ -213,19 +198,8 @@ impl Manifest {
                     }
                     Some(super::edge::AuthKind::Jwt) => {}
                 }
-                if let Some(bad) = scopes.get_ref().iter().find(|s| {
-                    s.is_empty()
-                        || !s
-                            .bytes()
-                            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-                }) {
-                    return Err(invalid(
-                        scopes.span(),
-                        field("scopes"),
-                        format!(
-                            "{bad:?} is not a scope (RFC 6749: printable ASCII, no spaces, quotes or backslashes)"
-                        ),
-                    ));
+                if let Err(message) = check_scopes(scopes.get_ref()) {
+                    return Err(invalid(scopes.span(), field("scopes"), message));
                 }
             }
             if kind.is_none()
@@ -649,6 +623,37 @@ pub fn check_limits(limits: &Limits) -> Result<(), (&'static str, String)> {
         return Err(("memory", "must be at least 1MiB".into()));
     }
     Ok(())
+}
+
+/// Checks a route's response `cache`; the error names the key within it.
+pub fn check_cache(cache: &ResponseCache) -> Result<(), (&'static str, String)> {
+    if cache.ttl.0.is_zero() {
+        return Err(("ttl", "must be more than 0".into()));
+    }
+    at_most(cache.ttl, max::CACHE_TTL).map_err(|m| ("ttl", m))?;
+    match cache
+        .vary
+        .iter()
+        .find(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+    {
+        Some(bad) => Err(("vary", format!("{bad:?} is not a header name"))),
+        None => Ok(()),
+    }
+}
+
+/// Checks a route's `scopes` are scopes as RFC 6749 spells them.
+pub fn check_scopes(scopes: &[String]) -> Result<(), String> {
+    match scopes.iter().find(|s| {
+        s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        Some(bad) => Err(format!(
+            "{bad:?} is not a scope (RFC 6749: printable ASCII, no spaces, quotes or backslashes)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Most requests one instance may serve at once with `reuse.concurrent`.
