@@ -2,6 +2,7 @@
 //! source, tag, attempt, wall-clock ms), then does what its payload says:
 //!
 //! - `ok:TAG`: succeeds.
+//! - `noop`: succeeds at once, recording nothing (benches/jobs.sh).
 //! - `fail:TAG`: fails (returns an error).
 //! - `trap:TAG`: panics.
 //! - `loop:TAG`: loops until the host's timeout stops it.
@@ -41,6 +42,7 @@ impl Worker for Probe {
         let text = String::from_utf8_lossy(&job.payload).into_owned();
         let (command, rest) = text.split_once(':').unwrap_or((text.as_str(), ""));
         match command {
+            "noop" => Ok(()),
             "ok" => record(&job, rest),
             "fail" => {
                 record(&job, rest)?;
