@@ -547,6 +547,126 @@ async fn trapping_looping_and_hoarding_workers_fail_their_attempt_only() {
     assert!(error_of(&hoard).contains("trapped"), "{}", error_of(&hoard));
 }
 
+/// `bytes` (a component) with a custom section holding `tag` appended:
+/// the same code under another digest.
+fn tagged(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"trellis-test";
+    let size = 1 + name.len() + tag.len();
+    assert!(size < 128, "one-byte LEB128 sizes");
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    out.extend_from_slice(name);
+    out.extend_from_slice(tag.as_bytes());
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn put_worker(trellis: &Trellis, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let response = trellis
+        .client()
+        .put(format!("{}/admin/workers/{name}", trellis.admin_url()))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// The version of the worker that settled job `id`, from its log line.
+async fn done_on(trellis: &Trellis, id: &str) -> i64 {
+    let line = trellis
+        .wait_log(&format!("job {id} done"), |l| {
+            l["message"] == "job done" && l["job_id"] == id
+        })
+        .await;
+    line["version"]
+        .as_i64()
+        .expect("the version in the log line")
+}
+
+/// A worker's component is swapped through the admin API and by watch
+/// mode: a job in progress finishes on the version it started on, later
+/// ones run on the new one, and what is not a worker changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_components_are_hot_loaded() {
+    let setup = Setup::new(Db::sqlite());
+    let original = std::fs::read(component::JOB_WORKER).unwrap();
+    let file = setup.dir.path().join("worker.wasm");
+    std::fs::write(&file, &original).unwrap();
+    let sections = WORK.replace("JOB_WORKER", &file.display().to_string());
+    let trellis = Trellis::launch(Launch {
+        manifest: Some(setup.manifest(&sections, &["queues = [\"work\"]"])),
+        cache_dir: Some(shared_cache_dir()),
+        admin_token: Some(TOKEN.to_owned()),
+        args: vec!["--watch".to_owned()],
+        ..Launch::default()
+    })
+    .await;
+    let (_, listed) = admin(&trellis, reqwest::Method::GET, "/admin/workers").await;
+    assert_eq!(listed["workers"][0]["name"], "runner", "{listed}");
+    assert_eq!(listed["workers"][0]["version"], 1, "{listed}");
+    assert_eq!(
+        listed["workers"][0]["digest"],
+        sha256(&original),
+        "{listed}"
+    );
+
+    let slow = job(&trellis, "queue=work", "sleep:1000:slow").await;
+    setup.wait_runs(&slow, 1).await;
+    let second = tagged(&original, "2");
+    let (status, answer) = put_worker(&trellis, "runner", second.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 2, "{answer}");
+    assert_eq!(answer["digest"], sha256(&second), "{answer}");
+    let fresh = job(&trellis, "queue=work", "ok:fresh").await;
+    assert_eq!(done_on(&trellis, &fresh).await, 2, "claimed after the swap");
+    assert_eq!(done_on(&trellis, &slow).await, 1, "in progress at the swap");
+
+    let (status, answer) = put_worker(&trellis, "nope", second.clone()).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("NOT_FOUND")),
+        "{answer}"
+    );
+    let probe = std::fs::read(component::JOB_PROBE).unwrap();
+    let (status, answer) = put_worker(&trellis, "runner", probe).await;
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("trellis:api/worker"), "{message}");
+    let (status, _) = put_worker(&trellis, "runner", Vec::new()).await;
+    assert_eq!(status, 422);
+    let (_, shown) = admin(&trellis, reqwest::Method::GET, "/admin/workers/runner").await;
+    assert_eq!(shown["version"], 2, "refusals change nothing: {shown}");
+
+    // Watch mode reloads the worker's file when it changes.
+    let third = tagged(&original, "3");
+    std::fs::write(&file, &third).unwrap();
+    wait_until(
+        "the watched worker file reloaded",
+        Duration::from_millis(100),
+        async || {
+            let (_, shown) = admin(&trellis, reqwest::Method::GET, "/admin/workers/runner").await;
+            (shown["digest"] == sha256(&third)).then_some(())
+        },
+    )
+    .await;
+    let later = job(&trellis, "queue=work", "ok:later").await;
+    assert_eq!(done_on(&trellis, &later).await, 3);
+}
+
 on_sqlite_and_redis!(a_job_whose_host_was_killed_runs_again_after_its_visibility);
 
 async fn a_job_whose_host_was_killed_runs_again_after_its_visibility(setup: Setup) {

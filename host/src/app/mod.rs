@@ -41,15 +41,17 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The services behind the capabilities (database, ...).
     pub services: Arc<Services>,
-    /// The `[[worker]]`s, loaded at start ([`crate::jobs`] runs them).
-    pub workers: Vec<Arc<WorkerVersion>>,
+    /// The `[[worker]]`s ([`crate::jobs`] runs them), whose components
+    /// hot load swaps.
+    pub workers: Vec<Arc<Worker>>,
     /// The `[[schedule]]`s.
     pub schedules: Vec<ScheduleEntry>,
     _ticker: EpochTicker,
 }
 
 /// A `[[worker]]` ready to run: its settings, component and capability
-/// contexts. Lives as long as the host (workers are not hot-loaded yet).
+/// contexts. A job runs on the version it was claimed under until it is
+/// settled, whatever hot load swaps in meanwhile.
 pub struct WorkerVersion {
     /// Its validated settings.
     pub spec: WorkerSpec,
@@ -57,6 +59,37 @@ pub struct WorkerVersion {
     pub component: Arc<WorkerComponent>,
     /// What its jobs' capability calls reach.
     pub capabilities: Arc<Capabilities>,
+    /// 1 for the manifest's component, one more per hot load.
+    pub version: u32,
+    /// When it was loaded.
+    pub loaded_at: std::time::SystemTime,
+}
+
+/// One `[[worker]]` for the host's life; its component is swapped whole
+/// on hot load (the settings stay the manifest's).
+pub struct Worker {
+    /// The worker's name (`[[worker]].name`).
+    pub name: String,
+    current: ArcSwap<WorkerVersion>,
+}
+
+impl Worker {
+    fn new(version: WorkerVersion) -> Worker {
+        Worker {
+            name: version.spec.name.clone(),
+            current: ArcSwap::from_pointee(version),
+        }
+    }
+
+    /// The version new jobs run on.
+    pub fn current(&self) -> Arc<WorkerVersion> {
+        self.current.load_full()
+    }
+
+    /// Makes `version` the one new jobs run on; returns the one before.
+    pub fn swap(&self, version: Arc<WorkerVersion>) -> Arc<WorkerVersion> {
+        self.current.swap(version)
+    }
 }
 
 impl App {
@@ -111,11 +144,13 @@ impl App {
                 .load_worker(&bytes, &spec.grants)
                 .with_context(|| format!("{what}: component {}", entry.component.get_ref()))?;
             tracing::info!(worker = %spec.name, digest = %component.digest, cache = cache.as_str(), "worker component loaded");
-            workers.push(Arc::new(WorkerVersion {
+            workers.push(Arc::new(Worker::new(WorkerVersion {
                 capabilities: Arc::new(Capabilities::for_worker(&services, &spec)),
                 component: Arc::new(component),
                 spec,
-            }));
+                version: 1,
+                loaded_at: std::time::SystemTime::now(),
+            })));
         }
         let routes = ArcSwap::from_pointee(routes);
         let instances = Arc::new(Semaphore::new(manifest.server.max_instances as usize));

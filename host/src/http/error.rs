@@ -79,6 +79,8 @@ pub enum ErrorKind {
     NoSuchRoute(String),
     /// Admin API: no queue (or topic group) has this name.
     NoSuchQueue(String),
+    /// Admin API: no `[[worker]]` has this name.
+    NoSuchWorker(String),
     /// Admin API: the settings or the component were refused; the message
     /// says why (the operator's input, so it is shown in full).
     ValidationFailed(String),
@@ -168,6 +170,11 @@ impl ErrorKind {
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 format!("no queue named {name:?}"),
+            ),
+            ErrorKind::NoSuchWorker(name) => (
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("no worker named {name:?}"),
             ),
             ErrorKind::ValidationFailed(message) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -29,7 +29,8 @@ impl Background {
     pub async fn start(app: Arc<App>) -> Background {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for version in &app.workers {
+        for worker in &app.workers {
+            let version = worker.current();
             if let crate::config::manifest::JobSource::Topic(topic) = &version.spec.source {
                 let store = app.services.jobs.store();
                 if let Err(err) = store.subscribe(topic, &version.spec.name, now_ms()).await {
@@ -38,7 +39,7 @@ impl Background {
                     tracing::warn!(worker = %version.spec.name, topic = %topic, cause = %err, "registering the subscriber group failed; retrying while polling");
                 }
             }
-            tasks.spawn(worker::run(app.clone(), version.clone(), stopped.clone()));
+            tasks.spawn(worker::run(app.clone(), worker.clone(), stopped.clone()));
         }
         for entry in &app.schedules {
             tasks.spawn(schedule::run(app.clone(), entry.clone(), stopped.clone()));

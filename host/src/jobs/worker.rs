@@ -9,7 +9,7 @@
 //! expired (their host died) to the queue, and every [`SWEEP`] deletes
 //! done jobs past the queue's retention.
 
-use crate::app::{App, WorkerVersion};
+use crate::app::{App, Worker, WorkerVersion};
 use crate::capabilities::GuestContext;
 use crate::capabilities::bindings::worker::{Job, Source};
 use crate::config::manifest::{JobSource, Limits};
@@ -46,11 +46,13 @@ pub fn queue_key(version: &WorkerVersion) -> String {
     }
 }
 
-/// Runs `version` until `stop` turns true, then waits for its jobs in
-/// progress (the caller bounds that wait by `shutdown_grace`).
-pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Receiver<bool>) {
-    let spec = &version.spec;
-    let key = queue_key(&version);
+/// Runs `worker` until `stop` turns true, then waits for its jobs in
+/// progress (the caller bounds that wait by `shutdown_grace`). Each claimed
+/// job runs on the worker's version at the time of the claim.
+pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<bool>) {
+    let first = worker.current();
+    let spec = &first.spec;
+    let key = queue_key(&first);
     let jobs = app.services.jobs.clone();
     let store = jobs.store().clone();
     let waker = jobs.waker(&key);
@@ -124,6 +126,7 @@ pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Re
             }
         };
         let full = claimed.len() >= free;
+        let version = worker.current();
         for job in claimed {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 break; // Unreachable: we claimed at most `free`.
@@ -153,6 +156,27 @@ pub async fn run(app: Arc<App>, version: Arc<WorkerVersion>, mut stop: watch::Re
     // Stopped: claim nothing more; let the jobs in progress finish.
     while running.join_next().await.is_some() {}
     tracing::info!(worker = %spec.name, queue = %key, "worker stopped");
+}
+
+/// One instantiation of `version` in a fresh store under its `memory`,
+/// dropped at once: what a hot load checks before the swap (a component
+/// whose initial memory exceeds the limit, or whose start traps).
+pub async fn instantiate_once(app: &App, version: &WorkerVersion) -> wasmtime::Result<()> {
+    let guest = GuestContext::probe(
+        version.capabilities.clone(),
+        version.spec.name.as_str().into(),
+        version.component.digest.clone(),
+    );
+    let limits = Limits {
+        timeout: version.spec.timeout,
+        memory: version.spec.memory,
+        ..Limits::default()
+    };
+    let _slot = app.instances.clone().acquire_owned().await;
+    let mut store = new_store(&app.engine, &limits, guest);
+    set_deadline(&mut store, Instant::now() + version.spec.timeout.0);
+    version.component.pre.instantiate_async(&mut store).await?;
+    Ok(())
 }
 
 /// How one attempt ended.
@@ -244,7 +268,7 @@ async fn attempt(
     let label = match outcome {
         Outcome::Done => match store.ack(&key, &job.id, job.attempt, now).await {
             Ok(true) => {
-                tracing::info!(worker = %spec.name, queue = %key, job_id = %job.id, attempt = job.attempt, duration_ms, traceparent = %trace_id, "job done");
+                tracing::info!(worker = %spec.name, queue = %key, job_id = %job.id, attempt = job.attempt, version = version.version, duration_ms, traceparent = %trace_id, "job done");
                 "done"
             }
             Ok(false) => {

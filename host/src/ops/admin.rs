@@ -17,7 +17,7 @@ use crate::http::error::{ApiError, ErrorKind};
 use crate::ops::deployments::{DeployError, Deployed, Deployments, VersionInfo};
 use crate::ops::fleet::store::{Change, StoreError};
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::Next;
@@ -50,6 +50,11 @@ pub fn router(deployments: Arc<Deployments>, token: Token) -> Router {
         .route("/admin/routes/{name}/rollback", post(rollback))
         .route("/admin/fleet", get(fleet))
         .route("/admin/queues", get(queues::list))
+        .route("/admin/workers", get(workers::list))
+        .route(
+            "/admin/workers/{name}",
+            get(workers::show).put(workers::deploy),
+        )
         .route(
             "/admin/queues/{name}/dead",
             get(queues::dead).delete(queues::purge),
@@ -104,6 +109,84 @@ pub async fn serve(
         .await
 }
 
+/// `/admin/workers`: each `[[worker]]`'s component, and hot load of a new
+/// one (`PUT` with the component as body; the settings stay the
+/// manifest's).
+mod workers {
+    use super::{AdminState, Rid, deploy_failed, read_upload, rfc3339};
+    use crate::app::WorkerVersion;
+    use crate::http::error::ErrorKind;
+    use axum::extract::{Path, Request, State};
+    use axum::response::{IntoResponse, Response};
+    use serde_json::{Value, json};
+
+    fn describe(version: &WorkerVersion) -> Value {
+        json!({
+            "name": version.spec.name,
+            "queue": crate::jobs::worker::queue_key(version),
+            "version": version.version,
+            "digest": version.component.digest,
+            "loaded_at": rfc3339(version.loaded_at),
+            "concurrency": version.spec.concurrency,
+            "grants": version.spec.grants,
+        })
+    }
+
+    pub(super) async fn list(State(state): State<AdminState>) -> Response {
+        let workers: Vec<Value> = state
+            .deployments
+            .app()
+            .workers
+            .iter()
+            .map(|w| describe(&w.current()))
+            .collect();
+        axum::Json(json!({ "workers": workers })).into_response()
+    }
+
+    pub(super) async fn show(
+        State(state): State<AdminState>,
+        Path(name): Path<String>,
+        rid: Rid,
+    ) -> Response {
+        match state
+            .deployments
+            .app()
+            .workers
+            .iter()
+            .find(|w| w.name == name)
+        {
+            Some(worker) => axum::Json(describe(&worker.current())).into_response(),
+            None => rid.fail(ErrorKind::NoSuchWorker(name)),
+        }
+    }
+
+    pub(super) async fn deploy(
+        State(state): State<AdminState>,
+        Path(name): Path<String>,
+        rid: Rid,
+        req: Request,
+    ) -> Response {
+        let (parts, body) = req.into_parts();
+        if !state
+            .deployments
+            .app()
+            .workers
+            .iter()
+            .any(|w| w.name == name)
+        {
+            return super::refuse(body, &rid, ErrorKind::NoSuchWorker(name)).await;
+        }
+        let bytes = match read_upload(&state, &rid, &parts, body).await {
+            Ok(bytes) => bytes,
+            Err(refused) => return refused,
+        };
+        match state.deployments.deploy_worker(&name, bytes).await {
+            Ok(version) => axum::Json(describe(&version)).into_response(),
+            Err(err) => deploy_failed(&rid, &name, err),
+        }
+    }
+}
+
 /// `/admin/queues`: job counts, dead letters, retry and purge.
 mod queues {
     use super::{AdminState, Rid};
@@ -120,7 +203,7 @@ mod queues {
         let app = state.deployments.app();
         let mut names = app.services.jobs.queue_names();
         for worker in &app.workers {
-            let key = crate::jobs::worker::queue_key(worker);
+            let key = crate::jobs::worker::queue_key(&worker.current());
             if !names.contains(&key) {
                 names.push(key);
             }
@@ -315,6 +398,55 @@ async fn authorize(State(state): State<AdminState>, req: Request, next: Next) ->
 /// Answers `kind` to a request whose body was not read: reads and drops
 /// the body first (bounded, see [`crate::http::body::discard`]), or a client
 /// still uploading a component sees a reset instead of the answer.
+/// The component uploaded as the body of an admin `PUT`: `application/wasm`
+/// (or octet-stream), at most `max_component_size`, not empty. A refusal
+/// reads the rest of the upload first, so the client sees the answer.
+async fn read_upload(
+    state: &AdminState,
+    rid: &Rid,
+    parts: &Parts,
+    body: Body,
+) -> Result<Bytes, Response> {
+    if let Some(kind) = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|ct| !matches!(*ct, "application/wasm" | "application/octet-stream"))
+    {
+        let message = format!("content-type {kind:?}: send the component as application/wasm");
+        return Err(refuse(body, rid, ErrorKind::ValidationFailed(message)).await);
+    }
+    let limit = state.deployments.app().server.max_component_size.0;
+    let too_large = || rid.fail(ErrorKind::PayloadTooLarge { limit });
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(refuse(body, rid, ErrorKind::PayloadTooLarge { limit }).await);
+    }
+    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
+    {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let over = std::error::Error::source(&err)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if over {
+                return Err(too_large());
+            }
+            return Err(rid.fail(ErrorKind::ValidationFailed(format!(
+                "reading the component upload: {err}"
+            ))));
+        }
+    };
+    if bytes.is_empty() {
+        return Err(rid.fail(ErrorKind::ValidationFailed(
+            "the request body must be the component (.wasm)".into(),
+        )));
+    }
+    Ok(bytes)
+}
+
 async fn refuse(body: Body, rid: &Rid, kind: ErrorKind) -> Response {
     crate::http::body::discard(body).await;
     rid.fail(kind)
@@ -435,43 +567,10 @@ async fn deploy(
     if let Some(component) = pull {
         return deploy_pulled(&state, &name, &rid, body, &component, spec).await;
     }
-    if let Some(kind) = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|ct| !matches!(*ct, "application/wasm" | "application/octet-stream"))
-    {
-        let message = format!("content-type {kind:?}: send the component as application/wasm");
-        return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await;
-    }
-    let limit = state.deployments.app().server.max_component_size.0;
-    let too_large = || rid.fail(ErrorKind::PayloadTooLarge { limit });
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return refuse(body, &rid, ErrorKind::PayloadTooLarge { limit }).await;
-    }
-    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
-    {
+    let bytes = match read_upload(&state, &rid, &parts, body).await {
         Ok(bytes) => bytes,
-        Err(err) => {
-            let over = std::error::Error::source(&err)
-                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-            if over {
-                return too_large();
-            }
-            return rid.fail(ErrorKind::ValidationFailed(format!(
-                "reading the component upload: {err}"
-            )));
-        }
+        Err(refused) => return refused,
     };
-    if bytes.is_empty() {
-        return rid.fail(ErrorKind::ValidationFailed(
-            "the request body must be the component (.wasm)".into(),
-        ));
-    }
     match state.deployments.deploy(spec, bytes, None).await {
         Ok(deployed) => deployed_response(&state, deployed).await,
         Err(err) => deploy_failed(&rid, &name, err),
@@ -556,6 +655,7 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
         DeployError::NoSuchRoute(name) | DeployError::Store(StoreError::NoSuchRoute(name)) => {
             ErrorKind::NoSuchRoute(name.clone())
         }
+        DeployError::NoSuchWorker(name) => ErrorKind::NoSuchWorker(name.clone()),
         DeployError::NoEarlierVersion(_) | DeployError::Store(StoreError::NoEarlierVersion(_)) => {
             ErrorKind::Conflict(err.to_string())
         }

@@ -14,8 +14,8 @@
 //! [`Deployments::apply`]; each route remembers the store generation it
 //! last applied, so changes arriving twice or out of order are ignored.
 
-use crate::app::App;
 use crate::app::routes::{Route, RouteTable};
+use crate::app::{App, WorkerVersion};
 use crate::capabilities::{Capabilities, GuestContext};
 use crate::config::manifest::{KeySource, RouteSpec};
 use crate::config::reference::Reference;
@@ -126,6 +126,9 @@ pub enum DeployError {
     /// No route has this name.
     #[error("no route named {0:?}")]
     NoSuchRoute(String),
+    /// No `[[worker]]` has this name.
+    #[error("no worker named {0:?}")]
+    NoSuchWorker(String),
     /// Rollback asked of a route with a single version.
     #[error("route {0:?} has no earlier version to roll back to")]
     NoEarlierVersion(String),
@@ -605,6 +608,56 @@ impl Deployments {
             "route rolled back"
         );
         Ok(target)
+    }
+
+    /// Validates `bytes` as worker `name`'s next component (compiled,
+    /// linked against its grants, instantiated once under its limits) and
+    /// swaps it in: jobs claimed from now on run on it, and those in
+    /// progress finish on the version they started on. The worker's
+    /// settings stay its manifest entry's. Per host: shared deployments
+    /// carry routes only.
+    pub async fn deploy_worker(
+        &self,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<Arc<WorkerVersion>, DeployError> {
+        let worker = self
+            .app
+            .workers
+            .iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| DeployError::NoSuchWorker(name.to_owned()))?;
+        let current = worker.current();
+        let loader = self.app.loader.clone();
+        let grants = current.spec.grants.clone();
+        let (component, cache) =
+            tokio::task::spawn_blocking(move || loader.load_worker(&bytes, &grants))
+                .await
+                .map_err(DeployError::Task)??;
+        let mut next = WorkerVersion {
+            spec: current.spec.clone(),
+            component: Arc::new(component),
+            capabilities: current.capabilities.clone(),
+            version: 0,
+            loaded_at: SystemTime::now(),
+        };
+        crate::jobs::worker::instantiate_once(&self.app, &next)
+            .await
+            .map_err(DeployError::Instantiate)?;
+        // Changes take turns, so versions are numbered in swap order.
+        let _turn = self.history.lock().await;
+        next.version = worker.current().version + 1;
+        let next = Arc::new(next);
+        let previous = worker.swap(next.clone());
+        tracing::info!(
+            worker = %name,
+            version = next.version,
+            digest = %next.component.digest,
+            previous = %previous.component.digest,
+            cache = cache.as_str(),
+            "worker component swapped; jobs in progress finish on the previous one"
+        );
+        Ok(next)
     }
 
     /// Stops serving route `name` and forgets its history; with shared

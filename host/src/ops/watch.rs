@@ -77,7 +77,14 @@ pub async fn watch(deployments: Arc<Deployments>, path: PathBuf, manifest: Manif
     let mut routes = watched(&manifest);
     let mut files: HashMap<PathBuf, Tracker> = trackers(&routes, HashMap::new());
     let mut server = server_settings(&manifest);
-    tracing::info!(manifest = %path.display(), files = files.len(), poll_ms = POLL.as_millis() as u64, "watching for changes");
+    // Workers keep their manifest settings until a restart; their
+    // component files are hot-loaded.
+    let workers = worker_files(&manifest);
+    let mut worker_trackers: HashMap<PathBuf, Tracker> = workers
+        .iter()
+        .map(|(_, file)| (file.clone(), Tracker::new(file)))
+        .collect();
+    tracing::info!(manifest = %path.display(), files = files.len() + worker_trackers.len(), poll_ms = POLL.as_millis() as u64, "watching for changes");
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -104,6 +111,11 @@ pub async fn watch(deployments: Arc<Deployments>, path: PathBuf, manifest: Manif
                         server = server_settings(&new);
                         tracing::warn!("[server] settings changed; they apply at the next restart");
                     }
+                    if worker_files(&new) != workers {
+                        tracing::warn!(
+                            "[[worker]] entries changed; they apply at the next restart (a worker's component file is reloaded when it changes)"
+                        );
+                    }
                     // Policies first, so reloaded routes find theirs.
                     deployments.app().services.rate_limiter.set_policies(&new);
                     schema_files = schema_trackers(&new, schema_files);
@@ -124,7 +136,41 @@ pub async fn watch(deployments: Arc<Deployments>, path: PathBuf, manifest: Manif
                 reload(&deployments, route).await;
             }
         }
+        let changed: Vec<PathBuf> = worker_trackers
+            .iter_mut()
+            .filter_map(|(file, tracker)| tracker.settled_change(file).then(|| file.clone()))
+            .collect();
+        for file in changed {
+            for (name, _) in workers.iter().filter(|(_, f)| *f == file) {
+                reload_worker(&deployments, name, &file).await;
+            }
+        }
     }
+}
+
+async fn reload_worker(deployments: &Deployments, name: &str, file: &Path) {
+    let bytes = match tokio::fs::read(file).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            tracing::error!(worker = %name, path = %file.display(), cause = %err, "worker reload failed: reading the component; the previous one keeps running");
+            return;
+        }
+    };
+    if let Err(err) = deployments.deploy_worker(name, bytes.into()).await {
+        tracing::error!(worker = %name, path = %file.display(), cause = %err, "worker reload failed; the previous component keeps running");
+    }
+}
+
+/// Each `[[worker]]`'s name and component file (one from a registry has
+/// none to watch).
+fn worker_files(manifest: &Manifest) -> Vec<(String, PathBuf)> {
+    manifest
+        .workers
+        .iter()
+        .zip(manifest.worker_specs())
+        .filter(|(entry, _)| !entry.component.get_ref().starts_with("oci://"))
+        .map(|(entry, spec)| (spec.name, manifest.base_dir.join(entry.component.get_ref())))
+        .collect()
 }
 
 /// Reloads routes that are new or changed in `next`, removes those gone.
