@@ -15,7 +15,7 @@
 #
 # Knobs: RUNS (5), PG_URL (postgres://postgres@127.0.0.1:5432/postgres; a
 # database trellis_bench_fleet is dropped and made there), SMALL_WASM
-# (hello.wasm), LARGE_WASM (big-blob.wasm: a 4 MiB data segment, as in
+# (hello.wasm), LARGE_WASM (big_blob.wasm: a 4 MiB data segment, as in
 # hotload.sh), TRELLIS_BIN (target/release/trellis, built unless
 # SKIP_BUILD=1 or TRELLIS_BIN is given), PORT (8120: hosts on PORT..PORT+2,
 # admin APIs on PORT+10..PORT+12).
@@ -28,7 +28,7 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 GUESTS=$PWD/target/guests/wasm32-wasip2/release
 SMALL_WASM=${SMALL_WASM:-$GUESTS/hello.wasm}
-LARGE_WASM=${LARGE_WASM:-$GUESTS/big-blob.wasm}
+LARGE_WASM=${LARGE_WASM:-$GUESTS/big_blob.wasm}
 TOKEN=bench-fleet-token-0123456789
 
 for tool in psql curl python3; do

@@ -40,7 +40,7 @@ if [[ -z "${SKIP_BUILD:-}" && $TRELLIS_BIN == target/release/trellis ]]; then
   cargo build --release -p trellis >&2
 fi
 [[ -x $TRELLIS_BIN ]] || { echo "no trellis binary at $TRELLIS_BIN" >&2; exit 1; }
-for wasm in job-probe job-worker; do
+for wasm in job_probe job_worker; do
   [[ -f $GUESTS/$wasm.wasm ]] || { echo "no $GUESTS/$wasm.wasm: build the host once" >&2; exit 1; }
 done
 bull=benches/bullmq
@@ -78,7 +78,7 @@ attempts = 3
 name = "enqueue"
 path = "/enqueue"
 methods = ["POST"]
-component = "$GUESTS/job-probe.wasm"
+component = "$GUESTS/job_probe.wasm"
 grants = ["queue", "log"]
 queues = ["bench"]
 TOML
@@ -88,7 +88,7 @@ TOML
 [[worker]]
 name = "noop"
 queue = "bench"
-component = "$GUESTS/job-worker.wasm"
+component = "$GUESTS/job_worker.wasm"
 grants = ["sql", "queue", "log"]
 concurrency = $CONCURRENCY
 TOML

@@ -476,9 +476,9 @@ async fn admin_deploys_set_the_cache_config_rate_limit_and_auth() {
         component::CACHE_PROBE,
     )
     .await;
-    assert_eq!(created["cache"]["ttl"], "30s", "{created}");
+    assert_eq!(created["response_cache"]["ttl"], "30s", "{created}");
     assert_eq!(
-        created["cache"]["vary"],
+        created["response_cache"]["vary"],
         serde_json::json!(["accept-language"])
     );
     assert_eq!(created["config"]["GREETING"], "hi", "{created}");
@@ -525,7 +525,7 @@ async fn admin_deploys_set_the_cache_config_rate_limit_and_auth() {
         (guarded["rate_limit"].as_str(), guarded["auth"].as_str()),
         (Some("two"), Some("keys"))
     );
-    assert_eq!(guarded["cache"]["ttl"], "30s", "{guarded}");
+    assert_eq!(guarded["response_cache"]["ttl"], "30s", "{guarded}");
     assert_eq!(guarded["config"]["GREETING"], "hi", "{guarded}");
     assert_error(get(false).await, 401, "UNAUTHORIZED").await;
     assert_eq!(get(true).await.status(), 200);
@@ -539,7 +539,7 @@ async fn admin_deploys_set_the_cache_config_rate_limit_and_auth() {
         component::CACHE_PROBE,
     )
     .await;
-    assert_eq!(open["cache"], Value::Null, "{open}");
+    assert_eq!(open["response_cache"], Value::Null, "{open}");
     for _ in 0..3 {
         let response = get(false).await;
         assert_eq!(response.status(), 200);

@@ -641,11 +641,16 @@ async fn worker_components_are_hot_loaded() {
         (404, &json!("NOT_FOUND")),
         "{answer}"
     );
-    let probe = std::fs::read(component::JOB_PROBE).unwrap();
-    let (status, answer) = put_worker(&trellis, "runner", probe).await;
-    assert_eq!(status, 422, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("trellis:api/worker"), "{message}");
+    for (refused, reason) in [
+        (component::HELLO, "trellis:api/worker"),
+        (component::JOB_PROBE, "does not grant \"log\""),
+    ] {
+        let (status, answer) =
+            put_worker(&trellis, "runner", std::fs::read(refused).unwrap()).await;
+        assert_eq!(status, 422, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{message}");
+    }
     let (status, _) = put_worker(&trellis, "runner", Vec::new()).await;
     assert_eq!(status, 422);
     let (_, shown) = admin(&trellis, reqwest::Method::GET, "/admin/workers/runner").await;

@@ -719,6 +719,7 @@ fn settings(
         },
     };
     let bad = |field: &str, message: String| format!("query parameter {field}: {message}");
+    edge_settings(&mut spec, &query).map_err(|(field, m)| bad(field, m))?;
     if let Some(path) = query.path {
         check_path(&path).map_err(|m| bad("path", m))?;
         spec.path = path;
@@ -754,7 +755,6 @@ fn settings(
             ));
         }
     }
-    edge_settings(&mut spec, &query).map_err(|(field, m)| bad(field, m))?;
     check_limits(&spec.limits).map_err(|(field, m)| bad(field, m))?;
     if query.reuse_requests.is_some() || query.reuse_idle.is_some() {
         let mut reuse = spec.reuse.unwrap_or_default();
@@ -926,7 +926,7 @@ fn describe(route: &Route, history: &[VersionInfo], changes: Option<Vec<Change>>
         "rate_limit": spec.rate_limit,
         "auth": spec.auth,
         "scopes": spec.scopes,
-        "cache": spec.cache.as_ref().map(|c| json!({"ttl": c.ttl.to_string(), "vary": c.vary})),
+        "response_cache": spec.cache.as_ref().map(|c| json!({"ttl": c.ttl.to_string(), "vary": c.vary})),
         "config": spec.config.variables().collect::<BTreeMap<_, _>>(),
         "history": history.iter().map(|v| {
             let mut entry = json!({
