@@ -35,25 +35,12 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 PORT=${PORT:-8097}
 HELLO_WASM=${HELLO_WASM_PATH:-$PWD/target/guests/wasm32-wasip2/release/hello.wasm}
-TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 
-for tool in wrk taskset curl openssl xxd base64; do
-  command -v "$tool" >/dev/null || { echo "$tool not found (wrk: apt-get install wrk)" >&2; exit 1; }
-done
-if [[ -z "${SKIP_BUILD:-}" && $TRELLIS_BIN == target/release/trellis ]]; then
-  cargo build --release -p trellis >&2
-fi
-[[ -x $TRELLIS_BIN ]] || { echo "no trellis binary at $TRELLIS_BIN" >&2; exit 1; }
+need wrk taskset curl openssl xxd base64
+trellis_bin
 [[ -f $HELLO_WASM ]] || { echo "no $HELLO_WASM: build the host once (or set HELLO_WASM_PATH)" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 # ------------------------------------------------------------ credentials
 b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }

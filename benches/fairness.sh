@@ -24,24 +24,13 @@ LOOPERS=${LOOPERS:-16}
 SLOW_CONNS=${SLOW_CONNS:-2000}
 PORT=${PORT:-8095}
 GUESTS=target/guests/wasm32-wasip2/release
-TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 
-command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
-command -v taskset >/dev/null || { echo "taskset not found (util-linux)" >&2; exit 1; }
-if [[ -z "${SKIP_BUILD:-}" && $TRELLIS_BIN == target/release/trellis ]]; then
-  cargo build --release -p trellis >&2
-fi
+need wrk taskset
+trellis_bin
 # The host and the slowloris each hold SLOW_CONNS descriptors.
 ulimit -n "$((SLOW_CONNS * 2 + 1024))"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 cat > "$work/trellis.toml" <<TOML
 [server]

@@ -21,35 +21,23 @@
 # admin APIs on PORT+10..PORT+12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 RUNS=${RUNS:-5}
 PORT=${PORT:-8120}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 GUESTS=$PWD/target/guests/wasm32-wasip2/release
 SMALL_WASM=${SMALL_WASM:-$GUESTS/hello.wasm}
 LARGE_WASM=${LARGE_WASM:-$GUESTS/big_blob.wasm}
 TOKEN=bench-fleet-token-0123456789
 
-for tool in psql curl python3; do
-  command -v "$tool" >/dev/null || { echo "$tool not found" >&2; exit 1; }
-done
-if [[ -z "${SKIP_BUILD:-}" && $TRELLIS_BIN == target/release/trellis ]]; then
-  cargo build --release -p trellis >&2
-fi
-[[ -x $TRELLIS_BIN ]] || { echo "no trellis binary at $TRELLIS_BIN" >&2; exit 1; }
+need psql curl python3
+trellis_bin
 for wasm in "$SMALL_WASM" "$LARGE_WASM"; do
   [[ -f $wasm ]] || { echo "no $wasm: build the host once" >&2; exit 1; }
 done
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 db=trellis_bench_fleet
 psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null

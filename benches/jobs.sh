@@ -29,17 +29,11 @@ JOBS=${JOBS:-50000}
 CONCURRENCY=${CONCURRENCY:-8}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${PORT:-8130}
-TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 GUESTS=$PWD/target/guests/wasm32-wasip2/release
 TOKEN=bench-jobs-token-0123456789
 
-for tool in wrk taskset curl node npm python3; do
-  command -v "$tool" >/dev/null || { echo "$tool not found (wrk: apt-get install wrk)" >&2; exit 1; }
-done
-if [[ -z "${SKIP_BUILD:-}" && $TRELLIS_BIN == target/release/trellis ]]; then
-  cargo build --release -p trellis >&2
-fi
-[[ -x $TRELLIS_BIN ]] || { echo "no trellis binary at $TRELLIS_BIN" >&2; exit 1; }
+need wrk taskset curl node npm python3 redis-cli
+trellis_bin
 for wasm in job_probe job_worker; do
   [[ -f $GUESTS/$wasm.wasm ]] || { echo "no $GUESTS/$wasm.wasm: build the host once" >&2; exit 1; }
 done
@@ -48,14 +42,8 @@ if [[ ! -f $bull/node_modules/.package-lock.json || $bull/package-lock.json -nt 
   (cd "$bull" && timeout 600 npm ci --no-audit --no-fund >&2)
 fi
 
-work=$(mktemp -d)
+scratch
 host=
-cleanup() {
-  [[ -n $host ]] && kill "$host" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 prefix=trellis-bench-jobs-$$
 manifest() {
@@ -101,6 +89,7 @@ start() {
   TRELLIS_ADMIN_TOKEN=$TOKEN TRELLIS_LOG=${TRELLIS_LOG:-warn} TRELLIS_CACHE_DIR="$work/cache" \
     taskset -c 0 "$TRELLIS_BIN" serve "$work/$1.toml" >"$work/$1.log" 2>&1 &
   host=$!
+  pids+=("$host")
   for _ in $(seq 300); do
     curl -fs "http://127.0.0.1:$PORT/health/live" >/dev/null && return
     sleep 0.1

@@ -30,22 +30,13 @@ EXPRESS_PORT=$((PORT_BASE + 2))
 GUESTS=target/guests/wasm32-wasip2/release
 TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 
-for tool in wrk taskset node npm curl; do
-  command -v "$tool" >/dev/null || { echo "$tool not found (wrk: apt-get install wrk)" >&2; exit 1; }
-done
+need wrk taskset node npm curl
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   cargo build --release -p trellis -p trellis-benches >&2
 fi
 [[ -d benches/express/node_modules ]] || (cd benches/express && npm ci --no-audit --no-fund >&2)
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 wait_up() {
   for _ in $(seq 300); do
