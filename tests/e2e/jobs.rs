@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
-use crate::database::Db;
+use crate::database::{Db, PgProxy};
 use crate::harness::{
     Launch, Manifest, RedisServer, TempDir, Trellis, component, metric, redis_url,
     shared_cache_dir, unique, wait_until,
@@ -1061,6 +1061,62 @@ async fn redis_going_away_refuses_enqueues_and_workers_resume() {
         })
         .await;
     assert_eq!(line["worker"], "runner");
+}
+
+/// The database backend while PostgreSQL is away: enqueues are refused
+/// (an error result, not a trap), the admin API says so, workers retry,
+/// and when it is back every job acknowledged before runs (at least once:
+/// one whose settlement was cut off runs again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_refuses_enqueues_and_workers_resume() {
+    let setup = Setup::new(Db::postgres().await);
+    let mut proxy = PgProxy::start().await;
+    let trellis = Trellis::launch(Launch {
+        manifest: Some(setup.manifest(&work(), &["queues = [\"work\"]"])),
+        cache_dir: Some(shared_cache_dir()),
+        admin_token: Some(TOKEN.to_owned()),
+        env: vec![(
+            "TRELLIS_DATABASE_URL".to_owned(),
+            proxy.route(&setup.db.url()),
+        )],
+        ..Launch::default()
+    })
+    .await;
+    let first = job(&trellis, "queue=work", "ok:before").await;
+    setup.wait_runs(&first, 1).await;
+    // Acknowledged, then the database goes away before a worker takes it.
+    let waiting = job(&trellis, "queue=work", "sleep:1:waiting").await;
+    proxy.cut();
+    let answer = enqueue(&trellis, "queue=work", "ok:during").await;
+    assert!(
+        answer["error"] == "unavailable",
+        "an enqueue while the database is away: {answer}"
+    );
+    let (status, _) = admin(&trellis, reqwest::Method::GET, "/admin/queues").await;
+    assert_eq!(status, 503, "the admin API says the store is unavailable");
+    proxy.restore().await;
+    let after = wait_until(
+        "an enqueue after the database is back",
+        Duration::from_millis(200),
+        async || {
+            enqueue(&trellis, "queue=work", "ok:after").await["job"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    setup.wait_runs(&after, 1).await;
+    let runs = setup.wait_runs(&waiting, 2).await;
+    assert!(
+        runs.iter().any(|r| r.2 == "waiting:done"),
+        "the job acknowledged before the outage ran to its end: {runs:?}"
+    );
+    let c = wait_counts(&trellis, "work", |c| c["done"] == 3).await;
+    assert_eq!(
+        (c["waiting"].clone(), c["dead"].clone()),
+        (json!(0), json!(0)),
+        "{c}"
+    );
 }
 
 fn now_ms() -> i64 {
