@@ -78,6 +78,7 @@ name = "noop"
 queue = "bench"
 component = "$GUESTS/job_worker.wasm"
 grants = ["sql", "queue", "log"]
+outbound = []
 concurrency = $CONCURRENCY
 TOML
   fi

@@ -13,8 +13,8 @@ use sqlx::Connection as _;
 
 use crate::database::{Db, PgProxy};
 use crate::harness::{
-    Launch, Manifest, RedisServer, TempDir, Trellis, component, metric, redis_url,
-    shared_cache_dir, unique, wait_until,
+    Launch, Manifest, RedisServer, TempDir, Trellis, Upstream, component, metric, redis_url,
+    run_cli, shared_cache_dir, unique, wait_until,
 };
 
 const TOKEN: &str = "jobs-admin-token";
@@ -285,6 +285,7 @@ queue = "work"
 component = "JOB_WORKER"
 grants = ["sql", "queue"]
 queues = ["work"]
+outbound = []
 concurrency = 2
 timeout = "2s"
 memory = "16MiB"
@@ -672,6 +673,47 @@ async fn worker_components_are_hot_loaded() {
     assert_eq!(done_on(&trellis, &later).await, 3);
 }
 
+/// A worker calls the upstreams its `outbound` names, like a route, and
+/// nothing else; a worker naming an upstream the manifest lacks is a
+/// manifest error with its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_call_the_upstreams_they_are_granted() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new(Db::sqlite());
+    let sections = format!(
+        "[upstreams.up]\nurl = \"http://{}\"\n{}",
+        upstream.addr,
+        work().replace("outbound = []", "outbound = [\"up\"]")
+    );
+    let trellis = setup
+        .start(setup.manifest(&sections, &["queues = [\"work\"]"]))
+        .await;
+    let granted = job(
+        &trellis,
+        "queue=work",
+        &format!("fetch:http://{}/ok", upstream.addr),
+    )
+    .await;
+    let other = job(&trellis, "queue=work", "fetch:http://127.0.0.1:9/ok").await;
+    assert_eq!(setup.wait_runs(&granted, 1).await[0].2, "fetch:200");
+    assert_eq!(setup.wait_runs(&other, 1).await[0].2, "fetch:denied");
+    assert_eq!(upstream.requests(), 1, "only the granted call was sent");
+    drop(trellis);
+
+    let unknown = work().replace("outbound = []", "outbound = [\"nope\"]");
+    let manifest = setup.dir.write(
+        "bad.toml",
+        &setup.manifest(&unknown, &["queues = [\"work\"]"]).render(),
+    );
+    let out = run_cli(&["check", manifest.to_str().unwrap()], setup.dir.path()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("worker[0].outbound") && stderr.contains("\"nope\""),
+        "{stderr}"
+    );
+}
+
 on_sqlite_and_redis!(a_job_whose_host_was_killed_runs_again_after_its_visibility);
 
 async fn a_job_whose_host_was_killed_runs_again_after_its_visibility(setup: Setup) {
@@ -730,12 +772,14 @@ name = "audit"
 topic = "user.created"
 component = "JOB_WORKER"
 grants = ["sql", "queue"]
+outbound = []
 
 [[worker]]
 name = "welcome"
 topic = "user.created"
 component = "JOB_WORKER"
 grants = ["sql", "queue"]
+outbound = []
 "#;
 
 on_all!(events_fan_out_to_every_subscriber_group);

@@ -581,7 +581,7 @@ pub(crate) async fn job_probe() {
 /// and refuses it as a route handler.
 #[tokio::test]
 pub(crate) async fn job_worker() {
-    worker_loads(component::JOB_WORKER, &["sql", "queue"]).await;
+    worker_loads(component::JOB_WORKER, &["sql", "queue"], "outbound = []\n").await;
 }
 
 /// The example's route: `jobs::the_jobs_example_walks_through`.
@@ -607,16 +607,16 @@ pub(crate) async fn emails() {
 /// The example's worker: `jobs::the_jobs_example_walks_through`.
 #[tokio::test]
 pub(crate) async fn mailer() {
-    worker_loads(component::MAILER, &["sql", "log"]).await;
+    worker_loads(component::MAILER, &["sql", "log"], "").await;
 }
 
 /// `trellis check` of a manifest with `component` as a worker granting
 /// `grants` succeeds, and with it as a route fails: it is no handler.
-async fn worker_loads(component: &str, grants: &[&str]) {
+async fn worker_loads(component: &str, grants: &[&str], extra: &str) {
     let dir = crate::harness::TempDir::new();
     let grants = format!("{grants:?}");
     let worker = format!(
-        "[queues.q]\n\n[[worker]]\nqueue = \"q\"\ncomponent = {component:?}\ngrants = {grants}\n"
+        "[queues.q]\n\n[[worker]]\nqueue = \"q\"\ncomponent = {component:?}\ngrants = {grants}\n{extra}"
     );
     let manifest = dir.write("worker.toml", &worker);
     let out = crate::harness::run_cli(&["check", manifest.to_str().unwrap()], dir.path()).await;
@@ -625,7 +625,8 @@ async fn worker_loads(component: &str, grants: &[&str]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let route = format!("[[route]]\npath = \"/w\"\ncomponent = {component:?}\ngrants = {grants}\n");
+    let route =
+        format!("[[route]]\npath = \"/w\"\ncomponent = {component:?}\ngrants = {grants}\n{extra}");
     let manifest = dir.write("route.toml", &route);
     let out = crate::harness::run_cli(&["check", manifest.to_str().unwrap()], dir.path()).await;
     assert!(!out.status.success());

@@ -141,7 +141,7 @@ impl App {
                 None => read_component(&path, source).with_context(|| what.clone())?,
             };
             let (component, cache) = loader
-                .load_worker(&bytes, &spec.grants)
+                .load_worker(&bytes, &spec.grants, spec.outbound.as_deref())
                 .with_context(|| format!("{what}: component {}", entry.component.get_ref()))?;
             tracing::info!(worker = %spec.name, digest = %component.digest, cache = cache.as_str(), "worker component loaded");
             workers.push(Arc::new(Worker::new(WorkerVersion {

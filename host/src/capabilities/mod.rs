@@ -140,7 +140,10 @@ impl Capabilities {
             rate_limit: rate_limit::RateLimitCtx {
                 limiter: services.rate_limiter.clone(),
             },
-            outbound: outbound::OutboundCtx::new(&services.upstreams, &[]),
+            outbound: outbound::OutboundCtx::new(
+                &services.upstreams,
+                spec.outbound.as_deref().unwrap_or_default(),
+            ),
             identity: identity::IdentityCtx,
             queue: queue::QueueCtx {
                 jobs: services.jobs.clone(),

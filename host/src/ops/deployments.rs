@@ -629,11 +629,12 @@ impl Deployments {
             .ok_or_else(|| DeployError::NoSuchWorker(name.to_owned()))?;
         let current = worker.current();
         let loader = self.app.loader.clone();
-        let grants = current.spec.grants.clone();
-        let (component, cache) =
-            tokio::task::spawn_blocking(move || loader.load_worker(&bytes, &grants))
-                .await
-                .map_err(DeployError::Task)??;
+        let (grants, outbound) = (current.spec.grants.clone(), current.spec.outbound.clone());
+        let (component, cache) = tokio::task::spawn_blocking(move || {
+            loader.load_worker(&bytes, &grants, outbound.as_deref())
+        })
+        .await
+        .map_err(DeployError::Task)??;
         let mut next = WorkerVersion {
             spec: current.spec.clone(),
             component: Arc::new(component),

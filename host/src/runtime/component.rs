@@ -165,10 +165,11 @@ impl Loader {
         &self,
         bytes: &[u8],
         grants: &[String],
+        outbound: Option<&[String]>,
     ) -> Result<(WorkerComponent, CacheOutcome), LoadError> {
         let digest = crate::ids::hex(&Sha256::digest(bytes));
         let (component, outcome) = self.compile(bytes, &digest)?;
-        crate::runtime::grants::check(&self.engine, &component, grants, None)?;
+        crate::runtime::grants::check(&self.engine, &component, grants, outbound)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)

@@ -94,6 +94,8 @@ pub struct WorkerEntry {
     pub queues: Option<Spanned<Vec<String>>>,
     /// Topics it may publish on (with the `queue` grant).
     pub topics: Option<Spanned<Vec<String>>>,
+    /// The `[upstreams]` it may call, as a route's `outbound`.
+    pub outbound: Option<Spanned<Vec<String>>>,
     /// Jobs it runs at once on each host.
     #[serde(default = "WorkerEntry::default_concurrency")]
     pub concurrency: u32,
@@ -157,6 +159,7 @@ impl WorkerEntry {
             grants: Self::list(&self.grants),
             queues: Self::list(&self.queues),
             topics: Self::list(&self.topics),
+            outbound: self.outbound.as_ref().map(|o| o.get_ref().clone()),
             concurrency: self.concurrency,
             timeout: self.timeout,
             memory: self.memory,
@@ -188,6 +191,9 @@ pub struct WorkerSpec {
     pub queues: Vec<String>,
     /// Topics it may publish on.
     pub topics: Vec<String>,
+    /// The `[upstreams]` it may call; as a route's `outbound`, `None`
+    /// refuses a component importing `wasi:http/outgoing-handler`.
+    pub outbound: Option<Vec<String>>,
     /// Jobs at once per host.
     pub concurrency: u32,
     /// Deadline of one attempt.

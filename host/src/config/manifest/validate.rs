@@ -366,6 +366,21 @@ impl Manifest {
             }
         }
         for (i, worker) in self.workers.iter().enumerate() {
+            if let Some(outbound) = &worker.outbound
+                && let Some(unknown) = outbound
+                    .get_ref()
+                    .iter()
+                    .find(|n| !self.upstreams.contains_key(*n))
+            {
+                return Err(invalid(
+                    outbound.span(),
+                    format!("worker[{i}].outbound"),
+                    format!(
+                        "no upstream {unknown:?} in [upstreams]; declared: {}",
+                        declared(self.upstreams.keys())
+                    ),
+                ));
+            }
             let component = worker.component.get_ref();
             if super::Reference::is_oci(component)
                 && let Err(message) = super::Reference::parse(component)

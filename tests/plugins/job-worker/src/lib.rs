@@ -9,6 +9,9 @@
 //! - `membomb:TAG`: grows memory until the host's limit stops it.
 //! - `sleep:MS:TAG`: sleeps MS milliseconds, records a `done` row, succeeds.
 //! - `chain:QUEUE:TAG`: enqueues `ok:TAG` on QUEUE and records the outcome.
+//! - `fetch:URL`: GETs URL through the worker's `outbound` upstreams and
+//!   records `fetch:STATUS`, or `fetch:denied` / `fetch:error` (it always
+//!   imports `wasi:http/outgoing-handler`, so its worker needs `outbound`).
 //!
 //! The table is `job_runs (job_id, source, tag, attempt, at_ms)`.
 
@@ -83,6 +86,14 @@ impl Worker for Probe {
                     Err(e) => queue::describe(&e),
                 };
                 record(&job, &format!("chain:{outcome}"))
+            }
+            "fetch" => {
+                let outcome = match trellis_sdk::http::get(rest) {
+                    Ok(response) => format!("fetch:{}", response.status),
+                    Err(trellis_sdk::http::HttpError::Denied) => "fetch:denied".to_owned(),
+                    Err(_) => "fetch:error".to_owned(),
+                };
+                record(&job, &outcome)
             }
             _ => Err(format!("unknown command {command:?}")),
         }
