@@ -136,6 +136,62 @@ async fn traceparent_propagates_to_the_log_and_the_collector() {
     assert_eq!(log["trace_id"], new_trace.as_str());
 }
 
+/// A job gets a trace of its own, its consumer span linked to the span of
+/// the request that enqueued it.
+#[tokio::test]
+async fn a_job_has_its_own_trace_linked_to_the_enqueuing_request() {
+    let collector = Collector::start().await;
+    let manifest = Manifest::new()
+        .section(&format!(
+            "[queues.work]\n\n[[worker]]\nname = \"runner\"\nqueue = \"work\"\ncomponent = {:?}\ngrants = [\"sql\", \"queue\", \"log\"]\noutbound = []",
+            component::JOB_WORKER
+        ))
+        .route(
+            "enqueue",
+            "/enqueue",
+            component::JOB_PROBE,
+            &["grants = [\"queue\", \"log\"]", "queues = [\"work\"]"],
+        );
+    let mut launch = Launch::manifest(manifest);
+    launch.env.push((
+        "TRELLIS_OTLP_ENDPOINT".to_owned(),
+        format!("http://{}", collector.addr),
+    ));
+    let trellis = Trellis::launch(launch).await;
+    let response = trellis
+        .client()
+        .post(trellis.url("/enqueue?queue=work"))
+        .body("noop")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let out = header(response.headers(), "traceparent");
+    let fields: Vec<&str> = out.split('-').collect();
+    let (request_trace, request_span) = (fields[1].to_owned(), fields[2].to_owned());
+    let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let id = answer["job"].as_str().expect("a job id").to_owned();
+
+    let job = collector
+        .span("the job", |s| s["name"] == "process work")
+        .await;
+    assert_eq!(job["kind"], 5, "a consumer span: {job}");
+    assert_ne!(job["traceId"], request_trace.as_str(), "a trace of its own");
+    assert!(job.get("parentSpanId").is_none(), "{job}");
+    assert_eq!(job["links"][0]["traceId"], request_trace.as_str(), "{job}");
+    assert_eq!(job["links"][0]["spanId"], request_span.as_str(), "{job}");
+    let attribute = |key: &str| {
+        job["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"]["stringValue"].clone())
+    };
+    assert_eq!(attribute("messaging.message.id"), Some(Value::from(id)));
+    assert_eq!(attribute("trellis.job.outcome"), Some(Value::from("done")));
+}
+
 /// An `https://` collector whose certificate a test CA signed, trusted
 /// through `TRELLIS_OTLP_CA`, receives the spans.
 #[tokio::test]

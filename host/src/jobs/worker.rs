@@ -17,7 +17,6 @@ use crate::observability::trace::TraceContext;
 use crate::runtime::lane::{Lane, SLOW_PER_ROUTE};
 use crate::runtime::store::{new_store, set_deadline};
 use crate::services::jobs::{Claimed, Settled, now_ms, retry_delay};
-use http::HeaderValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
@@ -195,11 +194,8 @@ async fn attempt(
 ) {
     let spec = &version.spec;
     let started = Instant::now();
-    let trace = job
-        .trace
-        .as_deref()
-        .and_then(|t| HeaderValue::from_str(t).ok());
-    let trace = Arc::new(TraceContext::from_request(trace.as_ref()));
+    // Its own trace, linked to the enqueuing request's span.
+    let trace = Arc::new(TraceContext::linked_to(job.trace.as_deref()));
     let guest = GuestContext::new(
         version.capabilities.clone(),
         spec.name.as_str().into(),
@@ -304,4 +300,16 @@ async fn attempt(
         }
     };
     jobs.total.with_label_values(&[key.as_str(), label]).inc();
+    trace.record_job(
+        format!("process {key}"),
+        took,
+        vec![
+            ("messaging.destination.name", key.clone()),
+            ("messaging.message.id", job.id.clone()),
+            ("trellis.worker", spec.name.clone()),
+            ("trellis.job.attempt", job.attempt.to_string()),
+            ("trellis.job.outcome", label.to_owned()),
+        ],
+        label != "done",
+    );
 }

@@ -45,6 +45,9 @@ pub struct TraceContext {
     pub parent_id: Option<Arc<str>>,
     /// The caller's trace flags (`01`: sampled).
     flags: u8,
+    /// A span this one follows from without being its child (trace id,
+    /// span id): for a job, the request that enqueued it.
+    link: Option<(Arc<str>, Arc<str>)>,
     /// Time the request's guest spent in upstream calls (to their
     /// response heads), for the request log line.
     upstream_nanos: AtomicU64,
@@ -57,6 +60,7 @@ impl Clone for TraceContext {
             span_id: self.span_id.clone(),
             parent_id: self.parent_id.clone(),
             flags: self.flags,
+            link: self.link.clone(),
             upstream_nanos: AtomicU64::new(self.upstream_nanos.load(Ordering::Relaxed)),
         }
     }
@@ -73,6 +77,7 @@ impl TraceContext {
                 span_id,
                 parent_id: Some(parent_id.into()),
                 flags,
+                link: None,
                 upstream_nanos: AtomicU64::new(0),
             },
             None => TraceContext {
@@ -80,9 +85,22 @@ impl TraceContext {
                 span_id,
                 parent_id: None,
                 flags: 1,
+                link: None,
                 upstream_nanos: AtomicU64::new(0),
             },
         }
+    }
+
+    /// A new trace for work that `traceparent` (the enqueuing request's
+    /// span, if it had one) caused but does not wait for: a job. Its span
+    /// links to that one instead of being its child, as OpenTelemetry's
+    /// messaging conventions have consumers do.
+    pub fn linked_to(traceparent: Option<&str>) -> TraceContext {
+        let mut cx = TraceContext::from_request(None);
+        cx.link = traceparent
+            .and_then(parse)
+            .map(|(trace_id, span_id, _)| (trace_id.into(), span_id.into()));
+        cx
     }
 
     /// The `traceparent` naming this request's span, for the response and
@@ -132,6 +150,29 @@ impl TraceContext {
         attributes: Vec<(&'static str, String)>,
         error: bool,
     ) {
+        self.record(Kind::Server, name, duration, attributes, error);
+    }
+
+    /// Records a job attempt's own span (a consumer span), which started
+    /// `duration` ago.
+    pub fn record_job(
+        &self,
+        name: String,
+        duration: Duration,
+        attributes: Vec<(&'static str, String)>,
+        error: bool,
+    ) {
+        self.record(Kind::Consumer, name, duration, attributes, error);
+    }
+
+    fn record(
+        &self,
+        kind: Kind,
+        name: String,
+        duration: Duration,
+        attributes: Vec<(&'static str, String)>,
+        error: bool,
+    ) {
         if !exporting() {
             return;
         }
@@ -140,8 +181,9 @@ impl TraceContext {
             trace_id: self.trace_id.clone(),
             span_id: self.span_id.clone(),
             parent_id: self.parent_id.clone(),
+            link: self.link.clone(),
             name,
-            kind: Kind::Server,
+            kind,
             start: ended.checked_sub(duration).unwrap_or(ended),
             end: ended,
             attributes,
@@ -198,6 +240,7 @@ impl Drop for SpanGuard {
                 trace_id: s.trace_id,
                 span_id: s.span_id,
                 parent_id: s.parent_id,
+                link: None,
                 name: s.name,
                 kind: s.kind,
                 start: s.started,
@@ -213,6 +256,7 @@ impl Drop for SpanGuard {
 enum Kind {
     Internal,
     Server,
+    Consumer,
 }
 
 /// A finished span, waiting for export.
@@ -221,6 +265,7 @@ struct SpanRecord {
     trace_id: Arc<str>,
     span_id: Arc<str>,
     parent_id: Option<Arc<str>>,
+    link: Option<(Arc<str>, Arc<str>)>,
     name: String,
     kind: Kind,
     start: SystemTime,
@@ -355,7 +400,7 @@ fn encode(spans: &[SpanRecord]) -> Vec<u8> {
                 "traceId": &*s.trace_id,
                 "spanId": &*s.span_id,
                 "name": s.name,
-                "kind": match s.kind { Kind::Internal => 1, Kind::Server => 2 },
+                "kind": match s.kind { Kind::Internal => 1, Kind::Server => 2, Kind::Consumer => 5 },
                 "startTimeUnixNano": nanos(s.start),
                 "endTimeUnixNano": nanos(s.end),
                 "attributes": attributes,
@@ -363,6 +408,9 @@ fn encode(spans: &[SpanRecord]) -> Vec<u8> {
             });
             if let Some(parent) = &s.parent_id {
                 span["parentSpanId"] = json!(&**parent);
+            }
+            if let Some((trace_id, span_id)) = &s.link {
+                span["links"] = json!([{"traceId": &**trace_id, "spanId": &**span_id}]);
             }
             span
         })
