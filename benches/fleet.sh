@@ -40,7 +40,7 @@ done
 scratch
 
 db=trellis_bench_fleet
-psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
 url=${PG_URL%/*}/$db
 
 cat > "$work/trellis.toml" <<TOML

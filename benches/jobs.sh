@@ -3,14 +3,15 @@
 # CONCURRENCY, by Trellis on Redis Streams and by BullMQ on the same Redis.
 #
 # Trellis: a host with the producer route only (tests/plugins/job-probe,
-# `POST /enqueue?queue=bench`) takes JOBS requests from wrk, so the jobs
-# wait in Redis; it stops, and a host with the same manifest plus a
+# `POST /enqueue?queue=bench`) takes requests from wrk in 2 s rounds until
+# at least JOBS jobs wait in Redis (that count is then used for both); it stops, and a host with the same manifest plus a
 # `[[worker]]` (tests/plugins/job-worker, payload `noop`: it returns at
 # once) at CONCURRENCY drains the queue, pinned to core 0. Its pace is read
 # from `GET /admin/queues` every 50 ms: from the first job done to the
 # last.
 # BullMQ: benches/bullmq/jobs.js adds the jobs (addBulk), then one Worker
 # at CONCURRENCY with an empty processor drains them, pinned to core 0.
+# A local redis-server is pinned to core 1 meanwhile, as wrk is.
 #
 # Prints a markdown table (jobs/s, CPU per job of the processing server,
 # and Trellis's jobs/s as a multiple of BullMQ's, target 2) and writes it to
@@ -44,6 +45,13 @@ fi
 
 scratch
 host=
+# A local Redis goes to core 1 for the run, so the server under test has
+# core 0 to itself (and Redis is restored after).
+redis_pid=$(pgrep -x redis-server | head -1 || true)
+if [[ -n $redis_pid ]] && redis_cpus=$(taskset -pc "$redis_pid" 2>/dev/null | awk -F': ' '{print $2}'); then
+  taskset -pc 1 "$redis_pid" >/dev/null
+  trap 'taskset -pc "$redis_cpus" "$redis_pid" >/dev/null 2>&1 || true; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+fi
 
 prefix=trellis-bench-jobs-$$
 manifest() {
@@ -109,24 +117,25 @@ print(q["waiting"] + q["delayed"], q["active"], q["done"])'
 
 # ----------------------------------------------------------------- Trellis
 start producer
-cat > "$work/enqueue.lua" <<LUA
+cat > "$work/enqueue.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = "noop"
-local answered = 0
 function response(status, headers, body)
   if status ~= 200 or not body:find('"job"') then
     io.stderr:write("enqueue answered " .. status .. ": " .. body .. "\n")
     os.exit(1)
   end
-  answered = answered + 1
-  if answered >= $JOBS then wrk.thread:stop() end
 end
 LUA
-taskset -c 1 wrk -t1 -c"$CONCURRENCY" -d600s -s "$work/enqueue.lua" \
-  "http://127.0.0.1:$PORT/enqueue?queue=bench" > "$work/enqueue.out"
-enqueue_rps=$(awk '/^Requests\/sec/ {print $2}' "$work/enqueue.out")
-read -r waiting _ _ < <(counts)
-(( waiting >= JOBS )) || { echo "only $waiting jobs waiting after enqueueing $JOBS" >&2; exit 1; }
+# wrk runs for a duration, not a count: rounds of 2 s until JOBS wait.
+waiting=0 enqueue_rps=()
+while (( waiting < JOBS )); do
+  taskset -c 1 wrk -t1 -c"$CONCURRENCY" -d2s -s "$work/enqueue.lua" \
+    "http://127.0.0.1:$PORT/enqueue?queue=bench" > "$work/enqueue.out"
+  enqueue_rps+=("$(awk '/^Requests\/sec/ {print $2}' "$work/enqueue.out")")
+  read -r waiting _ _ < <(counts)
+done
+JOBS=$waiting
 kill "$host"; wait "$host" 2>/dev/null || true; host=
 
 start worker
@@ -162,5 +171,5 @@ mkdir -p benches/results
   echo "| Trellis (Redis Streams, wasm worker) | $trellis_rate | $trellis_cpu µs | $(awk -v a="$trellis_rate" -v b="$bull_rate" 'BEGIN { printf "%.2f", a / b }') |"
   echo "| BullMQ $(node -p 'require("./benches/bullmq/node_modules/bullmq/package.json").version') (node $(node --version)) | $bull_rate | $bull_cpu µs | 1.00 |"
   echo
-  echo "Enqueueing: Trellis $enqueue_rps req/s over HTTP (one job a request, wrk -c$CONCURRENCY); BullMQ addBulk of 1000 at a time, $bull_enqueue_ms ms for $JOBS."
+  echo "Enqueueing: Trellis ${enqueue_rps[*]} req/s over HTTP (one job a request, wrk -c$CONCURRENCY); BullMQ addBulk of 1000 at a time, $bull_enqueue_ms ms for $JOBS."
 } | tee benches/results/jobs.md

@@ -17,9 +17,10 @@ use crate::observability::trace::TraceContext;
 use crate::runtime::lane::{Lane, SLOW_PER_ROUTE};
 use crate::runtime::store::{new_store, set_deadline};
 use crate::services::jobs::{Claimed, Settled, now_ms, retry_delay};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use wasmtime::Trap;
 
@@ -65,6 +66,27 @@ pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<b
         .0
         .max(spec.timeout.0 + LEASE_MARGIN);
     let visibility_ms = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
+    // Up to `concurrency` jobs are claimed ahead of free slots, so the next
+    // claim's round trip overlaps the jobs running. A buffered job may
+    // wait up to one attempt's `timeout` before it starts: its lease
+    // covers that too.
+    let concurrency = spec.concurrency as usize;
+    let timeout_ms = i64::try_from(spec.timeout.0.as_millis()).unwrap_or(i64::MAX);
+    let lease_ms = visibility_ms.saturating_add(timeout_ms);
+    let mut buffer: VecDeque<Claimed> = VecDeque::new();
+    let start = |job: Claimed, permit: OwnedSemaphorePermit| {
+        let work = attempt(
+            app.clone(),
+            worker.current(),
+            key.clone(),
+            job,
+            slow_slots.clone(),
+        );
+        async move {
+            work.await;
+            drop(permit);
+        }
+    };
     let mut running = JoinSet::new();
     let mut last_reclaim = Instant::now() - RECLAIM;
     let mut last_sweep = Instant::now();
@@ -78,7 +100,7 @@ pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<b
         }
         if last_reclaim.elapsed() >= RECLAIM {
             last_reclaim = Instant::now();
-            match store.reclaim(&key, visibility_ms, now_ms()).await {
+            match store.reclaim(&key, lease_ms, now_ms()).await {
                 Ok(0) | Err(_) => {}
                 Ok(n) => {
                     tracing::info!(worker = %spec.name, queue = %key, jobs = n, "jobs whose lease expired are queued again")
@@ -91,8 +113,16 @@ pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<b
                 now_ms() - i64::try_from(spec.settings.retention.0.as_millis()).unwrap_or(i64::MAX);
             let _ = store.sweep(&key, before).await;
         }
-        let free = slots.available_permits();
-        if free == 0 {
+        // Buffered jobs start as slots free up, with no store round trip
+        // between one job's end and the next one's start.
+        while !buffer.is_empty()
+            && let Ok(permit) = slots.clone().try_acquire_owned()
+        {
+            let job = buffer.pop_front().expect("not empty");
+            running.spawn(start(job, permit));
+        }
+        let wanted = (2 * concurrency).saturating_sub(running.len() + buffer.len());
+        if buffer.len() >= concurrency || wanted == 0 {
             tokio::select! {
                 _ = running.join_next() => {}
                 _ = stop.changed() => {}
@@ -103,9 +133,9 @@ pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<b
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = now_ms();
-        let lease_until = now.saturating_add(visibility_ms);
-        let free_u32 = u32::try_from(free).unwrap_or(u32::MAX);
-        let claimed = match store.claim(&key, free_u32, now, lease_until).await {
+        let lease_until = now.saturating_add(lease_ms);
+        let wanted_u32 = u32::try_from(wanted).unwrap_or(u32::MAX);
+        let claimed = match store.claim(&key, wanted_u32, now, lease_until).await {
             Ok(claimed) => {
                 if failing_since.take().is_some() {
                     tracing::info!(worker = %spec.name, queue = %key, "job store reachable again");
@@ -124,25 +154,9 @@ pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<b
                 continue;
             }
         };
-        let full = claimed.len() >= free;
-        let version = worker.current();
-        for job in claimed {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                break; // Unreachable: we claimed at most `free`.
-            };
-            let work = attempt(
-                app.clone(),
-                version.clone(),
-                key.clone(),
-                job,
-                slow_slots.clone(),
-            );
-            running.spawn(async move {
-                work.await;
-                drop(permit);
-            });
-        }
-        if full {
+        let full = claimed.len() >= wanted;
+        buffer.extend(claimed);
+        if full || !buffer.is_empty() && slots.available_permits() > 0 {
             continue;
         }
         tokio::select! {
@@ -152,7 +166,14 @@ pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<b
             _ = stop.changed() => {}
         }
     }
-    // Stopped: claim nothing more; let the jobs in progress finish.
+    // Stopped: claim nothing more. The jobs this host leased run (the
+    // caller bounds that by `shutdown_grace`), those in progress finish.
+    while let Some(job) = buffer.pop_front() {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        running.spawn(start(job, permit));
+    }
     while running.join_next().await.is_some() {}
     tracing::info!(worker = %spec.name, queue = %key, "worker stopped");
 }
