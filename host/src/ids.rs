@@ -7,16 +7,26 @@
 //! nothing in the crate.
 
 use rand::RngCore as _;
-use std::fmt::Write as _;
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// Appends `n` as 16 lower-case hex digits. By table, not `format!`: ids
+/// are made and written on every request, where the formatting machinery
+/// showed in profiles.
+pub fn push_hex64(s: &mut String, n: u64) {
+    for shift in (0..16).rev() {
+        s.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
+    }
 }
 
 /// A random, non-zero `u64` (W3C trace ids and span ids must not be zero).
@@ -29,7 +39,7 @@ pub fn random_hex(bits: usize) -> String {
     let mut rng = rand::thread_rng();
     let mut s = String::with_capacity(bits / 4);
     for _ in 0..bits.div_ceil(64) {
-        let _ = write!(s, "{:016x}", rng.next_u64());
+        push_hex64(&mut s, rng.next_u64());
     }
     s
 }
@@ -41,6 +51,10 @@ mod tests {
     #[test]
     fn hex_and_random_ids_have_their_lengths() {
         assert_eq!(hex(&[0x00, 0xab, 0x10]), "00ab10");
+        let mut s = String::new();
+        push_hex64(&mut s, 0x0123_4567_89ab_cdef);
+        push_hex64(&mut s, 1);
+        assert_eq!(s, "0123456789abcdef0000000000000001");
         let id = random_hex(128);
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));

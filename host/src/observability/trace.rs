@@ -81,7 +81,12 @@ impl TraceContext {
                 upstream_nanos: AtomicU64::new(0),
             },
             None => TraceContext {
-                trace_id: format!("{}{}", hex64(random_u64()), hex64(random_u64())).into(),
+                trace_id: {
+                    let mut id = String::with_capacity(32);
+                    crate::ids::push_hex64(&mut id, random_u64());
+                    crate::ids::push_hex64(&mut id, random_u64());
+                    id.into()
+                },
                 span_id,
                 parent_id: None,
                 flags: 1,
@@ -106,7 +111,13 @@ impl TraceContext {
     /// The `traceparent` naming this request's span, for the response and
     /// anything this request calls.
     pub fn traceparent(&self) -> HeaderValue {
-        let value = format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags);
+        let mut value = String::with_capacity(55);
+        value.push_str("00-");
+        value.push_str(&self.trace_id);
+        value.push('-');
+        value.push_str(&self.span_id);
+        value.push('-');
+        value.push_str(&crate::ids::hex(&[self.flags]));
         HeaderValue::from_str(&value).expect("hex digits are a valid header")
     }
 
@@ -453,7 +464,9 @@ fn parse(value: &str) -> Option<(String, String, u8)> {
 }
 
 fn hex64(n: u64) -> String {
-    format!("{n:016x}")
+    let mut s = String::with_capacity(16);
+    crate::ids::push_hex64(&mut s, n);
+    s
 }
 
 #[cfg(test)]
