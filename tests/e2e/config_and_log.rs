@@ -3,10 +3,12 @@
 //! and guest records in the host's log, tagged and with secrets masked.
 //! They share one fixture because masking is about the route's secrets.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::database::Db;
-use crate::harness::{Manifest, Trellis, component, header, sha256_hex};
+use crate::harness::{Manifest, Trellis, component, header, sha256_hex, wait_until};
 use crate::probe::{GRANTS, err, launch, ok, op, post_script, script, script_at, variant};
 
 /// The secret values of the config tests' route; none may reach a log.
@@ -258,21 +260,30 @@ async fn guest_stdout_and_stderr_become_log_lines() {
     .await;
     assert_eq!(response.status(), 200);
     let request_id = header(response.headers(), "x-request-id");
-    let summary = trellis
-        .wait_log("the flood's summary", |l| {
-            l["request_id"] == request_id.as_str() && l["suppressed"].is_u64()
-        })
-        .await;
-    let logged = trellis
-        .logs()
-        .iter()
-        .filter(|l| l["request_id"] == request_id.as_str() && l["message"] == "flood line")
-        .count() as u64;
-    let suppressed = summary["suppressed"].as_u64().unwrap();
-    assert_eq!(logged + suppressed, 5000, "every line logged or counted");
+    // The budget is per second: a machine slow enough to spend more than
+    // a second printing gets a summary per second, each counting its own.
+    let (logged, summaries) = wait_until(
+        "every flood line logged or counted",
+        Duration::from_millis(50),
+        async || {
+            let logs = trellis.logs();
+            let ours = || {
+                logs.iter()
+                    .filter(|l| l["request_id"] == request_id.as_str())
+            };
+            let logged = ours().filter(|l| l["message"] == "flood line").count() as u64;
+            let counted: Vec<u64> = ours().filter_map(|l| l["suppressed"].as_u64()).collect();
+            (logged + counted.iter().sum::<u64>() == 5000).then_some((logged, counted.len() as u64))
+        },
+    )
+    .await;
     assert!(
-        (1..=200).contains(&logged),
-        "{logged} flood lines logged: the budget did not hold"
+        summaries >= 1,
+        "the lines left out are counted in a warning"
+    );
+    assert!(
+        (1..=100 * (summaries + 1)).contains(&logged),
+        "{logged} flood lines logged over {summaries} summaries: the budget did not hold"
     );
     assert_no_secret_logged(&trellis);
 }
