@@ -1082,22 +1082,9 @@ async fn redis_going_away_refuses_enqueues_and_workers_resume() {
     let first = job(&trellis, "queue=work", "ok:before").await;
     setup.wait_runs(&first, 1).await;
     server.stop();
-    let answer = enqueue(&trellis, "queue=work", "ok:during").await;
-    assert_eq!(answer["error"], "unavailable", "{answer}");
-    let (status, _) = admin(&trellis, reqwest::Method::GET, "/admin/queues").await;
-    assert_eq!(status, 503, "the admin API says the store is unavailable");
+    assert_store_away(&trellis).await;
     server.restart().await;
-    // The client reconnects by itself; the first calls may still fail.
-    let after = wait_until(
-        "an enqueue after the restart",
-        Duration::from_millis(200),
-        async || {
-            enqueue(&trellis, "queue=work", "ok:after").await["job"]
-                .as_str()
-                .map(str::to_owned)
-        },
-    )
-    .await;
+    let after = enqueue_once_back(&trellis).await;
     setup.wait_runs(&after, 1).await;
     let line = trellis
         .wait_log("claiming jobs failed", |l| {
@@ -1131,24 +1118,9 @@ async fn postgres_going_away_refuses_enqueues_and_workers_resume() {
     // Acknowledged, then the database goes away before a worker takes it.
     let waiting = job(&trellis, "queue=work", "sleep:1:waiting").await;
     proxy.cut();
-    let answer = enqueue(&trellis, "queue=work", "ok:during").await;
-    assert!(
-        answer["error"] == "unavailable",
-        "an enqueue while the database is away: {answer}"
-    );
-    let (status, _) = admin(&trellis, reqwest::Method::GET, "/admin/queues").await;
-    assert_eq!(status, 503, "the admin API says the store is unavailable");
+    assert_store_away(&trellis).await;
     proxy.restore().await;
-    let after = wait_until(
-        "an enqueue after the database is back",
-        Duration::from_millis(200),
-        async || {
-            enqueue(&trellis, "queue=work", "ok:after").await["job"]
-                .as_str()
-                .map(str::to_owned)
-        },
-    )
-    .await;
+    let after = enqueue_once_back(&trellis).await;
     setup.wait_runs(&after, 1).await;
     let runs = setup.wait_runs(&waiting, 2).await;
     assert!(
@@ -1161,6 +1133,30 @@ async fn postgres_going_away_refuses_enqueues_and_workers_resume() {
         (json!(0), json!(0)),
         "{c}"
     );
+}
+
+/// While the job store is away: an enqueue is an `unavailable` error
+/// result and the admin API answers 503.
+async fn assert_store_away(trellis: &Trellis) {
+    let answer = enqueue(trellis, "queue=work", "ok:during").await;
+    assert_eq!(answer["error"], "unavailable", "{answer}");
+    let (status, _) = admin(trellis, reqwest::Method::GET, "/admin/queues").await;
+    assert_eq!(status, 503, "the admin API says the store is unavailable");
+}
+
+/// The id of the first enqueue that succeeds once the store is back: its
+/// client reconnects by itself, and the first calls may still fail.
+async fn enqueue_once_back(trellis: &Trellis) -> String {
+    wait_until(
+        "an enqueue after the store is back",
+        Duration::from_millis(200),
+        async || {
+            enqueue(trellis, "queue=work", "ok:after").await["job"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    )
+    .await
 }
 
 fn now_ms() -> i64 {
