@@ -633,7 +633,11 @@ async fn worker_components_are_hot_loaded() {
     assert_eq!(answer["version"], 2, "{answer}");
     assert_eq!(answer["digest"], sha256(&second), "{answer}");
     let fresh = job(&trellis, "queue=work", "ok:fresh").await;
-    assert_eq!(done_on(&trellis, &fresh).await, 2, "claimed after the swap");
+    assert_eq!(
+        done_on(&trellis, &fresh).await,
+        2,
+        "enqueued after the swap"
+    );
     assert_eq!(done_on(&trellis, &slow).await, 1, "in progress at the swap");
 
     let (status, answer) = put_worker(&trellis, "nope", second.clone()).await;

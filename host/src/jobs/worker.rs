@@ -48,7 +48,7 @@ pub fn queue_key(version: &WorkerVersion) -> String {
 
 /// Runs `worker` until `stop` turns true, then waits for its jobs in
 /// progress (the caller bounds that wait by `shutdown_grace`). Each claimed
-/// job runs on the worker's version at the time of the claim.
+/// job runs on the worker's version at the time it starts.
 pub async fn run(app: Arc<App>, worker: Arc<Worker>, mut stop: watch::Receiver<bool>) {
     let first = worker.current();
     let spec = &first.spec;

@@ -612,7 +612,7 @@ impl Deployments {
 
     /// Validates `bytes` as worker `name`'s next component (compiled,
     /// linked against its grants, instantiated once under its limits) and
-    /// swaps it in: jobs claimed from now on run on it, and those in
+    /// swaps it in: jobs that start from now on run on it, and those in
     /// progress finish on the version they started on. The worker's
     /// settings stay its manifest entry's. Per host: shared deployments
     /// carry routes only.
