@@ -232,13 +232,27 @@ async fn job(trellis: &Trellis, query: &str, payload: &str) -> String {
 }
 
 async fn admin(trellis: &Trellis, method: reqwest::Method, path: &str) -> (u16, Value) {
-    let response = trellis
+    admin_with(trellis, method, path, None).await
+}
+
+/// An admin API request, with `body` as a component upload when given;
+/// the status and the JSON answer (null when there is none).
+async fn admin_with(
+    trellis: &Trellis,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let mut request = trellis
         .client()
         .request(method, format!("{}{path}", trellis.admin_url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+        .bearer_auth(TOKEN);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/wasm")
+            .body(body);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (
         status,
@@ -570,20 +584,8 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 async fn put_worker(trellis: &Trellis, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let response = trellis
-        .client()
-        .put(format!("{}/admin/workers/{name}", trellis.admin_url()))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null),
-    )
+    let path = format!("/admin/workers/{name}");
+    admin_with(trellis, reqwest::Method::PUT, &path, Some(bytes)).await
 }
 
 /// The version of the worker that settled job `id`, from its log line.
