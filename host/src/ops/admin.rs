@@ -547,18 +547,11 @@ async fn deploy(
     };
     let pull = query.component.take();
     let current = state.deployments.app().routes.load().get(&name).cloned();
-    let upstreams = &state.deployments.app().services.upstreams;
+    // Names the host lacks are refused before the upload is read.
     let spec = match settings(&name, current.as_deref().map(|r| &r.spec), query).and_then(|spec| {
-        match spec
-            .outbound
-            .iter()
-            .flatten()
-            .find(|n| upstreams.get(n).is_none())
-        {
-            Some(unknown) => Err(format!(
-                "query parameter outbound: no upstream {unknown:?} in the manifest's [upstreams]"
-            )),
-            None => Ok(spec),
+        match state.deployments.check_names(&spec) {
+            Ok(()) => Ok(spec),
+            Err(err) => Err(err.to_string()),
         }
     }) {
         Ok(spec) => spec,

@@ -266,7 +266,7 @@ impl Deployments {
 
     /// Refuses a route that names an upstream or a policy this host lacks,
     /// with the manifest's rules for how they combine.
-    fn check_names(&self, spec: &RouteSpec) -> Result<(), DeployError> {
+    pub fn check_names(&self, spec: &RouteSpec) -> Result<(), DeployError> {
         let services = &self.app.services;
         if let Some(unknown) = spec
             .outbound
