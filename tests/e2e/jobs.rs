@@ -22,25 +22,38 @@ const TOKEN: &str = "jobs-admin-token";
 const RUNS: &str = "CREATE TABLE job_runs (job_id TEXT NOT NULL, source TEXT NOT NULL, \
     tag TEXT NOT NULL, attempt BIGINT NOT NULL, at_ms BIGINT NOT NULL);\n";
 
+/// The test `$name` on one job store: `sqlite` or `postgres` (the
+/// database backend), or `redis` (Redis Streams; the worker's records stay
+/// in SQLite).
+macro_rules! on_store {
+    ($name:ident, sqlite) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite() {
+            super::$name(super::Setup::new(crate::database::Db::sqlite())).await;
+        }
+    };
+    ($name:ident, postgres) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres() {
+            super::$name(super::Setup::new(crate::database::Db::postgres().await)).await;
+        }
+    };
+    ($name:ident, redis) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis() {
+            super::$name(super::Setup::redis(crate::database::Db::sqlite())).await;
+        }
+    };
+}
+
 /// Runs each test on every job store: the database (SQLite, PostgreSQL)
 /// and Redis Streams.
 macro_rules! on_all {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Setup::new(crate::database::Db::sqlite())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Setup::new(crate::database::Db::postgres().await)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(super::Setup::redis(crate::database::Db::sqlite())).await;
-            }
+            on_store!($name, sqlite);
+            on_store!($name, postgres);
+            on_store!($name, redis);
         }
     )*};
 }
@@ -50,15 +63,8 @@ macro_rules! on_all {
 macro_rules! on_sqlite_and_redis {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Setup::new(crate::database::Db::sqlite())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(super::Setup::redis(crate::database::Db::sqlite())).await;
-            }
+            on_store!($name, sqlite);
+            on_store!($name, redis);
         }
     )*};
 }

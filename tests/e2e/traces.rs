@@ -42,6 +42,16 @@ impl Collector {
         Collector { addr, spans }
     }
 
+    /// A host serving `manifest` that exports its spans here.
+    async fn serve(&self, manifest: Manifest) -> Trellis {
+        let mut launch = Launch::manifest(manifest);
+        launch.env.push((
+            "TRELLIS_OTLP_ENDPOINT".to_owned(),
+            format!("http://{}", self.addr),
+        ));
+        Trellis::launch(launch).await
+    }
+
     /// Waits for a span matching `pred`.
     async fn span(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -59,6 +69,15 @@ impl Collector {
     }
 }
 
+/// The four fields of a response's `traceparent`: version, trace id,
+/// span id, flags.
+fn traceparent(response: &reqwest::Response) -> Vec<String> {
+    let out = header(response.headers(), "traceparent");
+    let fields: Vec<String> = out.split('-').map(str::to_owned).collect();
+    assert_eq!(fields.len(), 4, "{out}");
+    fields
+}
+
 #[tokio::test]
 async fn traceparent_propagates_to_the_log_and_the_collector() {
     let collector = Collector::start().await;
@@ -68,12 +87,7 @@ async fn traceparent_propagates_to_the_log_and_the_collector() {
         component::CACHE_PROBE,
         &["grants = [\"cache\", \"log\"]"],
     );
-    let mut launch = Launch::manifest(manifest);
-    launch.env.push((
-        "TRELLIS_OTLP_ENDPOINT".to_owned(),
-        format!("http://{}", collector.addr),
-    ));
-    let trellis = Trellis::launch(launch).await;
+    let trellis = collector.serve(manifest).await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
@@ -86,15 +100,13 @@ async fn traceparent_propagates_to_the_log_and_the_collector() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let out = header(response.headers(), "traceparent");
-    let fields: Vec<&str> = out.split('-').collect();
-    assert_eq!(fields.len(), 4, "{out}");
+    let fields = traceparent(&response);
     assert_eq!(
-        (fields[0], fields[1], fields[3]),
+        (fields[0].as_str(), fields[1].as_str(), fields[3].as_str()),
         ("00", trace_id, "01"),
-        "{out}"
+        "{fields:?}"
     );
-    let span_id = fields[2].to_owned();
+    let span_id = fields[2].clone();
     assert_ne!(span_id, parent, "the request has a span of its own");
 
     let request_id = header(response.headers(), "x-request-id");
@@ -127,8 +139,7 @@ async fn traceparent_propagates_to_the_log_and_the_collector() {
 
     // Without a traceparent a new trace starts, and is logged too.
     let response = trellis.get("/cache/get?key=t").await;
-    let out = header(response.headers(), "traceparent");
-    let new_trace = out.split('-').nth(1).unwrap().to_owned();
+    let new_trace = traceparent(&response)[1].clone();
     assert_ne!(new_trace, trace_id);
     let log = trellis
         .request_log(&header(response.headers(), "x-request-id"))
@@ -152,12 +163,7 @@ async fn a_job_has_its_own_trace_linked_to_the_enqueuing_request() {
             component::JOB_PROBE,
             &["grants = [\"queue\", \"log\"]", "queues = [\"work\"]"],
         );
-    let mut launch = Launch::manifest(manifest);
-    launch.env.push((
-        "TRELLIS_OTLP_ENDPOINT".to_owned(),
-        format!("http://{}", collector.addr),
-    ));
-    let trellis = Trellis::launch(launch).await;
+    let trellis = collector.serve(manifest).await;
     let response = trellis
         .client()
         .post(trellis.url("/enqueue?queue=work"))
@@ -166,9 +172,8 @@ async fn a_job_has_its_own_trace_linked_to_the_enqueuing_request() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let out = header(response.headers(), "traceparent");
-    let fields: Vec<&str> = out.split('-').collect();
-    let (request_trace, request_span) = (fields[1].to_owned(), fields[2].to_owned());
+    let fields = traceparent(&response);
+    let (request_trace, request_span) = (fields[1].clone(), fields[2].clone());
     let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     let id = answer["job"].as_str().expect("a job id").to_owned();
 
