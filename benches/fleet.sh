@@ -33,6 +33,8 @@ TOKEN=bench-fleet-token-0123456789
 
 need psql curl python3
 trellis_bin
+# The warm case alternates between the last two cold digests.
+(( RUNS >= 2 )) || { echo "RUNS must be at least 2" >&2; exit 1; }
 for wasm in "$SMALL_WASM" "$LARGE_WASM"; do
   [[ -f $wasm ]] || { echo "no $wasm: build the host once" >&2; exit 1; }
 done

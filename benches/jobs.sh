@@ -50,7 +50,7 @@ host=
 redis_pid=$(pgrep -x redis-server | head -1 || true)
 if [[ -n $redis_pid ]] && redis_cpus=$(taskset -pc "$redis_pid" 2>/dev/null | awk -F': ' '{print $2}'); then
   taskset -pc 1 "$redis_pid" >/dev/null
-  trap 'taskset -pc "$redis_cpus" "$redis_pid" >/dev/null 2>&1 || true; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  trap 'taskset -pc "$redis_cpus" "$redis_pid" >/dev/null 2>&1 || true; scratch_cleanup' EXIT
 fi
 
 prefix=trellis-bench-jobs-$$

@@ -35,5 +35,12 @@ trellis_bin() {
 scratch() {
   work=$(mktemp -d)
   pids=()
-  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  trap scratch_cleanup EXIT
+}
+
+# What scratch's exit trap does; a script that sets its own trap calls it.
+scratch_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
 }
