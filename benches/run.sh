@@ -10,9 +10,13 @@
 #   express   - an Express app on one Node.js process (benches/express/server.js)
 # sql   - GET /users/{id}, one primary-key SELECT on PostgreSQL, side by side with
 #   trellis   - `trellis serve` with the `users` component, a 20-connection pool
+#   trellis-reuse - trellis with the route's `reuse = { requests = 128 }`
+#   axum      - a native axum + sqlx app (benches/axum-users.rs), the floor:
+#               the same statement and the same bodies without wasm, a
+#               20-connection pool
 #   express   - Express + pg on one Node.js process, a 20-connection pool
 #               (benches/express/users.js)
-#   both reading the same `users` table, seeded by this script into its own
+#   all reading the same `users` table, seeded by this script into its own
 #   schema (benches/users-seed.sql), with ids spread over the table by
 #   benches/users.lua.
 # cached - the same GET /users/{id} and table (seeded once if both suites
@@ -41,17 +45,17 @@
 #   SUITES=a,b       subset of: hello,sql,cached (default: all three)
 #   ONLY=a,b         subset of: trellis,trellis-resp,trellis-reuse,axum,
 #                    wasmtime,wasmtime-reuse,express
-#                    (default: all; sql runs trellis and express, cached
-#                    trellis, trellis-resp and express)
+#                    (default: all; sql runs trellis, trellis-reuse, axum
+#                    and express, cached trellis, trellis-resp and express)
 #   PORT_BASE=8080   hello: trellis=+0 axum=+1 wasmtime=+2 express=+3
 #                    trellis-reuse=+9 wasmtime-reuse=+10;
-#                    sql: trellis=+4 express=+5;
+#                    sql: trellis=+4 express=+5 trellis-reuse=+11 axum=+12;
 #                    cached: trellis=+6 trellis-resp=+7 express=+8
 #   BENCH_DATABASE_URL  PostgreSQL for the sql suite, without the schema
 #                    (default postgres://postgres@127.0.0.1:5432/test)
 #   SQL_SCHEMA=trellis_bench  schema the sql suite drops, seeds and reads
 #   SQL_USERS=10000  rows seeded; requests pick ids uniformly in 1..SQL_USERS
-#   SQL_POOL=20      connection pool size, the same for trellis and express
+#   SQL_POOL=20      connection pool size, the same for every sql and cached server
 #   REDIS_URL        Redis for the cached suite (default redis://127.0.0.1:6379)
 #   WASMTIME_FEATURES  wasmtime-cli features to build (default: a minimal set
 #                    for `serve`; "default" for the crate's default features)
@@ -90,7 +94,7 @@ EXPECTED_BODY=$'Hello, world!\n'
 ALL_SUITES=(hello sql cached)
 ALL_SERVERS=(trellis trellis-resp trellis-reuse axum wasmtime wasmtime-reuse express)
 HELLO_SERVERS=(trellis trellis-reuse axum wasmtime wasmtime-reuse express)
-SQL_SERVERS=(trellis express)
+SQL_SERVERS=(trellis trellis-reuse axum express)
 CACHED_SERVERS=(trellis trellis-resp express)
 # The cached suite's Redis keys, by server; the script deletes these (and
 # only these) before each cached server starts.
@@ -323,7 +327,7 @@ TARGET=$(target_dir)
 if [[ $SKIP_BUILD != 1 ]]; then
     pkgs=()
     { needed trellis || needed trellis-resp || needed trellis-reuse; } && pkgs+=(-p trellis)
-    in_suite hello axum && pkgs+=(-p trellis-benches)
+    { in_suite hello axum || in_suite sql axum; } && pkgs+=(-p trellis-benches)
     if ((${#pkgs[@]} > 0)); then
         log "cargo build --release ${pkgs[*]}"
         (cd "$REPO" && cargo build --release "${pkgs[@]}" >&2)
@@ -345,7 +349,7 @@ if in_suite hello trellis || in_suite hello wasmtime || in_suite hello trellis-r
 fi
 # A missing users.wasm fails only the sql and cached suites' trellis rows.
 USERS_WASM=""
-if in_suite sql trellis || in_suite cached trellis || in_suite cached trellis-resp; then
+if in_suite sql trellis || in_suite sql trellis-reuse || in_suite cached trellis || in_suite cached trellis-resp; then
     USERS_WASM=${USERS_WASM_PATH:-$(find_guest_wasm "$TARGET" users || true)}
     if [[ -n $USERS_WASM && -f $USERS_WASM ]]; then
         USERS_WASM=$(abs_path "$USERS_WASM")
@@ -356,8 +360,10 @@ if in_suite sql trellis || in_suite cached trellis || in_suite cached trellis-re
 fi
 TRELLIS_BIN=${TRELLIS_BIN:-$TARGET/release/trellis}
 AXUM_BIN=$TARGET/release/axum-hello
+AXUM_USERS_BIN=$TARGET/release/axum-users
 if needed trellis || needed trellis-resp || needed trellis-reuse; then [[ -x $TRELLIS_BIN ]] || die "missing $TRELLIS_BIN"; fi
 if in_suite hello axum; then [[ -x $AXUM_BIN ]] || die "missing $AXUM_BIN"; fi
+if in_suite sql axum; then [[ -x $AXUM_USERS_BIN ]] || die "missing $AXUM_USERS_BIN"; fi
 
 # ------------------------------------------------------------------ servers
 # Port of server $2 in suite $1.
@@ -371,6 +377,8 @@ port_of() {
         hello/wasmtime-reuse) echo $((PORT_BASE + 10)) ;;
         sql/trellis) echo $((PORT_BASE + 4)) ;;
         sql/express) echo $((PORT_BASE + 5)) ;;
+        sql/trellis-reuse) echo $((PORT_BASE + 11)) ;;
+        sql/axum) echo $((PORT_BASE + 12)) ;;
         cached/trellis) echo $((PORT_BASE + 6)) ;;
         cached/trellis-resp) echo $((PORT_BASE + 7)) ;;
         cached/express) echo $((PORT_BASE + 8)) ;;
@@ -386,6 +394,8 @@ label_of() {
         hello/wasmtime-reuse) echo "wasmtime serve $WASMTIME_VERSION --max-instance-reuse-count 128" ;;
         hello/express) echo "express $EXPRESS_VERSION (node $NODE_VERSION, 1 process)" ;;
         sql/trellis) echo "trellis (users.wasm, pool $SQL_POOL)" ;;
+        sql/trellis-reuse) echo "trellis-reuse (users.wasm, reuse = { requests = 128 }, pool $SQL_POOL)" ;;
+        sql/axum) echo "axum + sqlx (native, pool $SQL_POOL)" ;;
         sql/express) echo "express $EXPRESS_VERSION + pg $PG_CLIENT_VERSION (node $NODE_VERSION, 1 process, pool $SQL_POOL)" ;;
         cached/trellis) echo "trellis (users.wasm, guest read-through cache: L1 in process + Redis)" ;;
         cached/trellis-resp) echo "trellis-resp (users.wasm behind the host response cache: L1 + Redis)" ;;
@@ -448,12 +458,16 @@ EOF
         hello/express)
             (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port exec node server.js) >"$logf" 2>&1 &
             ;;
-        sql/trellis)
+        sql/trellis | sql/trellis-reuse)
             mkdir -p "$WORK/trellis-cache"
-            # benches/users.toml is the same manifest for running by hand.
+            manifest=$WORK/$suite-$name.toml
+            # benches/users.toml is the same manifest for running by hand
+            # (trellis-reuse adds the route's `reuse`).
             # `cache` is granted because the component imports it; without
             # `cache_ttl_ms` in the route's config it never caches, and
             # check_db_reads verifies that every request read PostgreSQL.
+            local reuse=""
+            [[ $name == trellis-reuse ]] && reuse='reuse = { requests = 128 }'
             cat >"$manifest" <<EOF
 [server]
 listen = "127.0.0.1:$port"
@@ -468,11 +482,15 @@ path = "/users/{id}"
 methods = ["GET"]
 component = "$USERS_WASM"
 grants = ["sql", "cache", "config", "log"]
+$reuse
 EOF
             # The manifest names the database; an inherited
             # TRELLIS_DATABASE_URL must not point it elsewhere.
             env -u TRELLIS_DATABASE_URL TRELLIS_CACHE_DIR="$WORK/trellis-cache" \
                 "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
+            ;;
+        sql/axum)
+            PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL "$AXUM_USERS_BIN" >"$logf" 2>&1 &
             ;;
         sql/express)
             (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL \
@@ -572,7 +590,9 @@ check_hello() {
 # (users-seed.sql) as {"id":..,"name":..,"email":..,"created_at":".."}.
 # The email is unique to the benchmark's seed, so this also shows the server
 # reads the benchmark schema. Keeps the first body for the notes. $3 is the
-# suite (default sql), for the file names.
+# suite (default sql), for the file names. In the sql suite also a missing
+# id (check_missing_user), and the Rust servers' bodies byte for byte
+# (same_body).
 check_users() {
     local name=$1 base=$2 suite=${3:-sql} id body ws='[[:space:]]*'
     for id in 1 "$SQL_USERS"; do
@@ -590,8 +610,57 @@ check_users() {
             fi
         done
         [[ $id == 1 ]] && cp "$WORK/$suite-$name.body" "$RESULTS/raw/$suite-$name.body"
+        if [[ $suite == sql ]]; then same_body "$name" "$id" "$WORK/$suite-$name.body" || return 1; fi
     done
+    if [[ $suite == sql ]]; then check_missing_user "$name" "$base" || return 1; fi
     return 0
+}
+
+# The sql suite's Rust servers (trellis, trellis-reuse, axum) answer the
+# same bytes: the first of them checked in this run is the reference, and
+# each later one's body for request $2 (an id, or `missing`), in file $3,
+# must equal the reference's. Express is not compared byte for byte: its
+# created_at has milliseconds (JavaScript's Date) and its 404 message is
+# worded differently; check_users and check_missing_user check its shape.
+same_body() {
+    local name=$1 what=$2 file=$3 ref=$WORK/sql-ref-$2.body
+    case $name in trellis | trellis-reuse | axum) ;; *) return 0 ;; esac
+    if [[ ! -f $ref ]]; then
+        cp "$file" "$ref"
+        echo "$name" >"$WORK/sql-ref.name"
+        return 0
+    fi
+    if ! cmp -s "$file" "$ref"; then
+        echo "$name: GET /users/$what: body differs from $(<"$WORK/sql-ref.name")'s:" >&2
+        head -c 500 "$file" >&2
+        echo >&2
+        head -c 500 "$ref" >&2
+        echo >&2
+        return 1
+    fi
+}
+
+# GET /users/<SQL_USERS + 1>, an id not in the table: 404, application/json,
+# {"error":{"code":"NOT_FOUND",...}}; for the Rust servers the same body,
+# less the request_id the Trellis host adds to a component's errors.
+check_missing_user() {
+    local name=$1 base=$2 id=$((SQL_USERS + 1)) meta status ctype body
+    local tag=sql-$name-missing ws='[[:space:]]*'
+    meta=$(curl -s --max-time 5 -o "$WORK/$tag.body" -w '%{http_code} %{content_type}' "$base/users/$id") || {
+        echo "$name: request to $base/users/$id failed" >&2
+        return 1
+    }
+    status=${meta%% *}
+    ctype=${meta#* }
+    body=$(<"$WORK/$tag.body")
+    if [[ $status != 404 || $ctype != application/json* ]] || ! grep -Eq -- "\"code\"$ws:$ws\"NOT_FOUND\"" <<<"$body"; then
+        echo "$name: GET $base/users/$id: expected 404 application/json NOT_FOUND, got $status '$ctype':" >&2
+        head -c 500 <<<"$body" >&2
+        echo >&2
+        return 1
+    fi
+    sed -E 's/,"request_id":"[^"]*"//' "$WORK/$tag.body" >"$WORK/$tag.cmp"
+    same_body "$name" missing "$WORK/$tag.cmp"
 }
 
 # wrk latency like 412.00us / 1.23ms / 2.00s -> milliseconds.
@@ -751,7 +820,7 @@ bench_one() {
     esac
     local target=$url wrk_tail=()
     [[ $suite == sql || $suite == cached ]] && target=$base && wrk_tail=(-- "$SQL_USERS")
-    if [[ $key == sql/trellis || $key == cached/trellis* ]] && [[ -z $USERS_WASM ]]; then
+    if [[ $key == sql/trellis* || $key == cached/trellis* ]] && [[ -z $USERS_WASM ]]; then
         FAILED[$key]="users.wasm not found"
         return 0
     fi
@@ -829,8 +898,9 @@ bench_one() {
     log "$key: ${RPS[$key]} req/s, p50 ${P50[$key]} ms, p99 ${P99[$key]} ms"
     stop_server
     if [[ $suite == sql ]]; then
-        # Requests answered: the readiness probe, the two checks, warm-up, run.
-        check_db_reads "$name" $((3 + $(wrk_requests "$WORK/warmup.txt") + $(wrk_requests "$raw"))) "$scans_before"
+        # Requests answered: the readiness probe, the three checks (two
+        # users and a missing one, each a primary-key lookup), warm-up, run.
+        check_db_reads "$name" $((4 + $(wrk_requests "$WORK/warmup.txt") + $(wrk_requests "$raw"))) "$scans_before"
         [[ -n ${DB_READS[$key]:-} ]] && log "$key: ${DB_READS[$key]} primary-key lookups per request"
     fi
     if [[ $suite == cached && -n $scans_before ]]; then
@@ -888,6 +958,16 @@ table_rows() {
     done
 }
 
+# The sql suite's "- a / b = R (note); server CPU / req: C×" line for
+# servers $1 and $2 (note $3), when both were measured: R is req/s over
+# req/s, C server CPU per request over server CPU per request.
+sql_ratio() {
+    local a=sql/$1 b=sql/$2 note=${3:-} cpu=n/a
+    [[ -n ${RPS[$a]:-} && -n ${RPS[$b]:-} ]] || return 0
+    [[ -n ${CPU_SERVER[$a]:-} && ${CPU_SERVER[$b]:-0} != 0 ]] && cpu="$(ratio "${CPU_SERVER[$a]}" "${CPU_SERVER[$b]}")×"
+    echo "- $1 / $2 = $(ratio "${RPS[$a]}" "${RPS[$b]}")${note:+ ($note)}; server CPU / req: $cpu"
+}
+
 # Warnings for suite $1.
 table_warnings() {
     local suite=$1 name key
@@ -937,16 +1017,19 @@ wrk_line="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARM
         echo "|---|---:|---:|---:|---:|---:|---:|"
         table_rows sql express
         echo
-        if [[ -n ${RPS[sql/trellis]:-} && -n ${RPS[sql/express]:-} ]]; then
-            echo "- trellis / express = $(ratio "${RPS[sql/trellis]}" "${RPS[sql/express]}") (target ≥ 2.00)"
-        fi
+        sql_ratio trellis express "target ≥ 2.00"
+        sql_ratio trellis-reuse express
+        sql_ratio trellis axum
+        sql_ratio trellis-reuse axum
         table_warnings sql
         reads=""
         for name in $(suite_servers sql); do
             [[ -n ${DB_READS[sql/$name]:-} ]] && reads+="${reads:+, }$name ${DB_READS[sql/$name]}"
         done
         [[ -n $reads ]] && echo "- primary-key lookups per request, from PostgreSQL's statistics: $reads (1.00 = every request read the table; no cache in between)"
-        echo "- each request: \`SELECT id, name, email, created_at FROM users WHERE id = \$1\` on a pool of $SQL_POOL connections, answered as JSON; ids uniform over 1..$SQL_USERS (benches/users.lua, the same sequence for both)"
+        echo "- each request: \`SELECT id, name, email, created_at FROM users WHERE id = \$1\` on a pool of $SQL_POOL connections, answered as JSON; ids uniform over 1..$SQL_USERS (benches/users.lua, the same sequence for every server)"
+        echo "- trellis-reuse: trellis's manifest with the route's \`reuse = { requests = 128 }\`; axum: benches/axum-users.rs, the same statement and the same response bytes as the component on a sqlx pool, no wasm (the floor)"
+        echo "- a / b ratios: req/s over req/s (above 1: a is faster), and server CPU per request over server CPU per request (above 1: a costs more per request)"
         echo "- PostgreSQL ${PG_VERSION:-?} on the same machine (schema $SQL_SCHEMA, $SQL_USERS rows, all in its cache); wrk, the server and PostgreSQL share the cores"
         echo "- CPU / req: user + system CPU time during the measured run over the requests wrk completed, for the server process (all threads) and for all local \`postgres\` processes"
         echo "- $wrk_line"

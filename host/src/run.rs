@@ -75,6 +75,13 @@ pub async fn run(
         }
         None => Vec::new(),
     };
+    // What the loaded versions need is pinned now (the fleet's included):
+    // the rest of the cache directory may be pruned, off the request path;
+    // again after every change to what is loaded, and every hour for what
+    // a version still in use at its change released later.
+    let pruning = tokio::spawn(crate::services::disk_cache::prune_periodically(
+        app.services.disk_cache.clone(),
+    ));
     tracing::info!(addr = %addr, manifest = %config.origin, "listening");
     let watching = config
         .watch
@@ -113,6 +120,7 @@ pub async fn run(
     if let Some(task) = watching {
         task.abort();
     }
+    pruning.abort();
     for task in following {
         task.abort();
     }

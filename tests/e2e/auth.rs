@@ -952,18 +952,7 @@ struct RsaKey {
 impl RsaKey {
     fn new(kid: &str) -> RsaKey {
         let dir = TempDir::new();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("running openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| crate::harness::openssl(dir.path(), args);
         run(&[
             "genpkey",
             "-algorithm",
@@ -973,18 +962,7 @@ impl RsaKey {
             "-out",
             "key.pem",
         ]);
-        // PKCS#1 DER, what `EncodingKey::from_rsa_der` takes.
-        run(&[
-            "rsa",
-            "-in",
-            "key.pem",
-            "-traditional",
-            "-outform",
-            "DER",
-            "-out",
-            "key.der",
-        ]);
-        let der = std::fs::read(dir.path().join("key.der")).unwrap();
+        let der = crate::harness::rsa_der(dir.path());
         let encoding = EncodingKey::from_rsa_der(&der);
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).unwrap();
         jwk.common.key_id = Some(kid.to_owned());

@@ -25,9 +25,12 @@ const TOKEN: &str = "fleet-admin-token-0123456789";
 const RECONCILE: &str = "1s";
 
 /// A manifest serving version a at `/v`, sharing deployments through the
-/// database at `url`.
+/// database at `url`. A host counts as gone after 8 s without a
+/// heartbeat: long enough for one that is busy compiling on a loaded
+/// machine (3 s was not), short enough to see a killed one go within
+/// [`WAIT`].
 fn fleet_manifest(url: &str) -> Manifest {
-    fleet_manifest_reconciling(url, RECONCILE, "3s")
+    fleet_manifest_reconciling(url, RECONCILE, "8s")
 }
 
 /// Like [`fleet_manifest`], reconciling every `reconcile`.
@@ -44,9 +47,16 @@ fn fleet_manifest_reconciling(url: &str, reconcile: &str, stale_after: &str) -> 
 /// precompiled-component cache of its own (so it loads what it did not
 /// compile from the store).
 async fn host(manifest: Manifest, id: &str) -> Trellis {
+    host_with(manifest, id, &[]).await
+}
+
+/// Like [`host`], with more environment variables.
+async fn host_with(manifest: Manifest, id: &str, env: &[(&str, &str)]) -> Trellis {
+    let mut vars = vec![("TRELLIS_HOST_ID".to_owned(), id.to_owned())];
+    vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Trellis::launch(Launch {
         admin_token: Some(TOKEN.to_owned()),
-        env: vec![("TRELLIS_HOST_ID".to_owned(), id.to_owned())],
+        env: vars,
         ..Launch::manifest(manifest)
     })
     .await
@@ -67,18 +77,8 @@ async fn host_sharing_the_cache(manifest: Manifest, id: &str) -> Trellis {
 }
 
 async fn put(trellis: &Trellis, name: &str, query: &str, component: &str) -> reqwest::Response {
-    trellis
-        .client()
-        .put(format!(
-            "{}/admin/routes/{name}{query}",
-            trellis.admin_url()
-        ))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(component).unwrap())
-        .send()
-        .await
-        .expect("PUT reaches the admin API")
+    let bytes = std::fs::read(component).unwrap();
+    trellis.put_route(name, query, bytes).await
 }
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -559,6 +559,111 @@ async fn deploy_wait_returns_when_every_host_serves_it_or_names_the_host_that_ca
         "{stderr}"
     );
     assert_eq!(served(&b).await.0, label(component::VERSION_B));
+}
+
+/// A secret given by reference (`secret.KEY=NAME`) is resolved on each
+/// host from its own `TRELLIS_SECRET_NAME`; a host without it reports the
+/// version it cannot load and keeps serving; the store never holds a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_by_reference_resolve_on_each_host_and_settings_reach_all() {
+    let schema = PgSchema::create().await;
+    let manifest = fleet_manifest(&schema.url());
+    let (a, b) = tokio::join!(
+        host_with(
+            manifest.clone(),
+            "host-a",
+            &[
+                ("TRELLIS_SECRET_E2E_FLEET", "secret-of-a-5c1e"),
+                ("TRELLIS_SECRET_E2E_ONLY_A", "only-a-77f0")
+            ],
+        ),
+        host_with(
+            manifest,
+            "host-b",
+            &[("TRELLIS_SECRET_E2E_FLEET", "secret-of-b-0b9d")]
+        ),
+    );
+    let scratch = crate::harness::TempDir::new();
+    let body_schema = scratch.write(
+        "body.json",
+        r#"{"type":"object","required":["steps"],"properties":{"steps":{"type":"array"}}}"#,
+    );
+    let schema_arg = format!("schema_body=@{}", body_schema.display());
+    let admin = a.admin_url();
+    let deploy = |settings: &[&str]| {
+        let mut args = vec![
+            "deploy",
+            "probe",
+            component::SQL_PROBE,
+            "--admin",
+            &admin,
+            "--wait",
+            "20s",
+        ];
+        for setting in settings {
+            args.extend(["--set", setting]);
+        }
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move { cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let out = deploy(&[
+        "path=/probe",
+        "grants=sql,config,log",
+        "secret.api=E2E_FLEET",
+        &schema_arg,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = serde_json::json!([{ "op": "config_get", "key": "api" }]);
+    for (host, want) in [(&a, "secret-of-a-5c1e"), (&b, "secret-of-b-0b9d")] {
+        let results = crate::probe::script_at(host, "/probe", get.clone()).await;
+        assert_eq!(crate::probe::ok(&results[0]), want, "each host's own");
+        // The schema reached b too, from a file only a's client read.
+        let refused = crate::probe::post_script(host, "/probe", &serde_json::json!({})).await;
+        assert_error(refused, 422, "VALIDATION_FAILED").await;
+    }
+
+    // A reference only host a can resolve: b names it and keeps serving.
+    let out = deploy(&["secret.api=E2E_ONLY_A"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("host host-b cannot load probe version 2"),
+        "{stderr}"
+    );
+    let status = fleet(&a).await;
+    let error = host_entry(&status, "host-b")["errors"]["probe"]["error"].to_string();
+    assert!(
+        error.contains("TRELLIS_SECRET_E2E_ONLY_A is not set"),
+        "{status:#}"
+    );
+    let results = crate::probe::script_at(&a, "/probe", get.clone()).await;
+    assert_eq!(crate::probe::ok(&results[0]), "only-a-77f0");
+    let results = crate::probe::script_at(&b, "/probe", get.clone()).await;
+    assert_eq!(
+        crate::probe::ok(&results[0]),
+        "secret-of-b-0b9d",
+        "b keeps version 1"
+    );
+
+    // What the store holds names the references, never a value.
+    let mut conn = schema.connect().await;
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT settings FROM trellis_route_versions")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let stored = format!("{stored:?}");
+    for value in ["secret-of-a-5c1e", "secret-of-b-0b9d", "only-a-77f0"] {
+        assert!(
+            !stored.contains(value),
+            "{value} is in the deployment store"
+        );
+    }
+    assert!(stored.contains("E2E_ONLY_A"), "the reference is stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

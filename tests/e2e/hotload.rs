@@ -31,18 +31,7 @@ fn one_route(component: &str) -> Manifest {
 
 /// `PUT /admin/routes/{name}?query` with the file at `component` as body.
 async fn put(trellis: &Trellis, name: &str, query: &str, body: Vec<u8>) -> reqwest::Response {
-    trellis
-        .client()
-        .put(format!(
-            "{}/admin/routes/{name}{query}",
-            trellis.admin_url()
-        ))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/wasm")
-        .body(body)
-        .send()
-        .await
-        .expect("PUT reaches the admin API")
+    trellis.put_route(name, query, body).await
 }
 
 async fn put_file(trellis: &Trellis, name: &str, query: &str, component: &str) -> Value {
@@ -545,6 +534,172 @@ async fn admin_deploys_set_the_cache_config_rate_limit_and_auth() {
         assert_eq!(response.status(), 200);
         assert_eq!(cached(&response), None, "no response cache");
     }
+}
+
+/// A query string of `params`, percent-encoded (JSON documents included).
+fn query_of(params: &[(&str, &str)]) -> String {
+    let url = reqwest::Url::parse_with_params("http://query/", params).unwrap();
+    format!("?{}", url.query().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn admin_deploys_set_secrets_by_reference_schemas_and_cors() {
+    const SECRET: &str = "payments-secret-7d2e91";
+    const GLOBAL: &str = "https://app.example.com";
+    const LOCAL: &str = "http://localhost:3000";
+    let manifest =
+        one_route(component::VERSION_A).section(&format!("[cors]\nallow_origins = [{GLOBAL:?}]"));
+    let trellis = Trellis::launch(Launch {
+        admin_token: Some(TOKEN.to_owned()),
+        env: vec![("TRELLIS_SECRET_E2E_PAYMENTS".to_owned(), SECRET.to_owned())],
+        ..Launch::manifest(manifest)
+    })
+    .await;
+    let probe = std::fs::read(component::SQL_PROBE).unwrap();
+    let deploy = |params: Vec<(&'static str, &'static str)>| {
+        let (trellis, probe) = (&trellis, probe.clone());
+        async move { put(trellis, "probe", &query_of(&params), probe).await }
+    };
+    let allowed = |origin: &'static str| {
+        let trellis = &trellis;
+        async move {
+            let response = trellis
+                .client()
+                .request(reqwest::Method::OPTIONS, trellis.url("/probe"))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .send()
+                .await
+                .unwrap();
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_some_and(|v| v == origin)
+        }
+    };
+    let body_schema =
+        r#"{"type":"object","required":["steps"],"properties":{"steps":{"type":"array"}}}"#;
+    let get = |key: &str| serde_json::json!({ "op": "config_get", "key": key });
+
+    let response = deploy(vec![
+        ("path", "/probe"),
+        ("grants", "sql,config,log"),
+        ("secret.api", "E2E_PAYMENTS"),
+        ("config.color", "red"),
+        ("schema_body", body_schema),
+    ])
+    .await;
+    assert_eq!(response.status(), 201);
+    let created = json_of(response).await;
+    assert!(!created.to_string().contains(SECRET), "{created}");
+    assert_eq!(created["secrets"], serde_json::json!(["api"]), "{created}");
+    assert_eq!(created["config"], serde_json::json!({"color": "red"}));
+    assert_eq!(created["schema"]["body"]["required"][0], "steps");
+    assert_eq!(
+        created["cors"]["allow_origins"][0], GLOBAL,
+        "a new route follows [cors]"
+    );
+    let results = crate::probe::script_at(
+        &trellis,
+        "/probe",
+        serde_json::json!([get("api"), get("color")]),
+    )
+    .await;
+    assert_eq!(
+        crate::probe::ok(&results[0]),
+        SECRET,
+        "resolved from this host's environment"
+    );
+    assert_eq!(crate::probe::ok(&results[1]), "red");
+    let refused =
+        crate::probe::post_script(&trellis, "/probe", &serde_json::json!({"not": "steps"})).await;
+    let refused = assert_error(refused, 422, "VALIDATION_FAILED").await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("array"),
+        "{refused}"
+    );
+    assert!(allowed(GLOBAL).await && !allowed(LOCAL).await);
+
+    // The route's own CORS rules replace the host's.
+    let own = deploy(vec![(
+        "cors",
+        r#"{"allow_origins":["http://localhost:3000"],"max_age":"10m"}"#,
+    )])
+    .await;
+    let own = json_of(own).await;
+    assert_eq!(own["cors"]["max_age"], "600s", "{own}");
+    assert_eq!(
+        own["secrets"],
+        serde_json::json!(["api"]),
+        "kept from the last version"
+    );
+    assert!(allowed(LOCAL).await && !allowed(GLOBAL).await);
+
+    // Refused as the manifest refuses them, naming the parameter; the
+    // route keeps serving what it had.
+    for (param, value, reason) in [
+        (
+            "secret.api",
+            "E2E_NOT_SET_ANYWHERE",
+            "TRELLIS_SECRET_E2E_NOT_SET_ANYWHERE is not set",
+        ),
+        ("secret.api", "lower", "A-Z, 0-9 and _"),
+        ("config.api", "plain", "secret.api="),
+        ("schema_body", r#"{"type":"#, "not JSON"),
+        (
+            "schema_query",
+            r#"{"properties":{"n":{"type":"integer"}}}"#,
+            "no query value has",
+        ),
+        (
+            "cors",
+            r#"{"allow_origins":["*"],"allow_credentials":true}"#,
+            "allow_credentials",
+        ),
+    ] {
+        let body = assert_error(deploy(vec![(param, value)]).await, 422, "VALIDATION_FAILED").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("query parameter {param}")) && message.contains(reason),
+            "{param}={value}: {message}"
+        );
+    }
+    assert!(allowed(LOCAL).await);
+
+    // Empty values take them off: the secret, the schema, the route's own
+    // CORS (back to the host's).
+    let open =
+        json_of(deploy(vec![("secret.api", ""), ("schema_body", ""), ("cors", "")]).await).await;
+    assert_eq!(
+        (&open["secrets"], &open["schema"]),
+        (&serde_json::json!([]), &Value::Null),
+        "{open}"
+    );
+    let results = crate::probe::script_at(
+        &trellis,
+        "/probe",
+        serde_json::json!([get("api"), get("color")]),
+    )
+    .await;
+    assert_eq!(crate::probe::ok(&results[0]), &Value::Null);
+    assert_eq!(crate::probe::ok(&results[1]), "red");
+    let unchecked =
+        crate::probe::post_script(&trellis, "/probe", &serde_json::json!({"not": "steps"})).await;
+    let unchecked = unchecked.text().await.unwrap();
+    assert!(
+        unchecked.contains("`steps` must be an array"),
+        "the probe itself answers: {unchecked}"
+    );
+    assert!(allowed(GLOBAL).await && !allowed(LOCAL).await);
+
+    let logs = serde_json::to_string(&trellis.logs()).unwrap();
+    assert!(
+        !logs.contains(SECRET) && !trellis.stderr().contains(SECRET),
+        "the secret was logged"
+    );
 }
 
 #[tokio::test]

@@ -141,9 +141,10 @@ async fn compresses_large_bodies_for_clients_that_accept_it() {
         );
     }
 
-    // Not asked for: not compressed.
+    // Not asked for: not compressed, but a cache is told it could be.
     let response = get("/stream?bytes=65536", None).await.unwrap();
     assert!(response.headers().get(CONTENT_ENCODING).is_none());
+    assert_eq!(header(response.headers(), "vary"), "accept-encoding");
     assert_eq!(response.bytes().await.unwrap().len(), 65536);
 
     // Below compression_min_size (hello sends a content-length of 14): not compressed.

@@ -12,6 +12,7 @@
 mod auth;
 mod auth_keys;
 mod cache;
+mod cache_dir;
 mod cli;
 mod config_and_log;
 mod cors;
@@ -50,6 +51,7 @@ mod streaming;
 mod tiered_cache;
 mod traces;
 mod users;
+mod wasi_p3;
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
 

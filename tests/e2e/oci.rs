@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::database::Db;
 use crate::harness::{
-    Launch, Manifest, Registry, STARTUP_TIMEOUT, TempDir, Trellis, assert_error, component, header,
-    run_cli, sha256_hex, wait_until,
+    Launch, Manifest, Registry, STARTUP_TIMEOUT, TempDir, TokenServer, Trellis, assert_error,
+    component, header, run_cli, sha256_hex, wait_until,
 };
 
 const TOKEN: &str = "oci-admin-token-0123456789";
@@ -61,18 +61,6 @@ async fn start_admin(manifest: Manifest, env: Vec<(String, String)>) -> Trellis 
         ..Launch::manifest(manifest)
     })
     .await
-}
-
-/// `PUT /admin/routes/{name}?component=REFERENCE`, no body.
-async fn deploy_ref(trellis: &Trellis, name: &str, reference: &str) -> reqwest::Response {
-    trellis
-        .client()
-        .put(format!("{}/admin/routes/{name}", trellis.admin_url()))
-        .query(&[("component", reference)])
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("PUT reaches the admin API")
 }
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -199,7 +187,7 @@ async fn a_moved_tag_does_not_change_what_runs() {
             .route("v", "/v", component::VERSION_B, &[]);
     let trellis = start_admin(manifest, Vec::new()).await;
 
-    let response = deploy_ref(&trellis, "v", &live).await;
+    let response = trellis.put_route_ref("v", &live).await;
     assert_eq!(response.status(), 200);
     let answer = json_of(response).await;
     assert_eq!(answer["source"]["digest"], a["digest"]);
@@ -228,7 +216,7 @@ async fn a_moved_tag_does_not_change_what_runs() {
     );
 
     // Deploying the tag again takes its new digest.
-    let answer = json_of(deploy_ref(&trellis, "v", &live).await).await;
+    let answer = json_of(trellis.put_route_ref("v", &live).await).await;
     assert_eq!(answer["source"]["digest"], b["digest"]);
     assert_eq!(served(&trellis).await.0, "version b\n");
     let route = show(&trellis, "v").await;
@@ -317,7 +305,7 @@ async fn a_shared_deploy_by_reference_shows_its_pinned_digest_on_every_host() {
     let one = start_admin(manifest.clone(), id("one")).await;
     let two = start_admin(manifest, id("two")).await;
 
-    let answer = json_of(deploy_ref(&one, "v", &live).await).await;
+    let answer = json_of(one.put_route_ref("v", &live).await).await;
     assert_eq!(answer["source"]["pinned"], pinned, "{answer:#}");
     wait_until(
         "host two serving version a",
@@ -353,7 +341,7 @@ async fn a_shared_fleet_rolls_back_to_a_manifest_route_pulled_from_a_registry() 
 
     let b = registry.reference("acme/v", "2");
     push(component::VERSION_B, &b).await;
-    let answer = json_of(deploy_ref(&one, "v", &b).await).await;
+    let answer = json_of(one.put_route_ref("v", &b).await).await;
     assert_eq!(answer["version"], 2, "{answer:#}");
     let history = answer["history"].as_array().unwrap();
     assert_eq!(
@@ -375,13 +363,7 @@ async fn a_shared_fleet_rolls_back_to_a_manifest_route_pulled_from_a_registry() 
 }
 
 async fn trellis_post(trellis: &Trellis, path: &str) -> Value {
-    let response = trellis
-        .client()
-        .post(format!("{}{path}", trellis.admin_url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("POST reaches the admin API");
+    let response = trellis.admin_post(path).await;
     assert_eq!(response.status(), 200);
     json_of(response).await
 }
@@ -399,7 +381,7 @@ async fn a_registry_down_or_a_missing_tag_fails_the_deploy_and_the_route_keeps_s
     let trellis = start_admin(manifest, Vec::new()).await;
 
     let missing = registry.reference("acme/v", "nope");
-    let response = deploy_ref(&trellis, "v", &missing).await;
+    let response = trellis.put_route_ref("v", &missing).await;
     let message = error_message(response, 422, "VALIDATION_FAILED").await;
     assert!(
         message.contains(&format!("registry {}", registry.authority()))
@@ -411,7 +393,7 @@ async fn a_registry_down_or_a_missing_tag_fails_the_deploy_and_the_route_keeps_s
     let v1 = registry.reference("acme/v", "1");
     push(component::VERSION_B, &v1).await;
     registry.stop();
-    let response = deploy_ref(&trellis, "v", &v1).await;
+    let response = trellis.put_route_ref("v", &v1).await;
     let message = error_message(response, 503, "UPSTREAM_UNAVAILABLE").await;
     assert!(
         message.contains(&format!("registry {}", registry.authority()))
@@ -455,7 +437,7 @@ async fn a_tampered_blob_is_refused_naming_both_digests() {
             .section(&registry.section(&[]))
             .route("v", "/v", component::VERSION_B, &[]);
     let trellis = start_admin(manifest, Vec::new()).await;
-    let response = deploy_ref(&trellis, "v", &v1).await;
+    let response = trellis.put_route_ref("v", &v1).await;
     let message = error_message(response, 422, "VALIDATION_FAILED").await;
     assert!(
         message.contains(&format!("registry {}", registry.authority()))
@@ -489,16 +471,13 @@ async fn a_tampered_blob_is_refused_naming_both_digests() {
 #[tokio::test]
 async fn a_registry_with_basic_auth_takes_credentials_from_the_environment() {
     let registry = Registry::with_basic_auth("alice", "s3cret-pw").await;
-    let v1 = registry.reference("acme/v", "1");
-    let section = registry.section(&[
-        "username = { env = \"OCI_TEST_USER\" }",
-        "password = { env = \"OCI_TEST_PASSWORD\" }",
-    ]);
-    let dir = TempDir::new();
-    let creds = dir.write("registries.toml", &section);
-    let creds = creds.to_str().unwrap();
+    let creds = WithCredentials::new(&registry);
 
-    let out = cli(&["push", component::VERSION_A, &v1, "--insecure"], &[]).await;
+    let out = cli(
+        &["push", component::VERSION_A, &creds.reference, "--insecure"],
+        &[],
+    )
+    .await;
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
@@ -508,39 +487,106 @@ async fn a_registry_with_basic_auth_takes_credentials_from_the_environment() {
         "{stderr}"
     );
 
-    let wrong = [("OCI_TEST_USER", "alice"), ("OCI_TEST_PASSWORD", "nope")];
-    let out = cli(
-        &["push", component::VERSION_A, &v1, "--manifest", creds],
-        &wrong,
-    )
-    .await;
+    let out = creds.push("alice", "nope").await;
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("refused the configured"), "{stderr}");
 
-    let right = [
-        ("OCI_TEST_USER", "alice"),
-        ("OCI_TEST_PASSWORD", "s3cret-pw"),
-    ];
-    let out = cli(
-        &["push", component::VERSION_A, &v1, "--manifest", creds],
-        &right,
-    )
-    .await;
+    let out = creds.push("alice", "s3cret-pw").await;
     assert!(
         out.status.success(),
         "{}\n{}",
         text(&out.stdout),
         text(&out.stderr)
     );
-
-    let manifest = Manifest::new().section(&section).route("v", "/v", &v1, &[]);
-    let env = right
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let trellis = start_admin(manifest, env).await;
+    let trellis = creds.serve("alice", "s3cret-pw").await;
     assert_eq!(served(&trellis).await.0, "version a\n");
+}
+
+/// A registry behind token auth, as Docker Hub and ghcr.io are: the
+/// client answers the `Bearer realm=…` challenge by asking the token
+/// endpoint with the configured credentials, for `push` and for a host's
+/// pull alike.
+#[tokio::test]
+async fn a_registry_with_token_auth_gets_bearer_tokens_with_the_credentials() {
+    let tokens = TokenServer::start("bob", "t0ken-pw").await;
+    let registry = Registry::with_token_auth(&tokens).await;
+    let creds = WithCredentials::new(&registry);
+
+    let out = creds.push("bob", "nope").await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("token endpoint") && stderr.contains("401"),
+        "{stderr}"
+    );
+    assert_eq!(tokens.issued(), 0);
+
+    let out = creds.push("bob", "t0ken-pw").await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let pushed = tokens.issued();
+    assert!(pushed >= 1, "the push asked for a token");
+    let trellis = creds.serve("bob", "t0ken-pw").await;
+    assert_eq!(served(&trellis).await.0, "version a\n");
+    assert!(tokens.issued() > pushed, "the host asked for its own token");
+}
+
+/// `acme/v:1` on a registry whose `[registries]` table takes its
+/// credentials from `OCI_TEST_USER` and `OCI_TEST_PASSWORD`.
+struct WithCredentials {
+    reference: String,
+    section: String,
+    file: String,
+    _dir: TempDir,
+}
+
+impl WithCredentials {
+    fn new(registry: &Registry) -> WithCredentials {
+        let section = registry.section(&[
+            "username = { env = \"OCI_TEST_USER\" }",
+            "password = { env = \"OCI_TEST_PASSWORD\" }",
+        ]);
+        let dir = TempDir::new();
+        let file = dir.write("registries.toml", &section);
+        WithCredentials {
+            reference: registry.reference("acme/v", "1"),
+            section,
+            file: file.to_str().unwrap().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// `trellis push` of version a, as `user` with `password`.
+    async fn push(&self, user: &str, password: &str) -> Output {
+        let env = [("OCI_TEST_USER", user), ("OCI_TEST_PASSWORD", password)];
+        let args = [
+            "push",
+            component::VERSION_A,
+            &self.reference,
+            "--manifest",
+            &self.file,
+        ];
+        cli(&args, &env).await
+    }
+
+    /// A host serving the reference at `/v`, pulling it as `user`.
+    async fn serve(&self, user: &str, password: &str) -> Trellis {
+        let manifest =
+            Manifest::new()
+                .section(&self.section)
+                .route("v", "/v", &self.reference, &[]);
+        let env = [("OCI_TEST_USER", user), ("OCI_TEST_PASSWORD", password)];
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        start_admin(manifest, env).await
+    }
 }
 
 /// `insecure = true` only for a loopback registry, and a malformed

@@ -492,6 +492,53 @@ pub(crate) async fn counter() {
     }
 }
 
+#[tokio::test]
+pub(crate) async fn p3_counter() {
+    // A WASI 0.3 handler, served like a 0.2 one: by default every request
+    // gets a fresh instance, and the answer names its own request.
+    let trellis = Trellis::start(Manifest::new().route(
+        "p3",
+        "/p3",
+        component::P3_COUNTER,
+        &[r#"grants = ["log"]"#],
+    ))
+    .await;
+    for _ in 0..3 {
+        let response = trellis.get("/p3").await;
+        assert_eq!(response.status(), 200);
+        let request_id = header(response.headers(), "x-request-id");
+        assert_eq!(header(response.headers(), "content-type"), "text/plain");
+        assert_security_headers(response.headers());
+        assert_eq!(
+            response.text().await.unwrap(),
+            format!("count=1 request_id={request_id} most=1\n")
+        );
+    }
+}
+
+#[tokio::test]
+pub(crate) async fn p3_hello() {
+    // The WASI 0.3 hello of the benchmarks answers as plugins/hello does,
+    // fresh and with concurrent reuse.
+    let trellis = Trellis::start(
+        Manifest::new()
+            .route("fresh", "/fresh", component::P3_HELLO, &[])
+            .route(
+                "kept",
+                "/kept",
+                component::P3_HELLO,
+                &["reuse = { requests = 128, concurrent = 16 }"],
+            ),
+    )
+    .await;
+    for path in ["/fresh", "/kept", "/kept"] {
+        let response = trellis.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(header(response.headers(), "content-length"), "14");
+        assert_eq!(response.text().await.unwrap(), "Hello, world!\n");
+    }
+}
+
 /// The quotes gateway of `examples/quotes`: a quote through the declared
 /// upstream, then the walk-through of its README: failures open the
 /// upstream's breaker, after which calls fail at once (the upstream sees

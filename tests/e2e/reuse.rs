@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Launch, Manifest, Trellis, assert_error, component, header, metric, wait_until,
+    Launch, Manifest, Trellis, assert_error, component, header, instances, wait_until,
 };
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -53,15 +53,6 @@ async fn counts(trellis: &Trellis, path: &str, n: usize) -> Vec<u32> {
         out.push(count(trellis, path).await);
     }
     out
-}
-
-async fn instances(trellis: &Trellis, route: &str, state: &str) -> f64 {
-    metric(
-        trellis,
-        "trellis_instances",
-        &[("route", route), ("state", state)],
-    )
-    .await
 }
 
 /// Waits until no instance of `route` is busy.
@@ -225,14 +216,8 @@ async fn a_hot_swap_starts_over_with_new_instances() {
     assert_eq!(counts(&trellis, "/c", 3).await, [1, 2, 3]);
     wait_idle(&trellis, "c", 1.0).await;
     let put = trellis
-        .client()
-        .put(format!("{}/admin/routes/c", trellis.admin_url()))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(component::COUNTER).unwrap())
-        .send()
-        .await
-        .unwrap();
+        .put_route("c", "", std::fs::read(component::COUNTER).unwrap())
+        .await;
     let status = put.status();
     let body: Value = serde_json::from_str(&put.text().await.unwrap()).unwrap();
     assert!(status.is_success(), "{body}");
@@ -247,19 +232,47 @@ async fn a_hot_swap_starts_over_with_new_instances() {
 
     // Reuse off through the admin API: fresh instances again.
     let put = trellis
-        .client()
-        .put(format!(
-            "{}/admin/routes/c?reuse_requests=0",
-            trellis.admin_url()
-        ))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/wasm")
-        .body(std::fs::read(component::COUNTER).unwrap())
-        .send()
-        .await
-        .unwrap();
+        .put_route(
+            "c",
+            "?reuse_requests=0",
+            std::fs::read(component::COUNTER).unwrap(),
+        )
+        .await;
     assert!(put.status().is_success());
     assert_eq!(counts(&trellis, "/c", 2).await, [1, 1]);
+}
+
+/// With the instance budget full of its own route's one kept instance,
+/// requests that queue for a slot take that instance as it comes back
+/// instead of evicting it to instantiate anew: one instance serves all.
+#[tokio::test]
+async fn requests_queued_on_a_full_budget_take_their_routes_kept_instance() {
+    let manifest = counter(
+        Manifest::new().server("max_instances = 1"),
+        "q",
+        "{ requests = 1000 }",
+        &[r#"queue_timeout = "10s""#],
+    );
+    let trellis = Trellis::start(manifest).await;
+    let client = async || {
+        let mut counts = Vec::new();
+        for _ in 0..25 {
+            let response = trellis.get("/q").await;
+            let body = response.text().await.unwrap();
+            let count = body
+                .strip_prefix("count=")
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or_else(|| panic!("unexpected body {body:?}"));
+            counts.push(count.parse::<u32>().unwrap());
+        }
+        counts
+    };
+    let mut counts: Vec<u32> = futures::future::join_all((0..8).map(|_| client()))
+        .await
+        .concat();
+    counts.sort_unstable();
+    // A second instance would have started counting at 1 again.
+    assert_eq!(counts, (1..=200).collect::<Vec<u32>>());
 }
 
 #[tokio::test]
@@ -339,14 +352,8 @@ async fn swaps_under_load_with_reuse_drop_nothing_and_never_mix_versions() {
             component::VERSION_A
         };
         let put = trellis
-            .client()
-            .put(format!("{}/admin/routes/v", trellis.admin_url()))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/wasm")
-            .body(std::fs::read(file).unwrap())
-            .send()
-            .await
-            .unwrap();
+            .put_route("v", "", std::fs::read(file).unwrap())
+            .await;
         assert!(put.status().is_success(), "swap {i}: {}", put.status());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{Value, json};
 
 use crate::database::Db;
-use crate::harness::{Launch, TempDir, Trellis, shared_cache_dir};
+use crate::harness::{Launch, TempDir, Trellis, instances, shared_cache_dir};
 
 /// One toolchain build at a time: they each want both cores, and npm and
 /// cargo share their caches badly when run at once.
@@ -115,7 +115,7 @@ async fn get_index(trellis: &Trellis) -> Value {
 
 /// A scaffold with `--grants sql,log`: its answer comes from SQL and its
 /// `log` record reaches the host's log with the route.
-async fn sql_and_log(lang: &str) {
+async fn sql_and_log(lang: &str) -> (TempDir, PathBuf) {
     let parent = TempDir::new();
     let dir = scaffold(&parent, lang, "sql,log").await;
     let manifest = std::fs::read_to_string(dir.join("trellis.toml")).unwrap();
@@ -136,6 +136,7 @@ async fn sql_and_log(lang: &str) {
     let fields: Value =
         serde_json::from_str(record["fields"].as_str().expect("fields as a string")).unwrap();
     assert_eq!(fields, json!({ "path": "/" }), "{record}");
+    (parent, dir)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,9 +203,44 @@ async fn js_scaffold_uses_sql_and_log_and_type_checks() {
     assert_eq!(record["route"], "root", "{record}");
 }
 
+/// The Python scaffold also with `reuse`: its helper releases every handle
+/// it is given (the request's too), so its instance is kept and reused
+/// rather than dropped after each request.
 #[tokio::test(flavor = "multi_thread")]
-async fn python_scaffold_uses_sql_and_log() {
-    sql_and_log("python").await;
+async fn python_scaffold_uses_sql_and_log_and_is_reused() {
+    let (_parent, dir) = sql_and_log("python").await;
+    let manifest = dir.join("trellis.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        text.trim_end().ends_with("timeout = \"5s\""),
+        "the route comes last: {text}"
+    );
+    text.push_str("reuse = { requests = 8 }\n");
+    std::fs::write(&manifest, text).unwrap();
+    let trellis = serve(&dir, vec![]).await;
+    for _ in 0..3 {
+        assert_eq!(get_index(&trellis).await["answer"], 42);
+        // The instance goes back to the pool just after its response has
+        // left: wait for that, or the next request rightly takes another
+        // (and the count below would be read too early). A dropped
+        // instance also leaves none busy, but none idle either.
+        crate::harness::wait_until(
+            "the instance is handed back",
+            std::time::Duration::from_millis(5),
+            async || {
+                let busy = instances(&trellis, "root", "busy").await;
+                (busy == 0.0).then_some(())
+            },
+        )
+        .await;
+    }
+    // An instance left holding a handle would have been dropped after each
+    // request, leaving none idle.
+    let idle = instances(&trellis, "root", "idle").await;
+    assert_eq!(
+        idle, 1.0,
+        "one instance served the three requests and waits for more"
+    );
 }
 
 /// The JavaScript and Python examples: a copy of the example directory

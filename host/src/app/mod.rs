@@ -12,7 +12,9 @@ use crate::config::{Config, ManifestSource};
 use crate::observability::metrics::Metrics;
 use crate::runtime::component::{Handler, Loader, WorkerComponent};
 use crate::runtime::engine::{EpochTicker, new_engine};
+use crate::runtime::invoke::Lease;
 use crate::runtime::linker::new_linker;
+use crate::runtime::pool::Pool;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -103,10 +105,10 @@ impl App {
         let linker = new_linker(&engine)
             .map_err(anyhow::Error::from)
             .context("creating the linker")?;
-        let loader = Arc::new(Loader::new(
+        let loader = Arc::new(Loader::with_disk_cache(
             engine.clone(),
             linker,
-            manifest.cache_dir(&config.env),
+            services.disk_cache.clone(),
         ));
         let mut routes = RouteTable::default();
         for route in &manifest.routes {
@@ -121,7 +123,7 @@ impl App {
             let (handler, pulled_from) = load_route(&loader, manifest, route, source, &services)
                 .with_context(|| what.clone())?;
             let mut route_ = Route::new(route.spec(), Arc::new(handler), 1, None, &services);
-            route_.source = pulled_from;
+            route_.set_source(pulled_from, &services);
             routes
                 .insert(Arc::new(route_))
                 .with_context(|| format!("{what}: path {:?}", route.path.get_ref()))?;
@@ -182,34 +184,66 @@ impl App {
             if let Ok(slot) = self.instances.clone().try_acquire_owned() {
                 return Some(slot);
             }
-            let routes = self.routes.load();
-            let evicted = routes
-                .iter()
-                .filter_map(|route| route.pool.as_ref())
-                .any(|pool| pool.evict_oldest());
-            if !evicted {
+            if !self.evict_idle(None) {
                 return None;
             }
         }
     }
 
-    /// A slot of the instance budget, waiting up to `wait` for one: a
-    /// request that arrives as another finishes (its response sent, its
-    /// instance not yet dropped) queues briefly, as on a route's
-    /// `max_concurrency`, instead of being turned away.
-    pub async fn instance_slot_within(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
+    /// Drops one longest-idle kept instance of a serving route other than
+    /// `spare`'s, freeing its slot; false when there is none.
+    fn evict_idle(&self, spare: Option<&Arc<Pool>>) -> bool {
+        self.routes.load().iter().any(|route| {
+            route.pool.as_ref().is_some_and(|pool| {
+                !spare.is_some_and(|spare| Arc::ptr_eq(spare, pool)) && pool.evict_oldest()
+            })
+        })
+    }
+
+    /// An instance for a request of the route whose kept instances are
+    /// `own` (if it has `reuse`): one of them, or a slot of the instance
+    /// budget for a new one, waiting up to `wait`. A request that arrives
+    /// as another finishes (its response sent, its instance not yet
+    /// dropped or kept) queues briefly, as on a route's `max_concurrency`,
+    /// instead of being turned away; when the finishing instance is its
+    /// own route's and kept, it takes that one rather than evicting it to
+    /// instantiate anew.
+    pub async fn instance_within(&self, wait: Duration, own: Option<&Arc<Pool>>) -> Option<Lease> {
         // A finishing request wakes the wait; an instance another route
         // keeps idle does not, so eviction is tried again this often.
         const RECHECK: Duration = Duration::from_millis(10);
+        let lease = |slot| match own {
+            Some(pool) => Lease::New(slot, pool.clone()),
+            None => Lease::Fresh(slot),
+        };
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(slot) = self.instance_slot() {
-                return Some(slot);
+            if let Some((warm, pool)) = own.and_then(|pool| Some((pool.take()?, pool))) {
+                return Some(Lease::Warm(warm, pool.clone()));
+            }
+            if let Ok(slot) = self.instances.clone().try_acquire_owned() {
+                return Some(lease(slot));
+            }
+            // Make room by evicting another route's idle instance; one of
+            // this route's that came back meanwhile is taken above instead.
+            if self.evict_idle(own) {
+                continue;
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            let acquire = self.instances.clone().acquire_owned();
-            if let Ok(Ok(slot)) = tokio::time::timeout(left.min(RECHECK), acquire).await {
-                return Some(slot);
+            let returned = async {
+                match own {
+                    Some(pool) => pool.returned().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                acquired = self.instances.clone().acquire_owned() => {
+                    if let Ok(slot) = acquired {
+                        return Some(lease(slot));
+                    }
+                }
+                () = returned => {}
+                () = tokio::time::sleep(left.min(RECHECK)) => {}
             }
         }
     }

@@ -9,9 +9,10 @@ use crate::capabilities::{Capabilities, GuestContext, Services};
 use crate::config::manifest::RouteSpec;
 use crate::observability::metrics::{Metrics, RouteMetrics};
 use crate::observability::trace::TraceContext;
-use crate::runtime::component::Handler;
+use crate::runtime::component::{Handler, HandlerPre};
 use crate::runtime::lane::SLOW_PER_ROUTE;
 use crate::runtime::pool::Pool;
+use crate::runtime::service::Service;
 use http::{HeaderValue, Method};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -31,8 +32,11 @@ pub struct Route {
     pub loaded_at: SystemTime,
     /// The registry reference the component was pulled from, pinned to
     /// the manifest digest its tag resolved to; `None` for a file or an
-    /// upload.
+    /// upload. Set by [`Route::set_source`].
     pub source: Option<Arc<crate::config::reference::Reference>>,
+    /// Keeps `source`'s manifest and tag in the disk cache while this
+    /// version is loaded.
+    source_pin: Option<crate::services::disk_cache::Pin>,
     /// The capability contexts its requests share.
     pub capabilities: Arc<Capabilities>,
     /// `x-trellis-component` value: `route@digest-prefix`.
@@ -47,6 +51,10 @@ pub struct Route {
     /// This version's warm instances, when the route has `reuse`. Never
     /// shared: each version (and each route) starts with an empty pool.
     pub pool: Option<Arc<Pool>>,
+    /// This version's WASI 0.3 instances, when its component is a 0.3
+    /// handler: made on the first request, which brings the engine and the
+    /// instance budget.
+    service: OnceLock<Service>,
     /// This route's metric series, resolved on first use.
     metrics: OnceLock<Arc<RouteMetrics>>,
 }
@@ -73,6 +81,11 @@ impl Route {
             || Arc::new(Semaphore::new(SLOW_PER_ROUTE)),
             |prev| prev.slow_slots.clone(),
         );
+        // WASI 0.3 instances live in their `service`, not a pool.
+        let pool = match handler.pre {
+            HandlerPre::P2(_) => spec.reuse.map(|reuse| Arc::new(Pool::new(reuse))),
+            HandlerPre::P3(_) => None,
+        };
         Route {
             name: spec.name.as_str().into(),
             label: HeaderValue::from_str(&label).unwrap_or(HeaderValue::from_static("invalid")),
@@ -81,12 +94,28 @@ impl Route {
             capabilities: Arc::new(Capabilities::new(services, &spec)),
             loaded_at: SystemTime::now(),
             source: None,
+            source_pin: None,
             slots,
             slow_slots,
-            pool: spec.reuse.map(|reuse| Arc::new(Pool::new(reuse))),
+            pool,
+            service: OnceLock::new(),
             spec,
             metrics: OnceLock::new(),
         }
+    }
+
+    /// Records that the component came from `source` (pinned to its
+    /// manifest digest), and keeps what loading it again reads from the
+    /// disk cache there while this version is loaded.
+    pub fn set_source(
+        &mut self,
+        source: Option<Arc<crate::config::reference::Reference>>,
+        services: &Services,
+    ) {
+        self.source_pin = source
+            .as_ref()
+            .map(|s| services.registries.pin(s, &self.handler.digest));
+        self.source = source;
     }
 
     /// This route's series of `metrics`.
@@ -101,6 +130,33 @@ impl Route {
         if let Some(pool) = &self.pool {
             pool.retire();
         }
+        if let Some(service) = self.service.get() {
+            service.retire();
+        }
+    }
+
+    /// The WASI 0.3 service of this version, `None` for a WASI 0.2
+    /// handler; its instances run on `engine` within `instances`.
+    pub fn service(
+        &self,
+        engine: &wasmtime::Engine,
+        instances: &Arc<Semaphore>,
+        metrics: &Metrics,
+    ) -> Option<&Service> {
+        if !matches!(self.handler.pre, HandlerPre::P3(_)) {
+            return None;
+        }
+        Some(self.service.get_or_init(|| {
+            Service::new(
+                engine.clone(),
+                self.handler.clone(),
+                self.spec.limits,
+                self.spec.reuse,
+                instances.clone(),
+                self.metrics(metrics).clone(),
+                self.probe_context(),
+            )
+        }))
     }
 
     /// This version serves again (rolled back to).

@@ -52,8 +52,10 @@ pub(crate) enum Command {
         #[arg(long)]
         path: Option<String>,
         /// Other route settings, e.g. `--set methods=GET,HEAD --set timeout=2s`
-        /// (methods, grants, timeout, memory, max_body, max_concurrency,
-        /// queue_timeout).
+        /// (any admin query parameter: methods, grants, the limits,
+        /// rate_limit, auth, cache_ttl, config.KEY, secret.KEY=NAME, ...).
+        /// `schema_body`, `schema_query` and `cors` take `@FILE` to send a
+        /// file's contents.
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
         settings: Vec<(String, String)>,
         #[command(flatten)]
@@ -249,7 +251,15 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     let (key, value) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
-    Ok((key.trim().to_owned(), value.trim().to_owned()))
+    let (key, value) = (key.trim(), value.trim());
+    // Documents are kept in files; these settings take one as `@FILE`.
+    if let Some(file) = value.strip_prefix('@')
+        && matches!(key, "schema_body" | "schema_query" | "cors")
+    {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{key}: {file}: {e}"))?;
+        return Ok((key.to_owned(), text));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// One call to the admin API.

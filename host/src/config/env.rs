@@ -22,10 +22,18 @@ pub const LOG_FORMAT: &str = "TRELLIS_LOG_FORMAT";
 pub const LOG: &str = "TRELLIS_LOG";
 /// Where precompiled components are cached; wins over `server.cache_dir`.
 pub const CACHE_DIR: &str = "TRELLIS_CACHE_DIR";
+/// How much the cache directory may hold; wins over
+/// `server.cache_dir_max_size`.
+pub const CACHE_DIR_MAX_SIZE: &str = "TRELLIS_CACHE_DIR_MAX_SIZE";
 
 /// This host's id in a fleet sharing deployments (default: the hostname
 /// and a random suffix, new at each start).
 pub const HOST_ID: &str = "TRELLIS_HOST_ID";
+
+/// What an admin `secret.KEY=NAME` names: the variable `TRELLIS_SECRET_NAME`
+/// of each host. The prefix keeps the admin API from reading anything else
+/// of the host's environment (its database URL, its admin token).
+pub const SECRET_PREFIX: &str = "TRELLIS_SECRET_";
 
 /// What the host takes from its environment. Empty values count as unset.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +54,8 @@ pub struct Env {
     pub log_filter: Option<String>,
     /// [`CACHE_DIR`].
     pub cache_dir: Option<PathBuf>,
+    /// [`CACHE_DIR_MAX_SIZE`], as written (checked with the manifest).
+    pub cache_dir_max_size: Option<String>,
     /// [`HOST_ID`].
     pub host_id: Option<String>,
     /// The machine's name (`HOSTNAME`, else `/etc/hostname`), the default
@@ -68,6 +78,7 @@ impl Env {
             log_json: lookup(LOG_FORMAT).is_some_and(|f| f.eq_ignore_ascii_case("json")),
             log_filter: lookup(LOG),
             cache_dir: lookup(CACHE_DIR).map(PathBuf::from),
+            cache_dir_max_size: lookup(CACHE_DIR_MAX_SIZE),
             host_id: lookup(HOST_ID),
             hostname: lookup("HOSTNAME").or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
@@ -86,6 +97,24 @@ impl Env {
 /// `{ env = "NAME" }` takes what the operator exported.
 pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// The secret an admin `secret.KEY=NAME` refers to: [`SECRET_PREFIX`] and
+/// `NAME` (`A-Z 0-9 _`), read from this host's environment now. The error
+/// names the variable, for the operator who has to set it.
+pub fn secret(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err(format!(
+            "{name:?} is not a secret's name: use A-Z, 0-9 and _ (it names the \
+             variable {SECRET_PREFIX}NAME of each host)"
+        ));
+    }
+    let variable = format!("{SECRET_PREFIX}{name}");
+    lookup(&variable).ok_or_else(|| format!("{variable} is not set (or empty) on this host"))
 }
 
 /// The variable `name`, if set, valid UTF-8 and not empty.

@@ -184,6 +184,9 @@ impl Config {
                 )
             }
         };
+        if let Some(size) = &env.cache_dir_max_size {
+            manifest.server.cache_dir_max_size = cache_dir_max_size(size)?;
+        }
         if let Some(listen) = listen {
             manifest.server.listen = listen;
         }
@@ -200,6 +203,18 @@ impl Config {
             env,
         })))
     }
+}
+
+/// `TRELLIS_CACHE_DIR_MAX_SIZE` as written: a size (`"2GiB"`, `1048576`)
+/// checked like `[server] cache_dir_max_size`; the error names the
+/// variable.
+fn cache_dir_max_size(value: &str) -> anyhow::Result<units::ByteSize> {
+    let size: units::ByteSize = value
+        .parse()
+        .map_err(|m| anyhow::anyhow!("{}: {m}", env::CACHE_DIR_MAX_SIZE))?;
+    manifest::check_cache_dir_max_size(size)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", env::CACHE_DIR_MAX_SIZE))?;
+    Ok(size)
 }
 
 /// Where the manifest came from.
@@ -255,5 +270,26 @@ impl Token {
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Token(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_size_variable_is_checked_like_the_manifest_key() {
+        assert_eq!(cache_dir_max_size("2GiB").unwrap().0, 2 << 30);
+        assert_eq!(cache_dir_max_size("1048576").unwrap().0, 1 << 20);
+        for (value, want) in [
+            ("lots", "TRELLIS_CACHE_DIR_MAX_SIZE: invalid size \"lots\""),
+            (
+                "10KiB",
+                "TRELLIS_CACHE_DIR_MAX_SIZE: 10KiB is too small: at least 1MiB",
+            ),
+        ] {
+            let err = cache_dir_max_size(value).unwrap_err().to_string();
+            assert!(err.contains(want), "{value:?}: {err}");
+        }
     }
 }

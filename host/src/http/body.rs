@@ -5,8 +5,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime_wasi_http::Error;
 
@@ -31,6 +31,18 @@ pub struct BodyFaults {
     /// (a bad chunk size), or cut short (shorter than its Content-Length,
     /// then a close). A guest failure that follows is the client's fault.
     pub client: Arc<AtomicBool>,
+    /// The unread rest of a body that went over `max_body`, kept so the
+    /// dispatcher can [`discard`] it before the 413: the guest stops
+    /// reading at the limit, and closing with the rest unread resets the
+    /// connection under a client that is still sending.
+    rest: Arc<Mutex<Option<Body>>>,
+}
+
+impl BodyFaults {
+    /// Takes the unread rest of a body that went over `max_body`.
+    pub fn take_rest(&self) -> Option<Body> {
+        self.rest.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl LimitedBody {
@@ -72,6 +84,8 @@ impl http_body::Body for LimitedBody {
                 self.faults.exceeded.store(true, Ordering::Release);
                 self.faults.client.store(true, Ordering::Release);
                 self.remaining = 0;
+                let rest = std::mem::replace(&mut self.inner, Body::empty());
+                *self.faults.rest.lock().unwrap_or_else(|e| e.into_inner()) = Some(rest);
                 return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(self.limit)))));
             }
             self.remaining -= len;

@@ -3,12 +3,16 @@
 
 use crate::app::App;
 use crate::app::routes::Route;
+use crate::capabilities::GuestContext;
+use crate::http::body::BodyFaults;
 use crate::http::body::LimitedBody;
 use crate::http::edge::{RequestContext, Served, X_REQUEST_ID};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::http::{auth, cors, response_cache, validation};
 use crate::observability::metrics::FailureKind;
-use crate::runtime::invoke::{self, Failure, Lease, invoke};
+use crate::observability::metrics::RouteMetrics;
+use crate::runtime::invoke::{self, Failure, invoke};
+use crate::runtime::service::{Held, Service};
 use crate::services::auth::Identity;
 use axum::body::Body;
 use axum::extract::Request;
@@ -164,24 +168,6 @@ async fn run_component(
     let Some(route_slot) = route.admit().await else {
         return fail(ErrorKind::Overloaded);
     };
-    // A kept instance if the route has one idle, else a slot for a new one.
-    let warm = route
-        .pool
-        .as_ref()
-        .and_then(|pool| Some((pool.take()?, pool.clone())));
-    let lease = match warm {
-        Some((warm, pool)) => Lease::Warm(warm, pool),
-        None => {
-            let wait = route.spec.limits.queue_timeout.0;
-            let Some(slot) = app.instance_slot_within(wait).await else {
-                return fail(ErrorKind::Overloaded);
-            };
-            match &route.pool {
-                Some(pool) => Lease::New(slot, pool.clone()),
-                None => Lease::Fresh(slot),
-            }
-        }
-    };
 
     // The guest sees the request id the client will see, even when the
     // host made it up, so its logs and error bodies can carry it.
@@ -199,25 +185,20 @@ async fn run_component(
     let req = Request::from_parts(parts, body);
     let series = route.metrics(&app.metrics).clone();
     let in_flight = series.in_flight();
-    let cx = invoke::Context {
-        metrics: app.metrics.clone(),
-        series,
-        guest: route.guest_context(request_id.clone(), context.trace.clone(), identity),
-        slow_slots: route.slow_slots.clone(),
-        client_fault: faults.client.clone(),
+    let guest = route.guest_context(request_id.clone(), context.trace.clone(), identity);
+
+    let guards = (route_slot, in_flight);
+    let service = route.service(&app.engine, &app.instances, &app.metrics);
+    let p3 = service.is_some();
+    let result = match service {
+        Some(service) => serve_p3(app, route, service, req, guest, guards, &faults).await,
+        None => serve_p2(app, route, req, guest, guards, series, &faults).await,
     };
-    let result = invoke(
-        &app.engine,
-        route.handler.clone(),
-        &route.spec.limits,
-        req,
-        (route_slot, in_flight),
-        lease,
-        cx,
-    )
-    .await;
 
     if faults.exceeded.load(Ordering::Acquire) {
+        if let Some(rest) = faults.take_rest() {
+            crate::http::body::discard(rest).await;
+        }
         return fail(ErrorKind::PayloadTooLarge { limit: max_body });
     }
     // The guest failed on a body the client broke (malformed chunking, cut
@@ -228,18 +209,91 @@ async fn run_component(
         ));
     }
     match result {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => response,
         Err(Failure::Timeout(limit)) => fail(ErrorKind::HandlerTimeout(limit)),
+        Err(Failure::NoInstance) => fail(ErrorKind::Overloaded),
         Err(failure) => {
-            if !matches!(failure, Failure::Trapped(_)) {
+            // WASI 0.3 failures were recorded above, WASI 0.2 traps where
+            // they happened, with the cause.
+            if !matches!(failure, Failure::Trapped(_)) && !p3 {
                 app.metrics
                     .guest_failed(&route.name, FailureKind::NoResponse);
-                // Traps were logged where they happened, with the cause.
                 tracing::warn!(route = %route.name, request_id = %request_id, cause = %failure, "handler failed");
             }
             fail(ErrorKind::HandlerFailed)
         }
     }
+}
+
+/// The guards a request holds until its response body has been sent:
+/// its slot of the route's `max_concurrency` and its in-flight count.
+type Guards = (
+    tokio::sync::OwnedSemaphorePermit,
+    crate::observability::metrics::InFlight,
+);
+
+/// A WASI 0.3 handler: `service` finds or makes the instance. Failures
+/// are counted and logged here (the worker loop knows no request).
+async fn serve_p3(
+    app: &App,
+    route: &Route,
+    service: &Service,
+    req: http::Request<LimitedBody>,
+    guest: GuestContext,
+    guards: Guards,
+    faults: &BodyFaults,
+) -> Result<Response, Failure> {
+    let request_id = guest.caller.request_id.clone();
+    let req = req.map(http_body_util::BodyExt::boxed_unsync);
+    let result = service.handle(guest, req).await;
+    if let Err(failure) = &result
+        && !faults.client.load(Ordering::Acquire)
+        && !matches!(failure, Failure::NoInstance)
+    {
+        let kind = match failure {
+            Failure::Timeout(_) => FailureKind::Timeout,
+            Failure::Trapped(_) => FailureKind::Trap,
+            _ => FailureKind::NoResponse,
+        };
+        app.metrics.guest_failed(&route.name, kind);
+        tracing::warn!(route = %route.name, request_id = %request_id, cause = %failure, "handler failed");
+    }
+    result.map(|response| response.map(|body| Body::new(Held::new(body, guards))))
+}
+
+/// A WASI 0.2 handler: a kept instance if the route has one idle, else a
+/// slot of the instance budget for a new one, run by [`invoke`].
+async fn serve_p2(
+    app: &App,
+    route: &Route,
+    req: http::Request<LimitedBody>,
+    guest: GuestContext,
+    guards: Guards,
+    series: Arc<RouteMetrics>,
+    faults: &BodyFaults,
+) -> Result<Response, Failure> {
+    let lease = app
+        .instance_within(route.spec.limits.queue_timeout.0, route.pool.as_ref())
+        .await
+        .ok_or(Failure::NoInstance)?;
+    let cx = invoke::Context {
+        metrics: app.metrics.clone(),
+        series,
+        guest,
+        slow_slots: route.slow_slots.clone(),
+        client_fault: faults.client.clone(),
+    };
+    let response = invoke(
+        &app.engine,
+        route.handler.clone(),
+        &route.spec.limits,
+        req,
+        guards,
+        lease,
+        cx,
+    )
+    .await?;
+    Ok(response.map(Body::new))
 }
 
 fn content_length(req: &Request) -> Option<u64> {

@@ -33,8 +33,9 @@ type CompressWhen =
     And<And<And<SizeAbove, NotForContentType>, NotForContentType>, NotForContentType>;
 
 /// The service every connection gets: the edge (request id, security
-/// headers, log line, metrics), compression, then [`Split`].
-pub fn service(app: Arc<App>, host: Router) -> edge::Edge<Compression<Split, CompressWhen>> {
+/// headers, log line, metrics), compression when the client accepts it,
+/// then [`Split`].
+pub fn service(app: Arc<App>, host: Router) -> edge::Edge<MaybeCompress> {
     let min = u16::try_from(app.server.compression_min_size.0).unwrap_or(u16::MAX);
     let compress_when = SizeAbove::new(min)
         .and(NotForContentType::GRPC)
@@ -44,9 +45,86 @@ pub fn service(app: Arc<App>, host: Router) -> edge::Edge<Compression<Split, Com
     // slow for responses generated per request.
     let compression = CompressionLayer::new()
         .quality(CompressionLevel::Precise(4))
-        .compress_when(compress_when);
+        .compress_when(compress_when.clone());
     let edge = edge::EdgeLayer::with_metrics(app.metrics.clone());
-    edge.layer(compression.layer(Split { app, host }))
+    let split = Split { app, host };
+    edge.layer(MaybeCompress {
+        compressed: compression.layer(split.clone()),
+        plain: split,
+        when: compress_when,
+    })
+}
+
+/// [`Split`] behind tower-http's compression for requests that name an
+/// encoding, and directly for the others, which it would answer
+/// unencoded anyway. Its response body holds any encoder's state inline
+/// (brotli's is kilobytes), and every response paid for moving it.
+#[derive(Clone)]
+pub struct MaybeCompress {
+    compressed: Compression<Split, CompressWhen>,
+    plain: Split,
+    when: CompressWhen,
+}
+
+impl Service<Request> for MaybeCompress {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Varied;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Varied {
+        if !req.headers().contains_key(http::header::ACCEPT_ENCODING) {
+            return Varied {
+                inner: self.plain.call(req),
+                when: Some(self.when.clone()),
+            };
+        }
+        let compressing = self.compressed.call(req);
+        Varied {
+            inner: Box::pin(async move { Ok(compressing.await?.map(axum::body::Body::new)) }),
+            when: None,
+        }
+    }
+}
+
+/// Response future of [`MaybeCompress`]: an uncompressed answer still
+/// says `Vary: accept-encoding` where tower-http would have, as another
+/// client could have got it compressed.
+pub struct Varied {
+    inner: SplitFuture,
+    /// Set on the uncompressed path: which responses are compressible.
+    when: Option<CompressWhen>,
+}
+
+impl Future for Varied {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Ok(mut response) = std::task::ready!(this.inner.as_mut().poll(cx));
+        if let Some(when) = &this.when {
+            let headers = response.headers();
+            let compressible = !headers.contains_key(http::header::CONTENT_ENCODING)
+                && !headers.contains_key(http::header::CONTENT_RANGE)
+                && when.should_compress(&response);
+            let varies = headers.get_all(http::header::VARY).iter().any(|v| {
+                v.as_bytes()
+                    .to_ascii_lowercase()
+                    .windows(15)
+                    .any(|w| w == b"accept-encoding")
+            });
+            if compressible && !varies {
+                response.headers_mut().append(
+                    http::header::VARY,
+                    http::HeaderValue::from_static("accept-encoding"),
+                );
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The host's own endpoints (health, metrics: a router [`crate::ops`]

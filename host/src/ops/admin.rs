@@ -8,14 +8,12 @@
 
 use crate::app::routes::Route;
 use crate::config::Token;
-use crate::config::manifest::{
-    Limits, ResponseCache, RouteSpec, check_cache, check_grants, check_limits, check_path,
-    check_reuse, check_route_name, check_scopes, parse_methods,
-};
+use crate::config::manifest::RouteSpec;
 use crate::http::edge::{EdgeLayer, RequestContext};
 use crate::http::error::{ApiError, ErrorKind};
 use crate::ops::deployments::{DeployError, Deployed, Deployments, VersionInfo};
 use crate::ops::fleet::store::{Change, StoreError};
+use crate::ops::route_settings::{SettingsQuery, settings};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -25,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::request::Parts;
 use http::{StatusCode, header};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -491,43 +488,6 @@ async fn fleet(State(state): State<AdminState>, rid: Rid) -> Response {
     }
 }
 
-/// Route settings given as query parameters of a `PUT`; the ones left out
-/// keep their current values (or the defaults, for a new route).
-#[derive(Debug, Default, Deserialize)]
-struct SettingsQuery {
-    path: Option<String>,
-    /// Comma-separated; empty or `*` for every method.
-    methods: Option<String>,
-    /// Comma-separated; empty for none.
-    grants: Option<String>,
-    /// Comma-separated `[upstreams]` names; empty for none.
-    outbound: Option<String>,
-    /// `reuse.requests`; `0` turns reuse off.
-    reuse_requests: Option<String>,
-    /// `reuse.idle`; turns reuse on with the default `requests`.
-    reuse_idle: Option<String>,
-    /// A `[rate_limits]` policy of the host's manifest; empty for none.
-    rate_limit: Option<String>,
-    /// An `[auth]` policy of the host's manifest; empty for none.
-    auth: Option<String>,
-    /// Comma-separated; empty for none.
-    scopes: Option<String>,
-    /// The response cache's `ttl`; `0` turns it off.
-    cache_ttl: Option<String>,
-    /// The response cache's `vary` headers, comma-separated.
-    cache_vary: Option<String>,
-    /// `oci://HOST/NAMESPACE/NAME:TAG` (or `@sha256:…`): pull the
-    /// component from a registry instead of reading it from the body.
-    /// Stored with a version (pinned to its digest) to show where it came
-    /// from; never a route setting.
-    component: Option<String>,
-    /// Everything else: the route's [`Limits`] by name (`timeout=2s`) and
-    /// its variables as `config.KEY=value`; any other name is refused by
-    /// [`settings`].
-    #[serde(flatten)]
-    limits: BTreeMap<String, String>,
-}
-
 async fn deploy(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -546,14 +506,15 @@ async fn deploy(
         }
     };
     let pull = query.component.take();
-    let current = state.deployments.app().routes.load().get(&name).cloned();
+    let app = state.deployments.app();
+    let current = app.routes.load().get(&name).cloned();
+    let host_cors = app.services.cors.as_ref();
     // Names the host lacks are refused before the upload is read.
-    let spec = match settings(&name, current.as_deref().map(|r| &r.spec), query).and_then(|spec| {
-        match state.deployments.check_names(&spec) {
+    let spec = match settings(&name, current.as_deref().map(|r| &r.spec), query, host_cors)
+        .and_then(|spec| match state.deployments.check_names(&spec) {
             Ok(()) => Ok(spec),
             Err(err) => Err(err.to_string()),
-        }
-    }) {
+        }) {
         Ok(spec) => spec,
         Err(message) => return refuse(body, &rid, ErrorKind::ValidationFailed(message)).await,
     };
@@ -669,238 +630,6 @@ fn deploy_failed(rid: &Rid, name: &str, err: DeployError) -> Response {
     rid.fail(kind)
 }
 
-/// The settings of route `name` after applying `query` to the `current`
-/// version's (or the defaults, for a new route), validated like the
-/// manifest's.
-fn settings(
-    name: &str,
-    current: Option<&RouteSpec>,
-    query: SettingsQuery,
-) -> Result<RouteSpec, String> {
-    check_route_name(name)?;
-    let mut spec = match current {
-        Some(spec) => spec.clone(),
-        None => RouteSpec {
-            name: name.to_owned(),
-            path: query
-                .path
-                .clone()
-                .ok_or("a new route needs a path: add ?path=/some/path")?,
-            methods: None,
-            grants: Vec::new(),
-            limits: Limits::default(),
-            // Secrets come from the manifest only: they may name the
-            // host's environment, which the admin API must not reach into.
-            // Variables may be set below (`config.KEY`).
-            config: Default::default(),
-            rate_limit: None,
-            cache: None,
-            cache_namespace: name.to_owned(),
-            outbound: None,
-            auth: None,
-            scopes: Vec::new(),
-            cors: None,
-            schema: None,
-            summary: None,
-            description: None,
-            reuse: None,
-            // An admin deploy keeps the version's own, and a new route
-            // may use no queue.
-            queues: Vec::new(),
-            topics: Vec::new(),
-            set_by_admin: BTreeMap::new(),
-        },
-    };
-    let bad = |field: &str, message: String| format!("query parameter {field}: {message}");
-    edge_settings(&mut spec, &query).map_err(|(field, m)| bad(field, m))?;
-    if let Some(path) = query.path {
-        check_path(&path).map_err(|m| bad("path", m))?;
-        spec.path = path;
-    }
-    if let Some(methods) = query.methods {
-        spec.methods = match methods.trim() {
-            "" | "*" => None,
-            list => Some(parse_methods(&split(list)).map_err(|m| bad("methods", m))?),
-        };
-    }
-    if let Some(grants) = query.grants {
-        let grants = split(&grants);
-        check_grants(&grants).map_err(|m| bad("grants", m))?;
-        spec.grants = grants;
-    }
-    if let Some(outbound) = query.outbound {
-        spec.outbound = Some(split(&outbound));
-    }
-    for (field, value) in &query.limits {
-        if let Some(key) = field.strip_prefix("config.") {
-            Arc::make_mut(&mut spec.config)
-                .set_variable(key, value)
-                .map_err(|m| bad(field, m))?;
-            spec.set_by_admin.insert(field.clone(), value.clone());
-            continue;
-        }
-        if !spec.limits.set(field, value).map_err(|m| bad(field, m))? {
-            return Err(format!(
-                "query parameter {field}: unknown; expected path, methods, grants, outbound, \
-                 reuse_requests, reuse_idle, rate_limit, auth, scopes, cache_ttl, cache_vary, \
-                 config.KEY or one of {}",
-                Limits::NAMES.join(", ")
-            ));
-        }
-    }
-    check_limits(&spec.limits).map_err(|(field, m)| bad(field, m))?;
-    if query.reuse_requests.is_some() || query.reuse_idle.is_some() {
-        let mut reuse = spec.reuse.unwrap_or_default();
-        if let Some(requests) = &query.reuse_requests {
-            reuse.requests = requests
-                .parse()
-                .map_err(|e| bad("reuse_requests", format!("{e}")))?;
-        }
-        if let Some(idle) = &query.reuse_idle {
-            reuse.idle = idle.parse().map_err(|e| bad("reuse_idle", e))?;
-        }
-        spec.reuse = if reuse.requests == 0 {
-            None
-        } else {
-            check_reuse(&reuse).map_err(|(field, m)| bad(&format!("reuse_{field}"), m))?;
-            Some(reuse)
-        };
-    }
-    Ok(spec)
-}
-
-/// Applies the query's edge settings (rate limit, auth, scopes, response
-/// cache) to `spec`, remembering each in `spec.set_by_admin`. Whether the
-/// policies they name exist on this host is checked at deploy
-/// ([`Deployments::deploy`]); here, what needs no host.
-fn edge_settings(
-    spec: &mut RouteSpec,
-    query: &SettingsQuery,
-) -> Result<(), (&'static str, String)> {
-    let name = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
-    if let Some(policy) = &query.rate_limit {
-        spec.rate_limit = name(policy);
-    }
-    if let Some(policy) = &query.auth {
-        spec.auth = name(policy);
-    }
-    if let Some(scopes) = &query.scopes {
-        spec.scopes = split(scopes);
-        check_scopes(&spec.scopes).map_err(|m| ("scopes", m))?;
-    }
-    if query.cache_ttl.is_some() || query.cache_vary.is_some() {
-        let ttl = match &query.cache_ttl {
-            Some(ttl) if ttl.trim() == "0" => None,
-            Some(ttl) => Some(ttl.parse().map_err(|m| ("cache_ttl", m))?),
-            None => spec.cache.as_ref().map(|c| c.ttl),
-        };
-        spec.cache = match ttl {
-            None if query.cache_vary.is_some() && query.cache_ttl.is_none() => {
-                return Err((
-                    "cache_vary",
-                    "the route has no response cache: add cache_ttl".into(),
-                ));
-            }
-            None => None,
-            Some(ttl) => {
-                let vary = match &query.cache_vary {
-                    Some(vary) => split(vary),
-                    None => spec.cache.take().map(|c| c.vary).unwrap_or_default(),
-                };
-                let cache = ResponseCache { ttl, vary };
-                check_cache(&cache).map_err(|(key, m)| match key {
-                    "vary" => ("cache_vary", m),
-                    _ => ("cache_ttl", m),
-                })?;
-                Some(cache)
-            }
-        };
-    }
-    for (field, value) in [
-        ("rate_limit", &query.rate_limit),
-        ("auth", &query.auth),
-        ("scopes", &query.scopes),
-        ("cache_ttl", &query.cache_ttl),
-        ("cache_vary", &query.cache_vary),
-    ] {
-        if let Some(value) = value {
-            spec.set_by_admin.insert(field.to_owned(), value.clone());
-        }
-    }
-    Ok(())
-}
-
-/// The settings of `spec` the admin API can set, as the query parameters
-/// that set them: what the deployment store keeps per version.
-pub(crate) fn stored_settings(spec: &RouteSpec) -> BTreeMap<String, String> {
-    let join = |list: &[String]| list.join(",");
-    let mut out = BTreeMap::new();
-    out.insert("path".to_owned(), spec.path.clone());
-    let methods = spec.methods.as_ref().map_or_else(String::new, |m| {
-        m.iter()
-            .map(http::Method::as_str)
-            .collect::<Vec<_>>()
-            .join(",")
-    });
-    out.insert("methods".to_owned(), methods);
-    out.insert("grants".to_owned(), join(&spec.grants));
-    if let Some(outbound) = &spec.outbound {
-        out.insert("outbound".to_owned(), join(outbound));
-    }
-    let limits = &spec.limits;
-    for (name, value) in [
-        ("timeout", limits.timeout.to_string()),
-        ("memory", limits.memory.to_string()),
-        ("max_body", limits.max_body.to_string()),
-        ("max_concurrency", limits.max_concurrency.to_string()),
-        ("queue_timeout", limits.queue_timeout.to_string()),
-    ] {
-        out.insert(name.to_owned(), value);
-    }
-    match &spec.reuse {
-        Some(reuse) => {
-            out.insert("reuse_requests".to_owned(), reuse.requests.to_string());
-            out.insert("reuse_idle".to_owned(), reuse.idle.to_string());
-        }
-        None => {
-            out.insert("reuse_requests".to_owned(), "0".to_owned());
-        }
-    }
-    out.extend(spec.set_by_admin.clone());
-    out
-}
-
-/// Route `name` with `stored` settings (see [`stored_settings`]) on top of
-/// `base`, this host's manifest route of that name if any, which supplies
-/// what only the manifest sets (config, secrets, rate limit, cache, auth,
-/// CORS): validated exactly as an admin `PUT`.
-pub(crate) fn settings_from_stored(
-    name: &str,
-    base: Option<&RouteSpec>,
-    stored: &BTreeMap<String, String>,
-) -> Result<RouteSpec, String> {
-    let base = base.map(|spec| RouteSpec {
-        methods: None,
-        grants: Vec::new(),
-        outbound: None,
-        limits: Limits::default(),
-        reuse: None,
-        ..spec.clone()
-    });
-    let query: SettingsQuery = serde_json::to_value(stored)
-        .and_then(serde_json::from_value)
-        .map_err(|e| e.to_string())?;
-    settings(name, base.as_ref(), query)
-}
-
-fn split(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// A route version as the admin API shows it; with shared deployments,
 /// also the route's last changes across the fleet.
 fn describe(route: &Route, history: &[VersionInfo], changes: Option<Vec<Change>>) -> Value {
@@ -921,6 +650,12 @@ fn describe(route: &Route, history: &[VersionInfo], changes: Option<Vec<Change>>
         "scopes": spec.scopes,
         "response_cache": spec.cache.as_ref().map(|c| json!({"ttl": c.ttl.to_string(), "vary": c.vary})),
         "config": spec.config.variables().collect::<BTreeMap<_, _>>(),
+        "secrets": spec.config.secret_keys().collect::<Vec<_>>(),
+        "schema": spec.schema.as_ref().map(|s| json!({
+            "body": s.body.as_ref().map(|b| &b.document),
+            "query": s.query.as_ref().map(|q| &q.document),
+        })),
+        "cors": spec.cors,
         "history": history.iter().map(|v| {
             let mut entry = json!({
                 "version": v.version,
@@ -990,140 +725,5 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + std::time::Duration::from_millis(1_795_920_547_123);
         assert_eq!(rfc3339(t), "2026-11-29T02:49:07.123Z");
-    }
-
-    /// What the deployment store keeps of a version rebuilds the same
-    /// settings on another host, and the manifest supplies the rest.
-    #[test]
-    fn stored_settings_round_trip() {
-        let q = |s: &str| -> SettingsQuery {
-            serde_json::from_value(serde_json::from_str(s).unwrap()).unwrap()
-        };
-        let spec = settings(
-            "x",
-            None,
-            q(r#"{"path":"/x/{id}","methods":"GET,HEAD","grants":"sql,log","outbound":"","timeout":"2s","memory":"16MiB","max_concurrency":"8","reuse_requests":"4","reuse_idle":"250ms"}"#),
-        )
-        .unwrap();
-        let stored = stored_settings(&spec);
-        assert_eq!(stored["timeout"], "2s");
-        assert_eq!(stored["memory"], "16MiB");
-        let again = settings_from_stored("x", None, &stored).unwrap();
-        assert_eq!(again, spec);
-        // Without reuse and outbound, they stay off even over a base that
-        // has them.
-        let plain = settings("x", None, q(r#"{"path":"/x"}"#)).unwrap();
-        let mut base = spec.clone();
-        base.rate_limit = Some("per_ip".into());
-        let rebuilt = settings_from_stored("x", Some(&base), &stored_settings(&plain)).unwrap();
-        assert_eq!(rebuilt.reuse, None);
-        assert_eq!(rebuilt.outbound, None);
-        assert_eq!(rebuilt.methods, None);
-        assert!(rebuilt.grants.is_empty());
-        assert_eq!(
-            rebuilt.rate_limit.as_deref(),
-            Some("per_ip"),
-            "the manifest's own"
-        );
-        let mut bad = stored_settings(&plain);
-        bad.insert("timeout".into(), "2x".into());
-        let err = settings_from_stored("x", None, &bad).unwrap_err();
-        assert!(err.contains("timeout"), "{err}");
-    }
-
-    #[test]
-    fn admin_set_edge_settings_travel_with_the_version() {
-        let q = |s: &str| -> SettingsQuery {
-            serde_json::from_value(serde_json::from_str(s).unwrap()).unwrap()
-        };
-        let spec = settings(
-            "x",
-            None,
-            q(r#"{"path":"/x","rate_limit":"tight","auth":"jwt","scopes":"read,write","cache_ttl":"30s","cache_vary":"accept","config.GREETING":"hi"}"#),
-        )
-        .unwrap();
-        assert_eq!(spec.rate_limit.as_deref(), Some("tight"));
-        assert_eq!(spec.scopes, ["read", "write"]);
-        assert_eq!(spec.cache.as_ref().unwrap().vary, ["accept"]);
-        assert_eq!(spec.config.get("GREETING"), Some("hi"));
-        // Over another host's manifest entry, which has its own cache and
-        // a secret: what the admin set wins, the rest is that host's.
-        let mut base = settings("x", None, q(r#"{"path":"/x"}"#)).unwrap();
-        base.cache = Some(ResponseCache {
-            ttl: "5s".parse().unwrap(),
-            vary: Vec::new(),
-        });
-        base.description = Some("from the manifest".into());
-        let stored = stored_settings(&spec);
-        let rebuilt = settings_from_stored("x", Some(&base), &stored).unwrap();
-        assert_eq!(rebuilt.cache, spec.cache);
-        assert_eq!(rebuilt.auth.as_deref(), Some("jwt"));
-        assert_eq!(rebuilt.config.get("GREETING"), Some("hi"));
-        assert_eq!(rebuilt.description.as_deref(), Some("from the manifest"));
-        // A later version keeps them; empty values clear them.
-        let next = settings(
-            "x",
-            Some(&rebuilt),
-            q(r#"{"rate_limit":"","cache_ttl":"0"}"#),
-        )
-        .unwrap();
-        assert_eq!((next.rate_limit, next.cache), (None, None));
-        assert_eq!(next.auth.as_deref(), Some("jwt"));
-        let err = settings("x", Some(&spec), q(r#"{"cache_vary":"a b"}"#)).unwrap_err();
-        assert!(err.contains("cache_vary"), "{err}");
-        let err = settings("x", None, q(r#"{"path":"/x","cache_vary":"accept"}"#)).unwrap_err();
-        assert!(err.contains("add cache_ttl"), "{err}");
-    }
-
-    #[test]
-    fn settings_are_validated_like_the_manifest() {
-        let q = |s: &str| -> SettingsQuery {
-            serde_json::from_value(serde_json::from_str(s).unwrap()).unwrap()
-        };
-        let err = settings("x", None, SettingsQuery::default()).unwrap_err();
-        assert!(err.contains("needs a path"), "{err}");
-        let spec = settings(
-            "x",
-            None,
-            q(r#"{"path":"/x","methods":"GET,HEAD","timeout":"2s","memory":"16MiB"}"#),
-        )
-        .unwrap();
-        assert_eq!(spec.methods.unwrap().len(), 2);
-        assert_eq!(spec.limits.timeout.0, std::time::Duration::from_secs(2));
-        assert_eq!(spec.limits.memory.0, 16 << 20);
-        let err = settings("x", None, q(r#"{"path":"/health/x"}"#)).unwrap_err();
-        assert!(err.contains("path") && err.contains("/health"), "{err}");
-        let err = settings("x", None, q(r#"{"path":"/x","timeout":"2x"}"#)).unwrap_err();
-        assert!(err.contains("timeout"), "{err}");
-        for timeout in ["99999999999999h", "61m"] {
-            let query = format!(r#"{{"path":"/x","timeout":"{timeout}"}}"#);
-            let err = settings("x", None, q(&query)).unwrap_err();
-            assert!(err.starts_with("query parameter timeout:"), "{err}");
-        }
-        let err = settings("x", None, q(r#"{"path":"/x","memory":"1KiB"}"#)).unwrap_err();
-        assert!(err.contains("memory") && err.contains("1MiB"), "{err}");
-        let err = settings("x", None, q(r#"{"path":"/x","grants":"sql,disk"}"#)).unwrap_err();
-        assert!(err.contains("disk"), "{err}");
-        let err = settings("x", None, q(r#"{"path":"/x","bogus":"1"}"#)).unwrap_err();
-        assert!(
-            err.contains("bogus") && err.contains("queue_timeout"),
-            "{err}"
-        );
-        let err = settings("a b", None, q(r#"{"path":"/x"}"#)).unwrap_err();
-        assert!(err.contains("route name"), "{err}");
-        for name in [".", ".."] {
-            let err = settings(name, None, q(r#"{"path":"/x"}"#)).unwrap_err();
-            assert!(err.contains("route name"), "{err}");
-        }
-        let spec = settings("x", None, q(r#"{"path":"/x","outbound":"a, b"}"#)).unwrap();
-        assert_eq!(spec.outbound.unwrap(), ["a", "b"]);
-        let spec = settings("x", None, q(r#"{"path":"/x","outbound":""}"#)).unwrap();
-        assert_eq!(spec.outbound, Some(vec![]));
-        assert!(
-            settings("x", None, q(r#"{"path":"/x"}"#))
-                .unwrap()
-                .outbound
-                .is_none()
-        );
     }
 }

@@ -456,7 +456,7 @@ impl Deployments {
             previous.map(|p| &**p),
             &self.app.services,
         );
-        route.source = prepared.source;
+        route.set_source(prepared.source, &self.app.services);
         let route = Arc::new(route);
         let superseded = stored.is_some_and(|(_, generation)| generation <= applied);
         if !superseded {
@@ -478,6 +478,8 @@ impl Deployments {
                 load_ms = prepared.load_ms,
                 "route reloaded"
             );
+            drop((history, current));
+            self.prune_cache();
         }
         Ok(Deployed {
             route,
@@ -515,6 +517,8 @@ impl Deployments {
             }
             entry.versions.clear();
             entry.generation = state.generation;
+            drop((history, current));
+            self.prune_cache();
             return Ok(None);
         };
         let version = u32::try_from(wanted.version).unwrap_or(u32::MAX);
@@ -539,11 +543,13 @@ impl Deployments {
                 // Versions after it were rolled back from.
                 entry.versions.truncate(at + 1);
                 entry.generation = state.generation;
+                drop(history);
+                self.prune_cache();
                 return Ok((!serving).then_some(route));
             }
         }
         let spec = fleet
-            .spec_for(name, &wanted.settings)
+            .spec_for(name, &wanted.settings, self.app.services.cors.as_ref())
             .map_err(DeployError::Settings)?;
         let mut prepared = self.prepare_stored(fleet, &spec, &wanted.digest).await?;
         prepared.source = wanted
@@ -607,6 +613,8 @@ impl Deployments {
             digest = %target.handler.digest,
             "route rolled back"
         );
+        drop((history, current));
+        self.prune_cache();
         Ok(target)
     }
 
@@ -646,7 +654,7 @@ impl Deployments {
             .await
             .map_err(DeployError::Instantiate)?;
         // Changes take turns, so versions are numbered in swap order.
-        let _turn = self.history.lock().await;
+        let turn = self.history.lock().await;
         next.version = worker.current().version + 1;
         let next = Arc::new(next);
         let previous = worker.swap(next.clone());
@@ -658,6 +666,8 @@ impl Deployments {
             cache = cache.as_str(),
             "worker component swapped; jobs in progress finish on the previous one"
         );
+        drop((turn, previous));
+        self.prune_cache();
         Ok(next)
     }
 
@@ -693,6 +703,8 @@ impl Deployments {
         self.swap(&current, name, None)?;
         history.remove(name);
         tracing::info!(route = %name, version = route.version, "route removed");
+        drop((history, current));
+        self.prune_cache();
         Ok(route)
     }
 
@@ -740,6 +752,14 @@ impl Deployments {
             })
             .unwrap_or_default();
         (versions, None)
+    }
+
+    /// Prunes the cache directory on the blocking pool, now that a change
+    /// may have released entries (a version that left every history, a
+    /// removed route, a swapped-out worker). Call without the history
+    /// lock, once the versions the change dropped are dropped here.
+    fn prune_cache(&self) {
+        self.app.services.disk_cache.prune_soon();
     }
 
     /// Publishes `current` with route `name` replaced by `with` (added at

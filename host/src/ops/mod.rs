@@ -14,6 +14,7 @@ pub mod health;
 pub mod keys;
 pub mod openapi;
 pub mod push;
+pub mod route_settings;
 pub mod watch;
 
 use crate::app::App;

@@ -44,7 +44,9 @@ pub async fn run(call: PushCall) -> Result<(), PushError> {
     if !bytes.starts_with(&COMPONENT_PREAMBLE) {
         return Err(PushError::NotAComponent(call.file));
     }
-    let mut registries = Registries::new(&call.registries, call.cache_dir, u64::MAX)
+    // A push reads nothing back from the cache, and never prunes it.
+    let disk = crate::services::disk_cache::DiskCache::new(call.cache_dir, u64::MAX);
+    let mut registries = Registries::new(&call.registries, disk, u64::MAX)
         .map_err(|e| PushError::Setup(format!("the registry client: {e:#}")))?;
     if call.insecure {
         registries

@@ -2,8 +2,9 @@
 //! import, and a component importing more is refused when it loads, before
 //! it can serve a single request.
 //!
-//! `wasi:http/outgoing-handler` is linked for every component, so it too
-//! is checked here: importing it needs the route's `outbound` grant (the
+//! `wasi:http/outgoing-handler` (WASI 0.2) and `wasi:http/client` (0.3) are
+//! linked for every component, so they too are checked here: importing
+//! either needs the route's `outbound` grant (the
 //! upstreams it may call). Other WASI interfaces are always linked, but
 //! inert: the guest's WASI context has no environment, preopened directory
 //! or socket (see [`crate::runtime::store`]), so they grant nothing.
@@ -14,8 +15,9 @@ use wasmtime::component::Component;
 /// The package whose interfaces need a grant.
 const PACKAGE: &str = "trellis:api/";
 
-/// The interface that sends HTTP requests out, which needs `outbound`.
-const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
+/// The interfaces that send HTTP requests out (WASI 0.2's and 0.3's), which
+/// need `outbound`.
+const OUTGOING: [&str; 2] = ["wasi:http/outgoing-handler", "wasi:http/client"];
 
 /// A component importing an interface its route does not grant.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +36,7 @@ pub struct MissingGrant {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the component imports {interface}, which Trellis does not provide (it offers WASI 0.2 \
-     cli, clocks, filesystem, io, random, sockets and http, and the trellis:api \
+     and 0.3 cli, clocks, filesystem, io, random, sockets and http, and the trellis:api \
      capabilities sql, config, log, rate-limit, cache, metrics, identity and queue)"
 )]
 pub struct NotOffered {
@@ -53,7 +55,7 @@ pub enum ImportError {
     MissingGrant(#[from] MissingGrant),
 }
 
-/// Packages whose 0.2 interfaces the linker provides (version-checked by
+/// Packages whose 0.2 and 0.3 interfaces the linker provides (version-checked by
 /// wasmtime when linking); `trellis:api` is checked against the grants.
 const OFFERED: &[&str] = &[
     "wasi:cli/",
@@ -108,11 +110,14 @@ pub fn check(
     Ok(())
 }
 
-/// Whether `import` is `wasi:http/outgoing-handler` (any version).
+/// Whether `import` sends requests out: `wasi:http/outgoing-handler` or
+/// `wasi:http/client`, in any version.
 fn is_outgoing_handler(import: &str) -> bool {
-    import
-        .strip_prefix(OUTGOING_HANDLER)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+    OUTGOING.iter().any(|interface| {
+        import
+            .strip_prefix(interface)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+    })
 }
 
 /// Whether `import` is in a package the linker implements.
@@ -178,6 +183,8 @@ mod tests {
     fn outgoing_handler_is_recognised_in_any_version() {
         assert!(is_outgoing_handler("wasi:http/outgoing-handler@0.2.4"));
         assert!(is_outgoing_handler("wasi:http/outgoing-handler"));
+        assert!(is_outgoing_handler("wasi:http/client@0.3.0"));
+        assert!(!is_outgoing_handler("wasi:http/clients@0.3.0"));
         assert!(!is_outgoing_handler("wasi:http/outgoing-handlerx@0.2.4"));
         assert!(!is_outgoing_handler("wasi:http/types@0.2.4"));
     }

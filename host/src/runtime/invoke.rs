@@ -8,7 +8,7 @@
 use crate::capabilities::GuestContext;
 use crate::config::manifest::Limits;
 use crate::observability::metrics::{FailureKind, Metrics, RouteMetrics};
-use crate::runtime::component::Handler;
+use crate::runtime::component::{Handler, HandlerPre};
 use crate::runtime::lane::Lane;
 use crate::runtime::pool::{Pool, Tally, Warm};
 use crate::runtime::store::{StoreData, new_store, set_deadline};
@@ -40,6 +40,12 @@ pub enum Failure {
     /// The guest returned without setting a response.
     #[error("handler returned without a response")]
     NoResponse,
+    /// A WASI 0.3 guest returned an error code instead of a response.
+    #[error("handler answered with error code {0}")]
+    Refused(String),
+    /// No slot of `[server].max_instances` for a new instance in time.
+    #[error("no instance slot free in time")]
+    NoInstance,
     /// Setting up the request resources failed (a host bug or a request
     /// wasi:http cannot represent).
     #[error("preparing the request for the guest: {0:#}")]
@@ -296,7 +302,12 @@ where
             let proxy = match proxy {
                 Some(proxy) => proxy,
                 None => {
-                    let proxy = handler.pre.instantiate_async(&mut store).await?;
+                    let HandlerPre::P2(pre) = &handler.pre else {
+                        wasmtime::bail!(
+                            "a WASI 0.3 handler reached the WASI 0.2 path (a host bug)"
+                        );
+                    };
+                    let proxy = pre.instantiate_async(&mut store).await?;
                     cx.series.instantiated(started.elapsed());
                     proxy
                 }

@@ -16,7 +16,7 @@ use crate::observability::metrics::RouteMetrics;
 use crate::runtime::store::StoreData;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 
@@ -57,7 +57,8 @@ impl Tally {
         }
     }
 
-    fn set_idle(&mut self, idle: bool) {
+    /// Moves the instance between `idle` and `busy` in the gauge.
+    pub fn set_idle(&mut self, idle: bool) {
         if self.idle != idle {
             self.metrics.instance_idle(idle);
             self.metrics.instance_busy(!idle);
@@ -81,6 +82,9 @@ impl Drop for Tally {
 pub struct Pool {
     reuse: Reuse,
     state: Mutex<State>,
+    /// Told when an instance comes back: a request of this route waiting
+    /// for a slot of a full instance budget takes it instead.
+    returned: Notify,
 }
 
 struct State {
@@ -102,6 +106,7 @@ impl Pool {
                 serving: true,
                 sweeping: false,
             }),
+            returned: Notify::new(),
         }
     }
 
@@ -143,8 +148,10 @@ impl Pool {
             return;
         }
         if !warm.store.data().is_clean() {
+            let route = warm.store.data().caller().route.clone();
             tracing::debug!(
-                route = %warm.store.data().caller().route,
+                %route,
+                kept = ?warm.store.data_mut().leftovers(),
                 "instance kept host resources past its request; not reused"
             );
             return;
@@ -156,6 +163,7 @@ impl Pool {
         }
         warm.tally.set_idle(true);
         state.idle.push((Instant::now(), warm));
+        self.returned.notify_one();
         // Outside a runtime (never while serving) idle instances still
         // expire, lazily, when `take` finds them.
         if !state.sweeping
@@ -165,6 +173,13 @@ impl Pool {
             drop(state);
             runtime.spawn(sweep(Arc::downgrade(self), self.reuse.idle.0));
         }
+    }
+
+    /// Resolves when an instance has come back since the last call (at
+    /// once if one did while nobody waited): then [`Pool::take`] may find
+    /// it.
+    pub async fn returned(&self) {
+        self.returned.notified().await;
     }
 
     /// Drops the instance idle longest, to free its slot of the instance

@@ -17,7 +17,7 @@ use crate::capabilities::{Caller, GuestContext, View};
 use crate::config::manifest::Limits;
 use crate::runtime::output::{GuestOutput, Stream};
 use std::time::Instant;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{GuestTaskId, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -35,6 +35,23 @@ pub struct StoreData {
     /// The guest's stdout and stderr, on their way to the host's log.
     output: GuestOutput,
     guest: GuestContext,
+    /// On a WASI 0.3 instance: which request each of its tasks serves, so
+    /// a capability call is made on behalf of the right one
+    /// ([`StoreData::enter_task`]).
+    tasks: Option<Box<Tasks>>,
+}
+
+/// The requests a WASI 0.3 instance has taken, by the guest task serving
+/// each, most recent last. Bounded: a task older than the last `keep`
+/// requests (a guest's background work long after its request) calls as
+/// no request at all.
+struct Tasks {
+    recent: std::collections::VecDeque<(GuestTaskId, GuestContext, Instant)>,
+    keep: usize,
+    /// The task the instance's context is set for now.
+    current: Option<GuestTaskId>,
+    /// The context of calls no request owns: no request id, no identity.
+    none: GuestContext,
 }
 
 impl StoreData {
@@ -62,6 +79,7 @@ impl StoreData {
             hooks: OutboundHooks::new(guest.capabilities.clone(), guest.caller.trace.clone()),
             output,
             guest,
+            tasks: None,
         }
     }
 }
@@ -134,7 +152,52 @@ impl StoreData {
     /// reach anything of this one.
     pub fn serve(&mut self, guest: GuestContext) {
         self.output.serve(guest.caller.clone());
+        // Outgoing calls carry this request's trace, not the last one's.
+        self.hooks = OutboundHooks::new(guest.capabilities.clone(), guest.caller.trace.clone());
         self.guest = guest;
+    }
+
+    /// Makes this a WASI 0.3 instance, whose calls are attributed per task
+    /// ([`StoreData::start_task`]), remembering up to `keep` requests.
+    pub fn track_tasks(&mut self, keep: usize) {
+        self.tasks = Some(Box::new(Tasks {
+            recent: std::collections::VecDeque::new(),
+            keep: keep.max(1),
+            current: None,
+            none: self.guest.clone(),
+        }));
+    }
+
+    /// The guest task `task` serves the request `guest`, due by `deadline`.
+    pub fn start_task(&mut self, task: GuestTaskId, guest: GuestContext, deadline: Instant) {
+        let Some(tasks) = &mut self.tasks else { return };
+        if tasks.recent.len() >= tasks.keep {
+            tasks.recent.pop_front();
+        }
+        tasks.recent.push_back((task, guest, deadline));
+    }
+
+    /// Before a host call of a WASI 0.3 instance: sets the caller (request
+    /// id, trace, identity, outgoing deadline) to the request of `task`,
+    /// the root task of the call, when it is not already. Several requests
+    /// share one instance at once, so this is decided per call.
+    pub fn enter_task(&mut self, task: Option<GuestTaskId>) {
+        let Some(tasks) = &mut self.tasks else { return };
+        // Also when both are `None`: the caller is then already the
+        // context of no request.
+        if task == tasks.current {
+            return;
+        }
+        let found = task.and_then(|task| tasks.recent.iter().rev().find(|(t, ..)| *t == task));
+        let (guest, deadline) = match found {
+            Some((_, guest, deadline)) => (guest.clone(), Some(*deadline)),
+            None => (tasks.none.clone(), None),
+        };
+        tasks.current = found.map(|(t, ..)| *t);
+        self.serve(guest);
+        if let Some(deadline) = deadline {
+            self.hooks.set_deadline(deadline);
+        }
     }
 
     /// Whether the instance holds no host resource (a wasi:http request,
@@ -142,6 +205,40 @@ impl StoreData {
     /// after a request whose guest dropped everything it was handed.
     pub fn is_clean(&self) -> bool {
         self.table.is_empty()
+    }
+
+    /// What the instance still holds, by kind, for the log line of an
+    /// instance that is not reused: which resource a guest language's
+    /// runtime keeps is what its author (or we) can act on.
+    pub fn leftovers(&mut self) -> Vec<&'static str> {
+        use wasmtime_wasi_http::p2::body::{HostIncomingBody, HostOutgoingBody};
+        use wasmtime_wasi_http::p2::types::{
+            HostIncomingRequest, HostOutgoingResponse, HostResponseOutparam,
+        };
+        self.table
+            .iter_mut()
+            .map(|entry| {
+                let entry: &dyn std::any::Any = entry;
+                macro_rules! kind {
+                    ($($ty:ty => $name:literal),* $(,)?) => {
+                        $(if entry.is::<$ty>() { return $name; })*
+                    };
+                }
+                kind!(
+                    wasmtime_wasi::p2::DynInputStream => "input-stream",
+                    wasmtime_wasi::p2::DynOutputStream => "output-stream",
+                    wasmtime_wasi::p2::DynPollable => "pollable",
+                    wasmtime_wasi::filesystem::Descriptor => "descriptor",
+                    HostIncomingRequest => "incoming-request",
+                    HostResponseOutparam => "response-outparam",
+                    HostIncomingBody => "incoming-body",
+                    HostOutgoingBody => "outgoing-body",
+                    HostOutgoingResponse => "outgoing-response",
+                    wasmtime_wasi_http::FieldMap => "fields",
+                );
+                "other"
+            })
+            .collect()
     }
 
     /// The largest linear memory this instance has reached, in bytes.

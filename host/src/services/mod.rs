@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod database;
+pub mod disk_cache;
 pub mod jobs;
 pub mod rate_limit;
 pub mod redis;
@@ -17,7 +18,7 @@ pub mod upstreams;
 
 use self::redis::Redis;
 use crate::config::env::Env;
-use crate::config::manifest::Manifest;
+use crate::config::manifest::{Cors, Manifest};
 use crate::observability::guest_metrics::GuestMetrics;
 use crate::observability::metrics::Metrics;
 use cache::Cache;
@@ -50,6 +51,12 @@ pub struct Services {
     pub jobs: Arc<jobs::Jobs>,
     /// The OCI registries `oci://` components are pulled from.
     pub registries: Arc<registry::Registries>,
+    /// The cache directory (precompiled components, pulled blobs), kept
+    /// under `[server] cache_dir_max_size`.
+    pub disk_cache: Arc<disk_cache::DiskCache>,
+    /// `[cors]`: the rules of every route that sets none, those the admin
+    /// API creates included.
+    pub cors: Option<Arc<Cors>>,
 }
 
 impl Services {
@@ -106,13 +113,23 @@ impl Services {
             None => Arc::new(jobs::sql::SqlStore::new(database.clone())),
         };
         let jobs = Arc::new(jobs::Jobs::new(manifest, store, &metrics));
+        let disk_cache = disk_cache::DiskCache::with_metrics(
+            manifest.cache_dir(env),
+            manifest.server.cache_dir_max_size.0,
+            &metrics,
+        );
         let registries = Arc::new(registry::Registries::new(
             &manifest.registries,
-            manifest.cache_dir(env),
+            disk_cache.clone(),
             manifest.server.max_component_size.0,
         )?);
         Ok(Services {
+            cors: manifest
+                .cors
+                .as_ref()
+                .map(|c| Arc::new(c.get_ref().clone())),
             registries,
+            disk_cache,
             jobs,
             upstreams,
             auth,

@@ -53,6 +53,8 @@ pub(crate) struct Trellis {
     pub(crate) addr: SocketAddr,
     /// The admin API's address, when it was started.
     pub(crate) admin: Option<SocketAddr>,
+    /// The admin API's bearer token, when it was started.
+    admin_token: Option<String>,
     logs: watch::Receiver<Vec<Value>>,
     stderr: Arc<Mutex<String>>,
     client: reqwest::Client,
@@ -160,6 +162,7 @@ impl Trellis {
             child,
             addr,
             admin,
+            admin_token: launch.admin_token.clone(),
             logs,
             stderr,
             client,
@@ -174,6 +177,50 @@ impl Trellis {
     /// The admin API's base URL (`http://127.0.0.1:PORT`).
     pub(crate) fn admin_url(&self) -> String {
         format!("http://{}", self.admin.expect("the admin API is on"))
+    }
+
+    /// `POST` to the admin API's `path` (such as
+    /// `/admin/routes/NAME/rollback`), no body.
+    pub(crate) async fn admin_post(&self, path: &str) -> reqwest::Response {
+        let token = self.admin_token.as_deref().expect("the admin API is on");
+        self.client
+            .post(format!("{}{path}", self.admin_url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("POST reaches the admin API")
+    }
+
+    /// `PUT /admin/routes/NAME?component=REFERENCE`, no body: a deploy of
+    /// a component the host pulls from a registry.
+    pub(crate) async fn put_route_ref(&self, name: &str, reference: &str) -> reqwest::Response {
+        let token = self.admin_token.as_deref().expect("the admin API is on");
+        self.client
+            .put(format!("{}/admin/routes/{name}", self.admin_url()))
+            .query(&[("component", reference)])
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("PUT reaches the admin API")
+    }
+
+    /// `PUT /admin/routes/NAME` + `query` (empty, or `?...`) with the
+    /// component `bytes`: a deploy through the admin API.
+    pub(crate) async fn put_route(
+        &self,
+        name: &str,
+        query: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
+        let token = self.admin_token.as_deref().expect("the admin API is on");
+        self.client
+            .put(format!("{}/admin/routes/{name}{query}", self.admin_url()))
+            .bearer_auth(token)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("PUT reaches the admin API")
     }
 
     /// The manifest the host was started with.

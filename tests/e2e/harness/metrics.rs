@@ -19,3 +19,14 @@ pub(crate) async fn metric(trellis: &Trellis, name: &str, labels: &[(&str, &str)
         })
         .sum()
 }
+
+/// `trellis_instances{route, state}`: a reusing route's instances that are
+/// `busy` or `idle`.
+pub(crate) async fn instances(trellis: &Trellis, route: &str, state: &str) -> f64 {
+    metric(
+        trellis,
+        "trellis_instances",
+        &[("route", route), ("state", state)],
+    )
+    .await
+}

@@ -40,13 +40,13 @@ pub(crate) use self::http::{
     assert_error, assert_security_headers, client_builder, header, raw_client,
 };
 pub(crate) use self::manifest::Manifest;
-pub(crate) use self::metrics::metric;
+pub(crate) use self::metrics::{instances, metric};
 pub(crate) use self::openapi::assert_valid_openapi;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
-pub(crate) use self::registry::Registry;
+pub(crate) use self::registry::{Registry, TokenServer};
 pub(crate) use self::scratch::{TempDir, unique};
-pub(crate) use self::tls::make_certs;
+pub(crate) use self::tls::{make_certs, openssl, rsa_der};
 pub(crate) use self::upstream::Upstream;
 pub(crate) use self::wait::{wait_until, wait_until_busy};
 

@@ -1,23 +1,46 @@
-//! Certificates for the TLS tests, made with the `openssl` CLI: a CA
+//! Certificates for the TLS tests, made with the `openssl` CLI (which
+//! [`openssl`] runs for other tests' keys too): a CA
 //! (`ca.pem`) and a server certificate for `127.0.0.1` and `localhost`
 //! (`server.pem`, key `server.key`) signed by it.
 
 use std::path::Path;
 
+/// Runs `openssl ARGS` in `dir`, failing the test with its stderr.
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The RSA key `key.pem` in `dir` as PKCS#1 DER, which is what
+/// `jsonwebtoken::EncodingKey::from_rsa_der` takes.
+pub(crate) fn rsa_der(dir: &Path) -> Vec<u8> {
+    openssl(
+        dir,
+        &[
+            "rsa",
+            "-in",
+            "key.pem",
+            "-traditional",
+            "-outform",
+            "DER",
+            "-out",
+            "key.der",
+        ],
+    );
+    std::fs::read(dir.join("key.der")).expect("reading key.der")
+}
+
 /// Writes `ca.pem`, `ca.key`, `server.pem` and `server.key` into `dir`.
 pub(crate) fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-x509",

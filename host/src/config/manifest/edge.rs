@@ -5,7 +5,7 @@
 
 use super::FromEnv;
 use crate::config::units::Duration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time;
 use toml::Spanned;
 
@@ -473,7 +473,7 @@ impl AuthPolicy {
 }
 
 /// `[cors]`, or a route's `cors = {...}`, which replaces it for that route.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     /// Exact origins (`https://app.example.com`), or `["*"]` for any

@@ -30,8 +30,8 @@ use std::time;
 use toml::Spanned;
 pub use upstreams::{BreakerSettings, UpstreamEntry, UpstreamSpec};
 pub use validate::{
-    check_cache, check_database_url, check_grants, check_limits, check_path, check_reuse,
-    check_route_name, check_scopes, parse_methods,
+    MIN_CACHE_DIR_SIZE, check_cache, check_cache_dir_max_size, check_database_url, check_grants,
+    check_limits, check_path, check_reuse, check_route_name, check_scopes, parse_methods,
 };
 
 /// Capabilities a route may grant; see `wit/` and DESIGN.md.
@@ -117,6 +117,10 @@ pub struct Server {
     pub compression_min_size: ByteSize,
     /// Where precompiled components are kept (env `TRELLIS_CACHE_DIR` wins).
     pub cache_dir: Option<PathBuf>,
+    /// How much the cache directory may hold before its least recently
+    /// used entries that no loaded version needs are deleted (env
+    /// `TRELLIS_CACHE_DIR_MAX_SIZE` wins).
+    pub cache_dir_max_size: ByteSize,
     /// Most guest instances alive at once across all routes; sizes the
     /// pooling allocator.
     pub max_instances: u32,
@@ -142,6 +146,7 @@ impl Default for Server {
             shutdown_grace: Duration(time::Duration::from_secs(30)),
             compression_min_size: ByteSize(1024),
             cache_dir: None,
+            cache_dir_max_size: ByteSize(1 << 30),
             max_instances: 1000,
             max_component_size: ByteSize(64 << 20),
             header_timeout: Duration(time::Duration::from_secs(10)),
@@ -911,6 +916,40 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_cache_directory_size_defaults_to_1gib_and_is_checked() {
+        let m = parse("").unwrap();
+        assert_eq!(m.server.cache_dir_max_size.0, 1 << 30);
+        let m = parse("[server]\ncache_dir_max_size = \"256MiB\"\n").unwrap();
+        assert_eq!(m.server.cache_dir_max_size.0, 256 << 20);
+        let m = parse("[server]\ncache_dir_max_size = 2097152\n").unwrap();
+        assert_eq!(m.server.cache_dir_max_size.0, 2 << 20);
+        for (text, want) in [
+            (
+                "[server]\nlisten = \"127.0.0.1:1\"\ncache_dir_max_size = \"512KiB\"\n",
+                ":3: server.cache_dir_max_size: 512KiB is too small: at least 1MiB",
+            ),
+            (
+                "[server]\ncache_dir_max_size = 0\n",
+                ":2: server.cache_dir_max_size: 0B is too small",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        // A value that is not a size: the parser's report, with the line
+        // and the key.
+        let err = parse("[server]\n\ncache_dir_max_size = \"1 lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3")
+                && err.contains("cache_dir_max_size")
+                && err.contains("invalid size"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -240,18 +240,41 @@ impl RouteConfig {
         Ok(RouteConfig { values })
     }
 
-    /// Sets the variable `key` (not a secret: those come from the
-    /// manifest, which may name the host's environment).
+    /// Sets the variable `key`; a secret of that name stays one (a
+    /// variable would show its value in the admin API).
     pub fn set_variable(&mut self, key: &str, value: &str) -> Result<(), String> {
         valid_key(key)?;
         if self.values.get(key).is_some_and(|(_, secret)| *secret) {
             return Err(format!(
-                "{key:?} is a secret of the route's manifest entry; secrets are set there"
+                "{key:?} is one of the route's secrets; remove it first (secret.{key}= with \
+                 no value) to make it a variable"
             ));
         }
         self.values
             .insert(key.to_owned(), (value.to_owned(), false));
         Ok(())
+    }
+
+    /// Sets the secret `key` (replacing a variable of that name).
+    pub fn set_secret(&mut self, key: &str, value: String) -> Result<(), String> {
+        valid_key(key)?;
+        self.values.insert(key.to_owned(), (value, true));
+        Ok(())
+    }
+
+    /// Removes `key`, a variable or a secret.
+    pub fn remove(&mut self, key: &str) -> Result<(), String> {
+        valid_key(key)?;
+        self.values.remove(key);
+        Ok(())
+    }
+
+    /// The secrets' keys (never their values).
+    pub fn secret_keys(&self) -> impl Iterator<Item = &str> {
+        self.values
+            .iter()
+            .filter(|(_, (_, secret))| *secret)
+            .map(|(k, _)| k.as_str())
     }
 
     /// The variables (not the secrets), by key.

@@ -4,7 +4,7 @@
 
 use super::spec::{Limits, Reuse};
 use super::{KNOWN_GRANTS, Manifest, ManifestError, ResponseCache, RouteConfig, line_of};
-use crate::config::units::Duration;
+use crate::config::units::{ByteSize, Duration};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -450,6 +450,7 @@ fn check_server(server: &super::Server) -> Result<(), (&'static str, String)> {
         }
         at_most(value, max).map_err(|m| (key, m))?;
     }
+    check_cache_dir_max_size(server.cache_dir_max_size).map_err(|m| ("cache_dir_max_size", m))?;
     if server.max_connections == 0 {
         return Err(("max_connections", "must be at least 1".into()));
     }
@@ -457,6 +458,21 @@ fn check_server(server: &super::Server) -> Result<(), (&'static str, String)> {
         return Err((
             "max_connections",
             format!("must be at most {MAX_CONNECTIONS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The smallest `cache_dir_max_size`: a compiled component alone is
+/// usually more, and a smaller value is more likely a unit left out.
+pub const MIN_CACHE_DIR_SIZE: ByteSize = ByteSize(1 << 20);
+
+/// Checks `[server] cache_dir_max_size` (or `TRELLIS_CACHE_DIR_MAX_SIZE`):
+/// at least [`MIN_CACHE_DIR_SIZE`].
+pub fn check_cache_dir_max_size(size: ByteSize) -> Result<(), String> {
+    if size < MIN_CACHE_DIR_SIZE {
+        return Err(format!(
+            "{size} is too small: at least {MIN_CACHE_DIR_SIZE} (the cache directory holds compiled components, megabytes each)"
         ));
     }
     Ok(())

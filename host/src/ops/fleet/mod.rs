@@ -18,10 +18,11 @@
 
 pub mod store;
 
-use crate::config::manifest::RouteSpec;
+use crate::config::manifest::{Cors, RouteSpec};
 use crate::config::{Config, ManifestSource};
-use crate::ops::admin::{rfc3339, settings_from_stored, stored_settings};
+use crate::ops::admin::rfc3339;
 use crate::ops::deployments::{DeployError, Deployments};
+use crate::ops::route_settings::{settings_from_stored, stored_settings};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -399,10 +400,16 @@ impl Fleet {
     }
 
     /// Route `name`'s settings for `stored` on this host: this host's
-    /// manifest supplies what only a manifest can set.
-    pub fn spec_for(&self, name: &str, stored: &Settings) -> Result<RouteSpec, String> {
+    /// manifest entry (else its `[cors]`, `host_cors`) supplies what the
+    /// admin API did not set.
+    pub fn spec_for(
+        &self,
+        name: &str,
+        stored: &Settings,
+        host_cors: Option<&Arc<Cors>>,
+    ) -> Result<RouteSpec, String> {
         let base = self.manifest.get(name).map(|(spec, _)| spec);
-        settings_from_stored(name, base, stored)
+        settings_from_stored(name, base, stored, host_cors)
     }
 
     /// Records a deploy of `spec` (component `bytes`, `digest`) in the

@@ -85,6 +85,8 @@ pub struct Claimed {
     pub attempts: u32,
     /// The enqueuing request's `traceparent`, if it had one.
     pub trace: Option<String>,
+    /// When it was enqueued (ms since the epoch).
+    pub created: i64,
 }
 
 /// Where a failed attempt left its job.
@@ -157,14 +159,30 @@ pub trait JobStore: Send + Sync {
         lease_until: i64,
     ) -> StoreFuture<'a, Vec<Claimed>>;
     /// Marks attempt `attempt` of `id` (a job of `queue`) done; false if
-    /// the lease was lost.
+    /// the lease was lost. [`JobStore::ack_many`] of one job.
     fn ack<'a>(
         &'a self,
         queue: &'a str,
         id: &'a str,
         attempt: u32,
         now: i64,
-    ) -> StoreFuture<'a, bool>;
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let jobs = [(id, attempt)];
+            let acked = self.ack_many(queue, &jobs, now).await?;
+            Ok(acked.first().copied().unwrap_or(false))
+        })
+    }
+    /// Marks each `(id, attempt)` of `jobs` (jobs of `queue`) done, in one
+    /// round trip (a group commit): per job, in order, whether it was
+    /// still leased under that attempt (false: its lease was lost, or the
+    /// job came earlier in the list).
+    fn ack_many<'a>(
+        &'a self,
+        queue: &'a str,
+        jobs: &'a [(&'a str, u32)],
+        now: i64,
+    ) -> StoreFuture<'a, Vec<bool>>;
     /// Fails attempt `attempt` of `id` (a job of `queue`): retried at
     /// `retry_at`, or dead.
     fn fail<'a>(

@@ -15,6 +15,7 @@
 use super::{Claimed, Counts, DeadJob, JobError, JobStore, NewJob, Settled, StoreFuture};
 use crate::services::database::{Database, Pool};
 use sqlx::{Connection as _, Row as _};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -56,12 +57,34 @@ const INSERT: &str = "INSERT INTO trellis_jobs \
 const CLAIM_SQLITE: &str = "UPDATE trellis_jobs SET state = 'active', attempt = attempt + 1, run_at = $3 \
     WHERE id IN (SELECT id FROM trellis_jobs WHERE queue = $1 AND state = 'waiting' AND run_at <= $2 \
     ORDER BY priority DESC, run_at, id LIMIT $4) \
-    RETURNING id, payload, attempt, max_attempts, trace";
+    RETURNING id, payload, attempt, max_attempts, trace, created_at";
 
 const CLAIM_POSTGRES: &str = "UPDATE trellis_jobs SET state = 'active', attempt = attempt + 1, run_at = $3 \
     WHERE id IN (SELECT id FROM trellis_jobs WHERE queue = $1 AND state = 'waiting' AND run_at <= $2 \
     ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-    RETURNING id, payload, attempt, max_attempts, trace";
+    RETURNING id, payload, attempt, max_attempts, trace, created_at";
+
+/// Most jobs one acknowledging statement names (two bound parameters
+/// each); longer lists take one statement per this many, in one
+/// transaction.
+/// (Three in the tests, so they cover the transaction.)
+const ACK_CHUNK: usize = if cfg!(test) { 3 } else { 1000 };
+
+/// The statement that marks done the active jobs among `n` (id, attempt)
+/// pairs, bound from `$2` on (`$1` is the finish time).
+fn ack_statement(n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from(
+        "UPDATE trellis_jobs SET state = 'done', finished_at = $1, error = NULL \
+         WHERE state = 'active' AND (id, attempt) IN (VALUES ",
+    );
+    for i in 0..n {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}(${}, ${})", 2 + 2 * i, 3 + 2 * i);
+    }
+    sql.push_str(") RETURNING id, attempt");
+    sql
+}
 
 /// The job store on the host's database.
 pub struct SqlStore {
@@ -259,6 +282,7 @@ impl JobStore for SqlStore {
                         attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?)
                             .unwrap_or(u32::MAX),
                         trace: row.try_get("trace")?,
+                        created: row.try_get("created_at")?,
                     });
                 }
                 Ok(claimed)
@@ -266,25 +290,47 @@ impl JobStore for SqlStore {
         })
     }
 
-    fn ack<'a>(
+    fn ack_many<'a>(
         &'a self,
         _queue: &'a str,
-        id: &'a str,
-        attempt: u32,
+        jobs: &'a [(&'a str, u32)],
         now: i64,
-    ) -> StoreFuture<'a, bool> {
+    ) -> StoreFuture<'a, Vec<bool>> {
         Box::pin(async move {
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
             with_conn!(self, |conn, _pg| {
-                let done = sqlx::query(
-                    "UPDATE trellis_jobs SET state = 'done', finished_at = $3, error = NULL \
-                     WHERE id = $1 AND attempt = $2 AND state = 'active'",
-                )
-                .bind(id)
-                .bind(count(attempt))
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                // The (id, attempt) pairs still active, as the statements
+                // return them.
+                let mut acked: HashSet<(String, i64)> = HashSet::new();
+                macro_rules! ack_chunk {
+                    ($exec:expr, $chunk:expr) => {{
+                        let chunk = $chunk;
+                        let sql = ack_statement(chunk.len());
+                        let mut query = sqlx::query(&sql).bind(now);
+                        for (id, attempt) in chunk {
+                            query = query.bind(*id).bind(count(*attempt));
+                        }
+                        for row in query.fetch_all($exec).await? {
+                            acked.insert((row.try_get("id")?, row.try_get("attempt")?));
+                        }
+                    }};
+                }
+                if jobs.len() <= ACK_CHUNK {
+                    ack_chunk!(&mut *conn, jobs);
+                } else {
+                    let mut tx = conn.begin().await?;
+                    for chunk in jobs.chunks(ACK_CHUNK) {
+                        ack_chunk!(&mut *tx, chunk);
+                    }
+                    tx.commit().await?;
+                }
+                // A job named twice was acknowledged by its first mention.
+                Ok(jobs
+                    .iter()
+                    .map(|(id, attempt)| acked.remove(&((*id).to_owned(), count(*attempt))))
+                    .collect())
             })
         })
     }
@@ -646,5 +692,57 @@ mod tests {
         let c = store.claim("topic/g2", 5, 0, 10).await.unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].id.as_str(), c[0].attempts), ("e.g2", 3));
+    }
+
+    #[tokio::test]
+    async fn ack_many_settles_the_jobs_still_leased_and_only_once() {
+        let store = store();
+        let mut first = job("c", 0, None);
+        first.now = 7;
+        store.enqueue(first).await.unwrap();
+        let c = store.claim("q", 1, 0, 100).await.unwrap();
+        assert_eq!(
+            (c[0].id.as_str(), c[0].created),
+            ("c", 7),
+            "the enqueue time"
+        );
+        for id in ["a", "b", "d"] {
+            store.enqueue(job(id, 0, None)).await.unwrap();
+        }
+        assert_eq!(store.claim("q", 10, 0, 1000).await.unwrap().len(), 3);
+        // c's lease (until 100) expires; a, b and d hold theirs.
+        assert_eq!(store.reclaim("q", 0, 150).await.unwrap(), 1);
+        assert!(store.ack_many("q", &[], 160).await.unwrap().is_empty());
+        // Two statements (ACK_CHUNK is 3 in tests) in one transaction.
+        let acked = store
+            .ack_many(
+                "q",
+                &[
+                    ("a", 1),
+                    ("b", 2),
+                    ("c", 1),
+                    ("d", 1),
+                    ("d", 1),
+                    ("nope", 1),
+                ],
+                160,
+            )
+            .await
+            .unwrap();
+        assert_eq!(acked, [true, false, false, true, false, false]);
+        let counts = store.counts(160).await.unwrap()[0].1;
+        assert_eq!(
+            (counts.done, counts.active, counts.waiting),
+            (2, 1, 1),
+            "{counts:?}"
+        );
+        let again = store.claim("q", 10, 170, 1000).await.unwrap();
+        assert_eq!((again[0].id.as_str(), again[0].attempt), ("c", 2));
+        assert!(
+            store.ack("q", "b", 1, 180).await.unwrap(),
+            "b's own attempt"
+        );
+        assert_eq!(store.ack_many("q", &[("c", 2)], 180).await.unwrap(), [true]);
+        assert_eq!(store.counts(190).await.unwrap()[0].1.done, 4);
     }
 }

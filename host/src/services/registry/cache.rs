@@ -2,17 +2,25 @@
 //! (`oci/blobs/sha256/HEX`, content-addressed, checked again on every
 //! read), and the digest each tag last resolved to (`oci/tags/…`), so a
 //! host restarting while its registry is down still loads what it served.
+//!
+//! Entries are touched when read and pruned least recently used first by
+//! [`crate::services::disk_cache`], which never deletes one pinned
+//! ([`Cache::pin`]) by what a loaded version needs.
 
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::reference::Reference;
+use crate::services::disk_cache::{self, DiskCache, Kind, Pin};
 
 /// Blobs and tag resolutions under one directory.
 pub(super) struct Cache {
     /// `<cache_dir>/oci`; lives as long as the host, shared by hosts that
     /// share the cache directory (every write is a rename).
     dir: PathBuf,
+    /// The cache directory, whose pins protect entries from pruning.
+    disk: Arc<DiskCache>,
 }
 
 /// `sha256:` and the hex SHA-256 of `bytes`.
@@ -21,8 +29,28 @@ pub(crate) fn digest_of(bytes: &[u8]) -> String {
 }
 
 impl Cache {
-    pub(super) fn new(dir: PathBuf) -> Cache {
-        Cache { dir }
+    pub(super) fn new(disk: Arc<DiskCache>) -> Cache {
+        Cache {
+            dir: disk.dir().join("oci"),
+            disk,
+        }
+    }
+
+    /// Protects the manifest `digest`, the layer `layer` (and the layer's
+    /// compiled code: its digest is the component's) and, for a
+    /// reference by tag, the tag's resolution from pruning while the pin
+    /// lives.
+    pub(super) fn pin(&self, reference: &Reference, digest: &str, layer: &str) -> Pin {
+        let hex = |d: &str| d.strip_prefix("sha256:").map(str::to_owned);
+        let manifest = hex(digest).map(|h| Kind::Blob.key(&h));
+        let layer = hex(layer)
+            .map(|h| [Kind::Blob.key(&h), Kind::Artifact.key(&h)])
+            .into_iter()
+            .flatten();
+        let tag = self
+            .tag_path(reference)
+            .and_then(|p| Some(Kind::Tag.key(p.file_name()?.to_str()?)));
+        self.disk.pin(manifest.into_iter().chain(layer).chain(tag))
     }
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
@@ -37,6 +65,7 @@ impl Cache {
         let path = self.blob_path(digest)?;
         let bytes = std::fs::read(&path).ok()?;
         if digest_of(&bytes) == digest {
+            disk_cache::touch(&path);
             return Some(bytes);
         }
         tracing::warn!(path = %path.display(), digest, "cached blob does not match its digest; removing it");
@@ -47,10 +76,12 @@ impl Cache {
     /// Keeps `bytes` as blob `digest` (best effort: a cache that cannot be
     /// written only costs a pull next time).
     pub(super) fn write(&self, digest: &str, bytes: &[u8]) {
-        if let Some(path) = self.blob_path(digest)
-            && !path.exists()
-        {
-            store(&path, bytes);
+        if let Some(path) = self.blob_path(digest) {
+            if path.exists() {
+                disk_cache::touch(&path);
+            } else {
+                store(&path, bytes);
+            }
         }
     }
 
@@ -67,7 +98,9 @@ impl Cache {
 
     /// The manifest digest `reference`'s tag last resolved to here.
     pub(super) fn tag(&self, reference: &Reference) -> Option<String> {
-        let text = std::fs::read_to_string(self.tag_path(reference)?).ok()?;
+        let path = self.tag_path(reference)?;
+        let text = std::fs::read_to_string(&path).ok()?;
+        disk_cache::touch(&path);
         let digest = text.trim().to_owned();
         crate::config::reference::check_digest(&digest)
             .is_ok()
@@ -83,17 +116,9 @@ impl Cache {
 }
 
 /// Writes through a temporary file and a rename, so a concurrent reader
-/// never sees half a blob.
+/// (or a prune) never sees half a blob.
 fn store(path: &Path, bytes: &[u8]) {
-    let written = (|| {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(err) = written {
+    if let Err(err) = disk_cache::write_atomically(path, bytes) {
         tracing::warn!(cause = %err, path = %path.display(), "cannot write the registry cache; continuing without it");
     }
 }

@@ -31,7 +31,6 @@ use http::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use http::{Method, StatusCode};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use toml::Spanned;
 
@@ -74,6 +73,9 @@ pub struct Pulled {
     pub source: Reference,
     /// Whether nothing had to be downloaded.
     pub from_cache: bool,
+    /// Keeps its manifest, layer and tag on disk while it lives (the
+    /// manifest's components are kept for the host's life).
+    _pin: crate::services::disk_cache::Pin,
 }
 
 /// A component pushed.
@@ -110,11 +112,11 @@ pub struct Registries {
 }
 
 impl Registries {
-    /// The registries `entries` configures, caching under
-    /// `cache_dir/oci`.
+    /// The registries `entries` configures, caching under `oci/` of the
+    /// cache directory `disk`.
     pub fn new(
         entries: &BTreeMap<String, Spanned<RegistryEntry>>,
-        cache_dir: PathBuf,
+        disk: Arc<crate::services::disk_cache::DiskCache>,
         max_size: u64,
     ) -> anyhow::Result<Registries> {
         let settings = entries
@@ -131,7 +133,7 @@ impl Registries {
         Ok(Registries {
             settings,
             http: Http::new()?,
-            cache: cache::Cache::new(cache_dir.join("oci")),
+            cache: cache::Cache::new(disk),
             max_size,
             prefetched: Mutex::new(HashMap::new()),
         })
@@ -265,6 +267,9 @@ impl Registries {
             },
         };
         let (layer, size) = layer_of(&manifest).map_err(fail)?;
+        // Pinned before anything is read or written, so no prune takes
+        // what this pull brings from under it.
+        let pin = self.cache.pin(reference, &digest, &layer);
         if size > self.max_size {
             return Err(fail(Failure::TooLarge {
                 size,
@@ -293,7 +298,18 @@ impl Registries {
             bytes: bytes.into(),
             source,
             from_cache,
+            _pin: pin,
         })
+    }
+
+    /// Protects what loading `source` (a reference pinned to its manifest
+    /// digest, as [`Pulled::source`]) again would read from the disk
+    /// cache: its manifest, its tag's resolution, and its layer, whose
+    /// digest is the component's, `layer` (hex), and that layer's
+    /// compiled code.
+    pub fn pin(&self, source: &Reference, layer: &str) -> crate::services::disk_cache::Pin {
+        let manifest = source.digest.as_deref().unwrap_or_default();
+        self.cache.pin(source, manifest, &format!("sha256:{layer}"))
     }
 
     /// `GET /v2/NAME/manifests/REF`: the manifest and its digest, checked

@@ -101,7 +101,11 @@ def _read(request: Any) -> Request:
         body.extend(chunk)
     stream.__exit__(None, None, None)
     _http.IncomingBody.finish(incoming)
-    return Request(_method(request.method()), path, query, headers, bytes(body))
+    method = _method(request.method())
+    # Handles are released as soon as they are read, the request's too: an
+    # instance that still holds one after its request is not reused.
+    request.__exit__(None, None, None)
+    return Request(method, path, query, headers, bytes(body))
 
 
 def _write(response: Response, response_out: Any) -> None:

@@ -1,7 +1,7 @@
 -- Leases up to `max` ready jobs to `consumer`. ARGV: consumer, max, now,
 -- and for a topic's subscriber group: the topic's event stream and the
 -- group's name ('' for a queue).
--- Returns {id, payload, attempt, attempts, trace} per job.
+-- Returns {id, payload, attempt, attempts, trace, created} per job.
 local consumer, max, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local events, group = ARGV[4], ARGV[5]
 promote(now)
@@ -23,27 +23,39 @@ if events ~= '' then
 end
 local out = {}
 
+-- Reads up to `n` new entries of `stream` for `consumer`, creating the
+-- group on the stream's first read.
+local function read_new(stream, n)
+  local got = redis.pcall('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n, 'STREAMS', stream, '>')
+  if type(got) == 'table' and got.err then
+    if not string.find(got.err, 'NOGROUP', 1, true) then
+      error(got.err)
+    end
+    redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+    got = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n, 'STREAMS', stream, '>')
+  end
+  return got
+end
+
 -- Leases up to `n` undelivered jobs of `stream` (lane `lane`).
 local function take(stream, lane, n)
   if n <= 0 then
     return
   end
-  -- From entry 0: jobs enqueued before any worker ran are delivered too.
-  redis.pcall('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
-  local got = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n, 'STREAMS', stream, '>')
+  local got = read_new(stream, n)
   if not got then
     return
   end
   for _, e in ipairs(got[1][2]) do
     local id = field(e[2], 'id')
     local key = job_key(id)
-    if redis.call('HGET', key, 'state') ~= 'waiting' then
+    local j = redis.call('HMGET', key, 'state', 'attempt', 'payload', 'attempts', 'trace', 'created')
+    if j[1] ~= 'waiting' then
       settle(e[1], lane) -- not a live entry of a waiting job; never expected
     else
-      local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-      redis.call('HSET', key, 'state', 'active', 'entry', e[1], 'lane', lane)
-      local j = redis.call('HMGET', key, 'payload', 'attempts', 'trace')
-      out[#out + 1] = {id, j[1], attempt, tonumber(j[2]), j[3]}
+      local attempt = (tonumber(j[2]) or 0) + 1
+      redis.call('HSET', key, 'state', 'active', 'attempt', attempt, 'entry', e[1], 'lane', lane)
+      out[#out + 1] = {id, j[3], attempt, tonumber(j[4]), j[5], tonumber(j[6]) or 0}
     end
   end
 end
@@ -58,7 +70,6 @@ local function take_ranked(min, max, n)
   if #members == 0 then
     return
   end
-  redis.pcall('XGROUP', 'CREATE', nextq, GROUP, '0', 'MKSTREAM')
   for _, m in ipairs(members) do
     redis.call('ZREM', ranked, m)
     redis.call('XADD', nextq, '*', 'id', string.match(m, '^%d+:(.*)$'))

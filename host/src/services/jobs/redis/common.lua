@@ -13,6 +13,8 @@
 --             created, priority, state (waiting|delayed|active|dead),
 --             entry and lane (its stream entry: in :ready or :next),
 --             dead_entry, error, finished
+-- A stream's consumer group is created on the first NOGROUP error of a
+-- read (from entry 0, so jobs added before any worker ran are read too).
 local base = KEYS[1]
 local ready = base .. ':ready'
 local delayed = base .. ':delayed'
@@ -78,4 +80,58 @@ local function field(reply, name)
     end
   end
   return nil
+end
+
+-- Calls `cmd` with the arguments `head` and then those of `list`, at most
+-- 1000 of the list's to a call (Lua's unpack has a stack limit).
+local function call_many(cmd, head, list)
+  for i = 1, #list, 1000 do
+    local args = {}
+    for _, a in ipairs(head) do
+      args[#args + 1] = a
+    end
+    for k = i, math.min(i + 999, #list) do
+      args[#args + 1] = list[k]
+    end
+    redis.call(cmd, unpack(args))
+  end
+end
+
+-- Marks done, at `now`, every job of `jobs` ({id, attempt} pairs, the
+-- attempt as a string) that is still leased under that attempt. Returns
+-- 1 per such job, 0 per job whose lease expired (or that came twice).
+-- The entries, hashes and the :done set are each written by one call.
+local function ack_jobs(jobs, now)
+  local out, seen, keys, finished = {}, {}, {}, {}
+  local entries = {ready = {}, next = {}}
+  for i, job in ipairs(jobs) do
+    local id, attempt = job[1], job[2]
+    out[i] = 0
+    if not seen[id] then
+      seen[id] = true
+      local key = job_key(id)
+      local j = redis.call('HMGET', key, 'state', 'attempt', 'entry', 'lane')
+      if j[1] == 'active' and j[2] == attempt then
+        out[i] = 1
+        local lane = j[4] == 'next' and 'next' or 'ready'
+        entries[lane][#entries[lane] + 1] = j[3]
+        keys[#keys + 1] = key
+        finished[#finished + 1] = now
+        finished[#finished + 1] = id
+      end
+    end
+  end
+  for lane, list in pairs(entries) do
+    if #list > 0 then
+      call_many('XACK', {stream_of(lane), GROUP}, list)
+      call_many('XDEL', {stream_of(lane)}, list)
+    end
+  end
+  if #keys > 0 then
+    -- A done job keeps only its id (in :done, for the counts); its
+    -- dedupe key lives on by itself until the queue's retention.
+    call_many('DEL', {}, keys)
+    call_many('ZADD', {done}, finished)
+  end
+  return out
 end

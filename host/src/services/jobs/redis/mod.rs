@@ -49,7 +49,7 @@ const CONSUMER_IDLE_MS: i64 = 24 * 3600 * 1000;
 struct Scripts {
     enqueue: Script,
     claim: Script,
-    ack: Script,
+    ack_many: Script,
     fail: Script,
     reclaim: Script,
     counts: Script,
@@ -70,7 +70,7 @@ impl Scripts {
         Scripts {
             enqueue: script(include_str!("enqueue.lua")),
             claim: script(include_str!("claim.lua")),
-            ack: script(include_str!("ack.lua")),
+            ack_many: script(include_str!("ack_many.lua")),
             fail: script(include_str!("fail.lua")),
             reclaim: script(include_str!("reclaim.lua")),
             counts: script(include_str!("counts.lua")),
@@ -182,7 +182,7 @@ fn count(n: i64) -> u64 {
 }
 
 /// A job as the claim script returns it.
-type ClaimedRow = (String, Vec<u8>, i64, i64, String);
+type ClaimedRow = (String, Vec<u8>, i64, i64, String, i64);
 
 /// A dead job as the dead script returns it.
 type DeadRow = (String, Vec<u8>, i64, String, i64, i64);
@@ -278,33 +278,38 @@ impl JobStore for RedisStore {
                 .await?;
             Ok(rows
                 .into_iter()
-                .map(|(id, payload, attempt, attempts, trace)| Claimed {
+                .map(|(id, payload, attempt, attempts, trace, created)| Claimed {
                     id,
                     payload,
                     attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
                     attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                     trace: (!trace.is_empty()).then_some(trace),
+                    created,
                 })
                 .collect())
         })
     }
 
-    fn ack<'a>(
+    fn ack_many<'a>(
         &'a self,
         queue: &'a str,
-        id: &'a str,
-        attempt: u32,
+        jobs: &'a [(&'a str, u32)],
         now: i64,
-    ) -> StoreFuture<'a, bool> {
+    ) -> StoreFuture<'a, Vec<bool>> {
         Box::pin(async move {
-            let acked: i64 = self
-                .run(
-                    &self.scripts.ack,
-                    &[&self.base(queue)],
-                    args![id.as_bytes(), num(attempt), num(now)],
-                )
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut args = Vec::with_capacity(1 + 2 * jobs.len());
+            args.push(num(now));
+            for (id, attempt) in jobs {
+                args.push(id.as_bytes().to_vec());
+                args.push(num(attempt));
+            }
+            let acked: Vec<i64> = self
+                .run(&self.scripts.ack_many, &[&self.base(queue)], args)
                 .await?;
-            Ok(acked == 1)
+            Ok(acked.into_iter().map(|a| a == 1).collect())
         })
     }
 
@@ -701,6 +706,73 @@ mod tests {
         assert_eq!(order, ["d", "b", "a", "f", "c"], "{again:?}");
         let c = store.counts(2).await.unwrap()[0].1;
         assert_eq!((c.active, c.done, c.waiting), (5, 1, 0), "{c:?}");
+        forget(&store).await;
+    }
+
+    #[tokio::test]
+    async fn ack_many_settles_the_jobs_still_leased_and_only_once() {
+        let Some(store) = store().await else { return };
+        let mut first = job("c", 0, None);
+        first.now = 7;
+        store.enqueue(first).await.unwrap();
+        let c = store.claim("q", 1, 0, 100).await.unwrap();
+        assert_eq!(
+            (c[0].id.as_str(), c[0].created),
+            ("c", 7),
+            "the enqueue time"
+        );
+        // c's lease expires and c goes back to waiting; a, b and d are
+        // leased afresh.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for id in ["a", "b", "d"] {
+            store.enqueue(job(id, 0, None)).await.unwrap();
+        }
+        assert_eq!(store.claim("q", 10, 0, 100).await.unwrap().len(), 3);
+        assert_eq!(store.reclaim("q", 200, 1).await.unwrap(), 1, "c only");
+        assert!(store.ack_many("q", &[], 2).await.unwrap().is_empty());
+        let acked = store
+            .ack_many(
+                "q",
+                &[
+                    ("a", 1),
+                    ("b", 2),
+                    ("c", 1),
+                    ("d", 1),
+                    ("d", 1),
+                    ("nope", 1),
+                ],
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!(acked, [true, false, false, true, false, false]);
+        let counts = store.counts(3).await.unwrap()[0].1;
+        assert_eq!(
+            (counts.done, counts.active, counts.waiting),
+            (2, 1, 1),
+            "{counts:?}"
+        );
+        let again = store.claim("q", 10, 3, 100).await.unwrap();
+        assert_eq!((again[0].id.as_str(), again[0].attempt), ("c", 2));
+        assert!(store.ack("q", "b", 1, 4).await.unwrap(), "b's own attempt");
+        assert_eq!(store.ack_many("q", &[("c", 2)], 4).await.unwrap(), [true]);
+        assert_eq!(store.counts(5).await.unwrap()[0].1.done, 4);
+        // Over a thousand at once: the script's calls take them in parts.
+        let ids: Vec<String> = (0..1001).map(|i| format!("m{i}")).collect();
+        for id in &ids {
+            store.enqueue(job(id, 0, None)).await.unwrap();
+        }
+        let claimed = store.claim("q", 2000, 6, 100).await.unwrap();
+        assert_eq!(claimed.len(), 1001);
+        let pairs: Vec<(&str, u32)> = claimed.iter().map(|c| (c.id.as_str(), c.attempt)).collect();
+        let acked = store.ack_many("q", &pairs, 7).await.unwrap();
+        assert!(acked.iter().all(|a| *a), "every one acknowledged");
+        let counts = store.counts(8).await.unwrap()[0].1;
+        assert_eq!(
+            (counts.done, counts.active, counts.waiting),
+            (1005, 0, 0),
+            "{counts:?}"
+        );
         forget(&store).await;
     }
 }
