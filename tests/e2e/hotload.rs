@@ -193,7 +193,7 @@ async fn requests_in_flight_finish_on_the_old_version_and_rollback_restores_it()
     let trellis = start_admin(manifest).await;
     let slow = sha256_hex(component::SLOW);
     let in_flight = tokio::spawn(trellis.client().get(trellis.url("/v?ms=1500")).send());
-    wait_until_busy(&trellis, "/v?ms=0").await;
+    wait_until_busy(&trellis, "v", "/v?ms=0").await;
 
     // New limits, so version 2 gets its own slot rather than queueing
     // behind the request in flight.

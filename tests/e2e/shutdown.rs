@@ -28,7 +28,7 @@ fn manifest(grace: &str) -> Manifest {
 async fn sigterm_lets_requests_in_flight_finish() {
     let mut trellis = Trellis::start(manifest("30s")).await;
     let in_flight = tokio::spawn(trellis.client().get(trellis.url("/slow?ms=1500")).send());
-    wait_until_busy(&trellis, "/slow?ms=0").await;
+    wait_until_busy(&trellis, "slow", "/slow?ms=0").await;
 
     trellis.sigterm();
     let signalled = Instant::now();
@@ -53,7 +53,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
 async fn sigterm_gives_up_after_shutdown_grace() {
     let mut trellis = Trellis::start(manifest("1s")).await;
     let in_flight = tokio::spawn(trellis.client().get(trellis.url("/slow?ms=8000")).send());
-    wait_until_busy(&trellis, "/slow?ms=0").await;
+    wait_until_busy(&trellis, "slow", "/slow?ms=0").await;
 
     trellis.sigterm();
     let signalled = Instant::now();

@@ -5,12 +5,29 @@ use std::time::{Duration, Instant};
 
 use super::WAIT;
 use super::host::Trellis;
+use super::metrics::metric;
 
-/// Sends `GET path` until one is turned away with 503, which shows that
-/// another request holds the route's only slot (`max_concurrency = 1`), and
-/// returns that response. The contract has no other sign that a request is
-/// in flight, and this one needs no sleep.
-pub(crate) async fn wait_until_busy(trellis: &Trellis, path: &str) -> reqwest::Response {
+/// Waits until `route` has a request in flight (its gauge in `/metrics`),
+/// then sends `GET path` until one is turned away with 503, which shows
+/// that the request holds the only slot (`max_concurrency = 1`, or one
+/// instance), and returns that response. Probing only once the holder is
+/// in flight keeps the probes from taking the slot first and turning the
+/// holder away, as they could on a loaded machine.
+pub(crate) async fn wait_until_busy(
+    trellis: &Trellis,
+    route: &str,
+    path: &str,
+) -> reqwest::Response {
+    wait_until(
+        &format!("route {route} never had a request in flight"),
+        Duration::from_millis(10),
+        async || {
+            let in_flight =
+                metric(trellis, "trellis_requests_in_flight", &[("route", route)]).await;
+            (in_flight >= 1.0).then_some(())
+        },
+    )
+    .await;
     let deadline = Instant::now() + WAIT;
     loop {
         let response = trellis.get(path).await;
