@@ -1,7 +1,7 @@
 //! Bodies far larger than memory stream through the host in both directions,
 //! and the host's resident memory stays flat while they do.
 //!
-//! Both tests hold `HEAVY`, so they never run at the same time.
+//! Each test holds `HEAVY`, so they never run at the same time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,17 @@ fn manifest() -> Manifest {
             "/echo",
             component::ECHO,
             &[r#"timeout = "300s""#, r#"max_body = "1GiB""#],
+        )
+        // The WASI 0.3 echo: `/echo3?echo`.
+        .route(
+            "echo3",
+            "/echo3",
+            component::P3_COUNTER,
+            &[
+                r#"grants = ["log"]"#,
+                r#"timeout = "300s""#,
+                r#"max_body = "1GiB""#,
+            ],
         )
 }
 
@@ -93,13 +104,15 @@ async fn warm_up(trellis: &Trellis, client: &reqwest::Client) {
             .bytes()
             .await;
         assert_eq!(body.unwrap().len(), MIB as usize);
-        let echo = client
-            .post(trellis.url("/echo"))
-            .body(vec![1; BLOCK])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(echo.bytes().await.unwrap().len(), BLOCK);
+        for echo in ["/echo", "/echo3?echo"] {
+            let echo = client
+                .post(trellis.url(echo))
+                .body(vec![1; BLOCK])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(echo.bytes().await.unwrap().len(), BLOCK);
+        }
     }
 }
 
@@ -172,7 +185,17 @@ impl Pattern {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_512_mib_upload_in_constant_memory() {
-    const TOTAL: u64 = 512 * MIB;
+    echo_in_constant_memory("/echo", 512 * MIB).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_p3_echo_256_mib_upload_in_constant_memory() {
+    echo_in_constant_memory("/echo3?echo", 256 * MIB).await;
+}
+
+/// Uploads `total` bytes to `path`, which streams them back, and checks
+/// every byte of the answer and the host's memory while it runs.
+async fn echo_in_constant_memory(path: &str, total: u64) {
     let _heavy = HEAVY.lock().await;
     let trellis = Trellis::start(manifest()).await;
     let client = client();
@@ -180,7 +203,7 @@ async fn echo_512_mib_upload_in_constant_memory() {
 
     let pattern = Arc::new(Pattern::new());
     let source = pattern.clone();
-    let upload = futures::stream::iter(0..TOTAL / BLOCK as u64).map(move |block| {
+    let upload = futures::stream::iter(0..total / BLOCK as u64).map(move |block| {
         Ok::<_, std::io::Error>(Bytes::copy_from_slice(
             source.at(block * BLOCK as u64, BLOCK),
         ))
@@ -189,7 +212,7 @@ async fn echo_512_mib_upload_in_constant_memory() {
     let mut watch = MemoryWatch::start(&trellis);
     let received = tokio::time::timeout(TRANSFER_TIMEOUT, async {
         let response = client
-            .post(trellis.url("/echo"))
+            .post(trellis.url(path))
             .body(reqwest::Body::wrap_stream(upload))
             .send()
             .await
@@ -216,7 +239,7 @@ async fn echo_512_mib_upload_in_constant_memory() {
         received
     })
     .await
-    .expect("512 MiB echoes within the timeout");
-    assert_eq!(received, TOTAL);
-    watch.assert_flat("echoing 512 MiB");
+    .unwrap_or_else(|_| panic!("{path}: {} MiB echo within the timeout", total / MIB));
+    assert_eq!(received, total);
+    watch.assert_flat(&format!("{path}: echoing {} MiB", total / MIB));
 }

@@ -283,3 +283,120 @@ async fn the_response_cache_serves_a_wasi_p3_route() {
     assert_eq!(header(second.headers(), "x-trellis-cache"), "hit");
     assert_eq!(second.text().await.unwrap(), first_body);
 }
+
+/// The count a WASI 0.2 counter (`count=N request_id=ID`) answers.
+async fn p2_count(trellis: &Trellis, path: &str) -> u32 {
+    let response = trellis.get(path).await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    body.strip_prefix("count=")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: unexpected body {body:?}"))
+}
+
+/// Waits until `route` keeps `n` idle instances.
+async fn settle(trellis: &Trellis, route: &str, n: f64) {
+    crate::harness::wait_until(
+        &format!("{route} never had {n} idle instances"),
+        Duration::from_millis(10),
+        async || (instances(trellis, route, "idle").await == n).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn idle_instances_give_their_slot_to_other_routes_at_max_instances() {
+    // One slot for three reusing routes whose instances would idle for a
+    // minute, far past the requests' queue_timeout: each request can only
+    // be served if the idle instance of another route gives its slot up.
+    let reuse = r#"reuse = { requests = 100, idle = "60s" }"#;
+    let queue = r#"queue_timeout = "5s""#;
+    let manifest = route(
+        route(
+            Manifest::new().server("max_instances = 1"),
+            "a",
+            &[reuse, queue],
+        ),
+        "b",
+        &[reuse, queue],
+    )
+    .route(
+        "c",
+        "/c",
+        component::COUNTER,
+        &[r#"grants = ["log"]"#, reuse, queue],
+    );
+    let trellis = Trellis::start(manifest).await;
+
+    assert_eq!(
+        counts(&trellis, "/a", 2).await,
+        [1, 2],
+        "a keeps its instance"
+    );
+    settle(&trellis, "a", 1.0).await;
+    // WASI 0.3 to WASI 0.3: a's idle worker leaves for b.
+    assert_eq!(counts(&trellis, "/b", 2).await, [1, 2]);
+    settle(&trellis, "b", 1.0).await;
+    assert_eq!(
+        instances(&trellis, "a", "idle").await,
+        0.0,
+        "a's instance left"
+    );
+    // WASI 0.3 to WASI 0.2: b's idle worker leaves for c.
+    assert_eq!(p2_count(&trellis, "/c").await, 1);
+    settle(&trellis, "c", 1.0).await;
+    assert_eq!(p2_count(&trellis, "/c").await, 2, "c keeps its instance");
+    settle(&trellis, "c", 1.0).await;
+    assert_eq!(
+        instances(&trellis, "b", "idle").await,
+        0.0,
+        "b's instance left"
+    );
+    // WASI 0.2 to WASI 0.3: c's idle instance is dropped for a.
+    assert_eq!(counts(&trellis, "/a", 1).await, [1]);
+    settle(&trellis, "a", 1.0).await;
+    assert_eq!(
+        instances(&trellis, "c", "idle").await,
+        0.0,
+        "c's instance was dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_wasi_p3_body_is_held_to_max_body() {
+    let trellis = Trellis::start(route(Manifest::new(), "e", &[r#"max_body = "1KiB""#])).await;
+    let post = |query: &'static str, body: reqwest::Body| {
+        trellis
+            .client()
+            .post(trellis.url(&format!("/e?{query}")))
+            .body(body)
+            .send()
+    };
+    let chunked = |chunks: usize, size: usize| {
+        let parts = (0..chunks).map(move |i| Ok::<_, std::io::Error>(vec![i as u8; size]));
+        reqwest::Body::wrap_stream(futures::stream::iter(parts))
+    };
+
+    // Within the limit, chunked or not, the body comes back whole.
+    for query in ["echo", "echo=buffer"] {
+        let response = post(query, chunked(2, 512)).await.unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.len(), 1024, "{query}");
+        assert!(body[..512].iter().all(|b| *b == 0) && body[512..].iter().all(|b| *b == 1));
+    }
+    // A declared length over the limit never reaches the guest.
+    let refused = post("echo", vec![b'x'; 4096].into()).await.unwrap();
+    assert_error(refused, 413, "PAYLOAD_TOO_LARGE").await;
+    // A chunked body is cut at the limit while the guest reads it.
+    let refused = post("echo=buffer", chunked(16, 512)).await.unwrap();
+    assert_error(refused, 413, "PAYLOAD_TOO_LARGE").await;
+
+    assert_eq!(
+        counts(&trellis, "/e", 1).await,
+        [1],
+        "the route still serves"
+    );
+}

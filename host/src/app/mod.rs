@@ -10,17 +10,15 @@ use crate::config::quickstart;
 use crate::config::reference::Reference;
 use crate::config::{Config, ManifestSource};
 use crate::observability::metrics::Metrics;
+use crate::runtime::budget::Budget;
 use crate::runtime::component::{Handler, Loader, WorkerComponent};
 use crate::runtime::engine::{EpochTicker, new_engine};
-use crate::runtime::invoke::Lease;
 use crate::runtime::linker::new_linker;
-use crate::runtime::pool::Pool;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::time::Instant;
 
 /// Everything a request handler needs, built once at startup.
 pub struct App {
@@ -34,9 +32,8 @@ pub struct App {
     pub loader: Arc<Loader>,
     /// Process-wide settings from `[server]`.
     pub server: Server,
-    /// Live instances across all routes; sized like the pooling allocator
-    /// so a full pool is a clean 503, not an instantiation error.
-    pub instances: Arc<Semaphore>,
+    /// Live instances across all routes (`[server].max_instances`).
+    pub budget: Arc<Budget>,
     /// Set once shutdown begins; readiness then answers 503.
     pub draining: AtomicBool,
     /// What `GET /metrics` reports.
@@ -110,6 +107,7 @@ impl App {
             linker,
             services.disk_cache.clone(),
         ));
+        let budget = Arc::new(Budget::new(manifest.server.max_instances as usize));
         let mut routes = RouteTable::default();
         for route in &manifest.routes {
             let name = route.name();
@@ -122,7 +120,8 @@ impl App {
             };
             let (handler, pulled_from) = load_route(&loader, manifest, route, source, &services)
                 .with_context(|| what.clone())?;
-            let mut route_ = Route::new(route.spec(), Arc::new(handler), 1, None, &services);
+            let mut route_ =
+                Route::new(route.spec(), Arc::new(handler), 1, None, &services, &budget);
             route_.set_source(pulled_from, &services);
             routes
                 .insert(Arc::new(route_))
@@ -155,7 +154,6 @@ impl App {
             })));
         }
         let routes = ArcSwap::from_pointee(routes);
-        let instances = Arc::new(Semaphore::new(manifest.server.max_instances as usize));
         let metrics = services.metrics.clone();
         Ok(App {
             _ticker: EpochTicker::start(&engine),
@@ -163,89 +161,13 @@ impl App {
             loader,
             services,
             routes,
-            instances,
+            budget,
             server: manifest.server.clone(),
             draining: AtomicBool::new(false),
             metrics,
             workers,
             schedules: manifest.schedules.clone(),
         })
-    }
-}
-
-impl App {
-    /// A slot of the instance budget for a new instance, now or never.
-    /// When every slot is taken and some are held by idle kept instances
-    /// (routes with `reuse`), the longest-idle instances of the serving
-    /// routes are dropped to make room: kept instances never make a
-    /// request fail that a fresh instance could have served.
-    pub fn instance_slot(&self) -> Option<OwnedSemaphorePermit> {
-        loop {
-            if let Ok(slot) = self.instances.clone().try_acquire_owned() {
-                return Some(slot);
-            }
-            if !self.evict_idle(None) {
-                return None;
-            }
-        }
-    }
-
-    /// Drops one longest-idle kept instance of a serving route other than
-    /// `spare`'s, freeing its slot; false when there is none.
-    fn evict_idle(&self, spare: Option<&Arc<Pool>>) -> bool {
-        self.routes.load().iter().any(|route| {
-            route.pool.as_ref().is_some_and(|pool| {
-                !spare.is_some_and(|spare| Arc::ptr_eq(spare, pool)) && pool.evict_oldest()
-            })
-        })
-    }
-
-    /// An instance for a request of the route whose kept instances are
-    /// `own` (if it has `reuse`): one of them, or a slot of the instance
-    /// budget for a new one, waiting up to `wait`. A request that arrives
-    /// as another finishes (its response sent, its instance not yet
-    /// dropped or kept) queues briefly, as on a route's `max_concurrency`,
-    /// instead of being turned away; when the finishing instance is its
-    /// own route's and kept, it takes that one rather than evicting it to
-    /// instantiate anew.
-    pub async fn instance_within(&self, wait: Duration, own: Option<&Arc<Pool>>) -> Option<Lease> {
-        // A finishing request wakes the wait; an instance another route
-        // keeps idle does not, so eviction is tried again this often.
-        const RECHECK: Duration = Duration::from_millis(10);
-        let lease = |slot| match own {
-            Some(pool) => Lease::New(slot, pool.clone()),
-            None => Lease::Fresh(slot),
-        };
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some((warm, pool)) = own.and_then(|pool| Some((pool.take()?, pool))) {
-                return Some(Lease::Warm(warm, pool.clone()));
-            }
-            if let Ok(slot) = self.instances.clone().try_acquire_owned() {
-                return Some(lease(slot));
-            }
-            // Make room by evicting another route's idle instance; one of
-            // this route's that came back meanwhile is taken above instead.
-            if self.evict_idle(own) {
-                continue;
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let returned = async {
-                match own {
-                    Some(pool) => pool.returned().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                acquired = self.instances.clone().acquire_owned() => {
-                    if let Ok(slot) = acquired {
-                        return Some(lease(slot));
-                    }
-                }
-                () = returned => {}
-                () = tokio::time::sleep(left.min(RECHECK)) => {}
-            }
-        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::capabilities::{Capabilities, GuestContext, Services};
 use crate::config::manifest::RouteSpec;
 use crate::observability::metrics::{Metrics, RouteMetrics};
 use crate::observability::trace::TraceContext;
+use crate::runtime::budget::Budget;
 use crate::runtime::component::{Handler, HandlerPre};
 use crate::runtime::lane::SLOW_PER_ROUTE;
 use crate::runtime::pool::Pool;
@@ -61,14 +62,15 @@ pub struct Route {
 
 impl Route {
     /// Version `version` of the route `spec`, serving `handler` on
-    /// `services`. It shares `previous`'s concurrency slots when the limits
-    /// are unchanged.
+    /// `services`, its instances counted in `budget`. It shares
+    /// `previous`'s concurrency slots when the limits are unchanged.
     pub fn new(
         spec: RouteSpec,
         handler: Arc<Handler>,
         version: u32,
         previous: Option<&Route>,
         services: &Services,
+        budget: &Budget,
     ) -> Route {
         let label = format!("{}@{}", spec.name, &handler.digest[..12]);
         let slots = match previous {
@@ -83,7 +85,11 @@ impl Route {
         );
         // WASI 0.3 instances live in their `service`, not a pool.
         let pool = match handler.pre {
-            HandlerPre::P2(_) => spec.reuse.map(|reuse| Arc::new(Pool::new(reuse))),
+            HandlerPre::P2(_) => spec.reuse.map(|reuse| {
+                let pool = Arc::new(Pool::new(reuse));
+                budget.keep(&pool);
+                pool
+            }),
             HandlerPre::P3(_) => None,
         };
         Route {
@@ -136,11 +142,11 @@ impl Route {
     }
 
     /// The WASI 0.3 service of this version, `None` for a WASI 0.2
-    /// handler; its instances run on `engine` within `instances`.
+    /// handler; its instances run on `engine` within `budget`.
     pub fn service(
         &self,
         engine: &wasmtime::Engine,
-        instances: &Arc<Semaphore>,
+        budget: &Arc<Budget>,
         metrics: &Metrics,
     ) -> Option<&Service> {
         if !matches!(self.handler.pre, HandlerPre::P3(_)) {
@@ -152,7 +158,7 @@ impl Route {
                 self.handler.clone(),
                 self.spec.limits,
                 self.spec.reuse,
-                instances.clone(),
+                budget.clone(),
                 self.metrics(metrics).clone(),
                 self.probe_context(),
             )

@@ -188,7 +188,7 @@ async fn run_component(
     let guest = route.guest_context(request_id.clone(), context.trace.clone(), identity);
 
     let guards = (route_slot, in_flight);
-    let service = route.service(&app.engine, &app.instances, &app.metrics);
+    let service = route.service(&app.engine, &app.budget, &app.metrics);
     let p3 = service.is_some();
     let result = match service {
         Some(service) => serve_p3(app, route, service, req, guest, guards, &faults).await,
@@ -273,6 +273,7 @@ async fn serve_p2(
     faults: &BodyFaults,
 ) -> Result<Response, Failure> {
     let lease = app
+        .budget
         .instance_within(route.spec.limits.queue_timeout.0, route.pool.as_ref())
         .await
         .ok_or(Failure::NoInstance)?;

@@ -330,7 +330,7 @@ pub async fn instantiate_once(app: &App, version: &WorkerVersion) -> wasmtime::R
         memory: version.spec.memory,
         ..Limits::default()
     };
-    let _slot = app.instances.clone().acquire_owned().await;
+    let _slot = app.budget.slot_within(None).await;
     let mut store = new_store(&app.engine, &limits, guest);
     set_deadline(&mut store, Instant::now() + version.spec.timeout.0);
     version.component.pre.instantiate_async(&mut store).await?;
@@ -486,7 +486,7 @@ async fn attempt(
     let component = version.component.clone();
     // A slot of the process-wide instance budget, waited for: a job can
     // wait where a request would be refused.
-    let slot = app.instances.clone().acquire_owned().await;
+    let slot = app.budget.slot_within(None).await;
     let run = async move {
         let _slot = slot;
         let deadline = Instant::now() + timeout;

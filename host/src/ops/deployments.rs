@@ -360,13 +360,12 @@ impl Deployments {
         handler: &Handler,
     ) -> Result<(), DeployError> {
         // Idle kept instances give their slots up first.
-        let _slot = match self.app.instance_slot() {
-            Some(slot) => slot,
-            None => tokio::time::timeout(SLOT_WAIT, self.app.instances.clone().acquire_owned())
-                .await
-                .map_err(|_| DeployError::Busy(SLOT_WAIT))?
-                .map_err(|_| DeployError::Busy(SLOT_WAIT))?,
-        };
+        let _slot = self
+            .app
+            .budget
+            .slot_within(Some(SLOT_WAIT))
+            .await
+            .ok_or(DeployError::Busy(SLOT_WAIT))?;
         let capabilities = Arc::new(Capabilities::new(&self.app.services, spec));
         let guest = GuestContext::probe(
             capabilities,
@@ -455,6 +454,7 @@ impl Deployments {
             version,
             previous.map(|p| &**p),
             &self.app.services,
+            &self.app.budget,
         );
         route.set_source(prepared.source, &self.app.services);
         let route = Arc::new(route);

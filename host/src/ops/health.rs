@@ -146,10 +146,7 @@ async fn run_checks(app: &App) -> Report {
         let check = timed(&name, async {
             // Like a request, a check needs an instance slot.
             // (Idle kept instances give theirs up first.)
-            let _slot = match app.instance_slot() {
-                Some(slot) => slot,
-                None => app.instances.clone().acquire_owned().await?,
-            };
+            let _slot = app.budget.slot_within(None).await;
             instantiate_once(
                 &app.engine,
                 &route.handler,

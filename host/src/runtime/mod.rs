@@ -6,6 +6,7 @@
 //! offers), [`crate::services`], [`crate::observability`] and
 //! [`crate::config`]; never the HTTP server or the admin API.
 
+pub mod budget;
 pub mod component;
 pub mod engine;
 pub mod grants;

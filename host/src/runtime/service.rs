@@ -8,6 +8,8 @@
 //!
 //! - the instances: a store under the route's `memory`, a slot of
 //!   `[server].max_instances`, epoch ticks that make a busy guest yield;
+//!   an idle one gives its slot up when another request needs it
+//!   ([`Budget::claim_idle`]);
 //! - when an instance takes another request: never again after one
 //!   request without `reuse`, else up to `reuse.requests` in all and
 //!   `reuse.concurrent` at once;
@@ -22,6 +24,7 @@
 use crate::capabilities::GuestContext;
 use crate::config::manifest::{Limits, Reuse};
 use crate::observability::metrics::RouteMetrics;
+use crate::runtime::budget::{Budget, Leaving};
 use crate::runtime::component::{Handler, HandlerPre};
 use crate::runtime::invoke::Failure;
 use crate::runtime::pool::Tally;
@@ -30,7 +33,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::futures::OwnedNotified;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use wasmtime::component::GuestTaskId;
 use wasmtime::{CallHook, Engine, StoreContextMut};
@@ -60,13 +64,13 @@ struct NoSlot;
 
 impl Service {
     /// Serves `handler` (a WASI 0.3 one) under `limits` and `reuse`, with
-    /// instances counted against `instances`.
+    /// instances counted in `budget`.
     pub fn new(
         engine: Engine,
         handler: Arc<Handler>,
         limits: Limits,
         reuse: Option<Reuse>,
-        instances: Arc<Semaphore>,
+        budget: Arc<Budget>,
         series: Arc<RouteMetrics>,
         none: GuestContext,
     ) -> Service {
@@ -77,7 +81,7 @@ impl Service {
                 handler,
                 limits,
                 reuse,
-                instances,
+                budget,
                 series,
                 none,
                 retired: Mutex::new(CancellationToken::new()),
@@ -143,7 +147,7 @@ struct Instances {
     handler: Arc<Handler>,
     limits: Limits,
     reuse: Option<Reuse>,
-    instances: Arc<Semaphore>,
+    budget: Arc<Budget>,
     series: Arc<RouteMetrics>,
     /// The caller of calls no request owns (instantiation, background work).
     none: GuestContext,
@@ -160,15 +164,11 @@ impl HandlerState for Instances {
         let HandlerPre::P3(pre) = &self.handler.pre else {
             wasmtime::bail!("a WASI 0.2 handler reached the WASI 0.3 service (a host bug)");
         };
-        let wait = self.limits.queue_timeout.0;
-        let slot = match self.instances.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => tokio::time::timeout(wait, self.instances.clone().acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .ok_or_else(|| wasmtime::Error::new(NoSlot))?,
-        };
+        let slot = self
+            .budget
+            .slot_within(Some(self.limits.queue_timeout.0))
+            .await
+            .ok_or_else(|| wasmtime::Error::new(NoSlot))?;
         let started = Instant::now();
         let mut store = new_store(&self.engine, &self.limits, self.none.clone());
         // Ticks make a busy guest yield (so its instance's deadline can be
@@ -192,6 +192,7 @@ impl HandlerState for Instances {
         let retired = self.retired.lock().expect("retire lock").clone();
         let idle = self.reuse.as_ref().map_or(Duration::ZERO, |r| r.idle.0);
         let timeout = self.limits.timeout.0;
+        let leaving = Arc::new(Mutex::new(None));
         Ok(Instance {
             store,
             proxy: Proxy::P3(service),
@@ -201,6 +202,9 @@ impl HandlerState for Instances {
                 timeout,
                 sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
                 retired: Box::pin(retired.clone().cancelled_owned()),
+                asked: Box::pin(self.budget.asked()),
+                budget: self.budget.clone(),
+                leaving: leaving.clone(),
                 tally: tally.clone(),
             },
             state: Worker {
@@ -208,6 +212,7 @@ impl HandlerState for Instances {
                 concurrent,
                 retired,
                 slot: Mutex::new(Some(slot)),
+                leaving,
                 tally,
                 route: self.none.caller.route.clone(),
             },
@@ -241,6 +246,9 @@ struct Worker {
     retired: CancellationToken,
     /// Given back after the store is dropped.
     slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Set when the instance left, idle, for a request short of a slot;
+    /// held until the slot is back.
+    leaving: Arc<Mutex<Option<Leaving>>>,
     tally: Arc<Mutex<Tally>>,
     route: Arc<str>,
 }
@@ -278,18 +286,43 @@ impl WorkerState for Worker {
         // that stands for it goes.
         drop(store);
         self.slot.lock().expect("slot lock").take();
+        self.leaving.lock().expect("leaving lock").take();
     }
 }
 
 /// When an instance goes: idle past `reuse.idle` (at once without reuse,
-/// or when retired), or busy past the route's `timeout` since its newest
-/// request started.
+/// or when retired, or when a request elsewhere needs its slot), or busy
+/// past the route's `timeout` since its newest request started.
 struct Expiry {
     idle: Duration,
     timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
     retired: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Wakes an idle instance when a request starts waiting for a slot.
+    asked: Pin<Box<OwnedNotified>>,
+    budget: Arc<Budget>,
+    leaving: Arc<Mutex<Option<Leaving>>>,
     tally: Arc<Mutex<Tally>>,
+}
+
+impl Expiry {
+    /// Whether this idle instance should leave to free its slot for a
+    /// request waiting for one; registers for the next ask otherwise.
+    fn asked_to_leave(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            let fired = self.asked.as_mut().poll(cx).is_ready();
+            if fired {
+                self.asked = Box::pin(self.budget.asked());
+            }
+            if let Some(leaving) = self.budget.claim_idle() {
+                *self.leaving.lock().expect("leaving lock") = Some(leaving);
+                return true;
+            }
+            if !fired {
+                return false;
+            }
+        }
+    }
 }
 
 impl WorkerExpiration for Expiry {
@@ -302,7 +335,7 @@ impl WorkerExpiration for Expiry {
         let this = self.get_mut();
         let idle = status == WorkerStatus::Idle;
         this.tally.lock().expect("tally lock").set_idle(idle);
-        if idle && this.retired.as_mut().poll(cx).is_ready() {
+        if idle && (this.retired.as_mut().poll(cx).is_ready() || this.asked_to_leave(cx)) {
             return Poll::Ready(());
         }
         let limit = if idle { this.idle } else { this.timeout };

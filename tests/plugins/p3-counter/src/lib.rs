@@ -11,10 +11,15 @@
 //! (an async `wait-for`, so other requests run meanwhile) before it logs,
 //! `?trap` panics, `?loop` spins until the host's deadline and `?grow=N`
 //! keeps N more MiB of memory.
+//!
+//! `?echo` answers with the request body instead, streamed back as it
+//! arrives; `?echo=buffer` reads all of it first (so a body over the
+//! route's `max_body` fails before the answer starts).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+use wasip3::wit_bindgen::StreamResult;
 use wasip3::{wit_future, wit_stream};
 
 /// The `trellis:api` imports; only `log` is used.
@@ -44,6 +49,13 @@ struct Counter;
 
 impl wasip3::exports::http::handler::Guest for Counter {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        let path = request.get_path_with_query().unwrap_or_default();
+        let query = path.split_once('?').map_or("", |(_, q)| q);
+        match query {
+            "echo" => return echo(request, false).await,
+            "echo=buffer" => return echo(request, true).await,
+            _ => {}
+        }
         let count = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
         let now = IN_FLIGHT.fetch_add(1, Ordering::Relaxed) + 1;
         MOST.fetch_max(now, Ordering::Relaxed);
@@ -53,8 +65,6 @@ impl wasip3::exports::http::handler::Guest for Counter {
             .first()
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
-        let path = request.get_path_with_query().unwrap_or_default();
-        let query = path.split_once('?').map_or("", |(_, q)| q);
         for param in query.split('&') {
             match param.split_once('=').unwrap_or((param, "")) {
                 ("sleep", ms) => {
@@ -102,4 +112,45 @@ impl wasip3::exports::http::handler::Guest for Counter {
         });
         Ok(response)
     }
+}
+
+/// Answers with `request`'s body: streamed back as it arrives, or once all
+/// of it is read (`buffer`).
+async fn echo(request: Request, buffer: bool) -> Result<Response, ErrorCode> {
+    let (handled, handled_reader) = wit_future::new(|| Ok(()));
+    let (mut body, _trailers) = Request::consume_body(request, handled_reader);
+    let headers =
+        Fields::from_list(&[("content-type".into(), b"application/octet-stream".to_vec())])
+            .map_err(|_| ErrorCode::InternalError(Some("building headers".into())))?;
+    let (mut contents, reader) = wit_stream::new();
+    let (trailers, trailers_reader) = wit_future::new(|| Ok(None));
+    drop(trailers);
+    let mut kept = Vec::new();
+    if buffer {
+        loop {
+            let (result, chunk) = body.read(Vec::with_capacity(64 << 10)).await;
+            kept.extend_from_slice(&chunk);
+            if !matches!(result, StreamResult::Complete(_)) {
+                break;
+            }
+        }
+    }
+    let (response, _sent) = Response::new(headers, Some(reader), trailers_reader);
+    wasip3::spawn(async move {
+        let _handled = handled;
+        if buffer {
+            let _ = contents.write_all(kept).await;
+            return;
+        }
+        loop {
+            let (result, chunk) = body.read(Vec::with_capacity(64 << 10)).await;
+            if !chunk.is_empty() && !contents.write_all(chunk).await.is_empty() {
+                return;
+            }
+            if !matches!(result, StreamResult::Complete(_)) {
+                return;
+            }
+        }
+    });
+    Ok(response)
 }
