@@ -12,7 +12,7 @@ use http::Method;
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where lines go, and in which shape; set once at startup.
 struct Sink {
@@ -75,28 +75,33 @@ pub fn record(entry: &Entry<'_>) {
 
 fn format_text(out: &mut String, e: &Entry<'_>) {
     timestamp(out, SystemTime::now());
-    let _ = write!(
-        out,
-        "  INFO trellis::request: request request_id={} trace_id={} method={} path={}",
-        e.request_id, e.trace_id, e.method, e.path
-    );
+    out.push_str("  INFO trellis::request: request request_id=");
+    out.push_str(e.request_id);
+    out.push_str(" trace_id=");
+    out.push_str(e.trace_id);
+    out.push_str(" method=");
+    out.push_str(e.method.as_str());
+    out.push_str(" path=");
+    out.push_str(e.path);
     if let Some(route) = e.route {
-        let _ = write!(out, " route={route:?}");
+        out.push_str(" route=");
+        debug_str(out, route);
     }
     if let Some(component) = e.component {
-        let _ = write!(out, " component={component:?}");
+        out.push_str(" component=");
+        debug_str(out, component);
     }
     if let Some(version) = e.version {
-        let _ = write!(out, " version={version}");
+        out.push_str(" version=");
+        push_int(out, version.into(), 1);
     }
-    let _ = write!(
-        out,
-        " status={} duration_ms={}",
-        e.status,
-        Millis(e.duration)
-    );
+    out.push_str(" status=");
+    push_int(out, e.status.into(), 1);
+    out.push_str(" duration_ms=");
+    push_millis(out, e.duration);
     if let Some(upstream) = e.upstream {
-        let _ = write!(out, " upstream_ms={}", Millis(upstream));
+        out.push_str(" upstream_ms=");
+        push_millis(out, upstream);
     }
     out.push('\n');
 }
@@ -121,27 +126,54 @@ fn format_json(out: &mut String, e: &Entry<'_>) {
         json_str(out, component);
     }
     if let Some(version) = e.version {
-        let _ = write!(out, ",\"version\":{version}");
+        out.push_str(",\"version\":");
+        push_int(out, version.into(), 1);
     }
     if let Some(upstream) = e.upstream {
-        let _ = write!(out, ",\"upstream_ms\":{}", Millis(upstream));
+        out.push_str(",\"upstream_ms\":");
+        push_millis(out, upstream);
     }
-    let _ = writeln!(
-        out,
-        ",\"status\":{},\"duration_ms\":{},\"target\":\"trellis::request\"}}",
-        e.status,
-        Millis(e.duration)
-    );
+    out.push_str(",\"status\":");
+    push_int(out, e.status.into(), 1);
+    out.push_str(",\"duration_ms\":");
+    push_millis(out, e.duration);
+    out.push_str(",\"target\":\"trellis::request\"}\n");
 }
 
-/// Milliseconds to the microsecond (`0.028`, not `0.028000999999999998`),
-/// written without float formatting.
-struct Millis(Duration);
+/// Appends `n` in decimal, zero-padded to `width` digits. The line is
+/// built without `core::fmt`, whose machinery was most of its cost.
+fn push_int(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while n > 0 || digits.len() - at < width.max(1) {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("?"));
+}
 
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_micros();
-        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+/// Appends `d` as milliseconds to the microsecond (`0.028`, not
+/// `0.028000999999999998`), without float formatting.
+fn push_millis(out: &mut String, d: Duration) {
+    let micros = d.as_micros().min(u64::MAX.into()) as u64;
+    push_int(out, micros / 1000, 1);
+    out.push('.');
+    push_int(out, micros % 1000, 3);
+}
+
+/// Appends `s` quoted as `{:?}` shows it; names and digests need no
+/// escapes, so those skip the formatter.
+fn debug_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| matches!(b, b' ' | b'!' | b'#'..=b'[' | b']'..=b'~'))
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        let _ = write!(out, "{s:?}");
     }
 }
 
@@ -162,29 +194,40 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 /// Appends `t` as RFC 3339 UTC with microseconds, like tracing's own lines.
-/// Field by field: a `format("%Y-...")` string is parsed again on every
-/// call, which showed in the profile of a reused instance's request.
+/// The date and time to the second are formatted once a second (per
+/// thread) and copied after that.
 fn timestamp(out: &mut String, t: SystemTime) {
-    use chrono::{Datelike as _, Timelike as _};
-    let t = chrono::DateTime::<chrono::Utc>::from(t);
-    // From a SystemTime, never a leap second (nanoseconds below 10^9).
-    let micros = t.nanosecond() / 1000;
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-    );
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    SECOND.with_borrow_mut(|(second, shown)| {
+        if *second != since.as_secs() {
+            use chrono::{Datelike as _, Timelike as _};
+            let t = chrono::DateTime::<chrono::Utc>::from(t);
+            shown.clear();
+            let _ = write!(
+                shown,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+            );
+            *second = since.as_secs();
+        }
+        out.push_str(shown);
+    });
+    out.push('.');
+    push_int(out, since.subsec_micros().into(), 6);
+    out.push('Z');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     #[test]
     fn timestamps_match_the_calendar() {
@@ -197,11 +240,50 @@ mod tests {
         s.clear();
         timestamp(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
         assert_eq!(s, "2000-02-29T00:00:00.000000Z");
+        // The same second again, then the next: the cached part holds,
+        // then moves on.
+        for (micros, shown) in [
+            (999_999, "2000-02-29T00:00:00.999999Z"),
+            (1_000_007, "2000-02-29T00:00:01.000007Z"),
+        ] {
+            s.clear();
+            timestamp(
+                &mut s,
+                UNIX_EPOCH + Duration::from_secs(951_782_400) + Duration::from_micros(micros),
+            );
+            assert_eq!(s, shown);
+        }
+    }
+
+    #[test]
+    fn quoted_fields_are_shown_as_debug_shows_them() {
+        for field in [
+            "users-item",
+            "a b",
+            "q\"uote",
+            "back\\slash",
+            "tab\t",
+            "é",
+            "",
+        ] {
+            let mut s = String::new();
+            debug_str(&mut s, field);
+            assert_eq!(s, format!("{field:?}"));
+        }
+        let mut s = String::new();
+        push_int(&mut s, 0, 1);
+        push_int(&mut s, 42, 3);
+        push_int(&mut s, u64::MAX, 1);
+        assert_eq!(s, format!("0042{}", u64::MAX));
     }
 
     #[test]
     fn durations_are_milliseconds_to_the_microsecond() {
-        let shown = |d| Millis(d).to_string();
+        let shown = |d| {
+            let mut s = String::new();
+            push_millis(&mut s, d);
+            s
+        };
         assert_eq!(shown(Duration::from_nanos(28_001)), "0.028");
         assert_eq!(shown(Duration::from_micros(1500)), "1.500");
         assert_eq!(shown(Duration::from_secs(61)), "61000.000");
