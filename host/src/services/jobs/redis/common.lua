@@ -135,3 +135,28 @@ local function ack_jobs(jobs, now)
   end
   return out
 end
+
+-- Calls `action(id, entry)` for dead job `one` (its entry in :dead), or
+-- for every dead job when `one` is ''; entries of :dead whose job is no
+-- longer dead are dropped on the way. Returns how many jobs it acted on.
+local function each_dead(one, action)
+  if one ~= '' then
+    local j = redis.call('HMGET', job_key(one), 'state', 'dead_entry')
+    if j[1] ~= 'dead' then
+      return 0
+    end
+    action(one, j[2])
+    return 1
+  end
+  local n = 0
+  for _, e in ipairs(redis.call('XRANGE', dead, '-', '+')) do
+    local id = field(e[2], 'id')
+    if redis.call('HGET', job_key(id), 'state') == 'dead' then
+      action(id, e[1])
+      n = n + 1
+    else
+      redis.call('XDEL', dead, e[1])
+    end
+  end
+  return n
+end
