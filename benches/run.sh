@@ -65,6 +65,9 @@
 #   HELLO_WASM_PATH  use this hello.wasm instead of the one under target/guests
 #   USERS_WASM_PATH  use this users.wasm instead of the one under target/guests
 #   READY_TIMEOUT_S=60  how long a server may take to answer after start
+#   SERVER_CPU=0     the core every server is pinned to (taskset), and
+#   WRK_CPU=1        the core wrk is pinned to; empty for no pinning. The
+#                    databases and Redis are not pinned.
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -75,6 +78,13 @@ SUITES=${SUITES:-hello,sql,cached}
 ONLY=${ONLY:-trellis,trellis-resp,trellis-reuse,axum,wasmtime,wasmtime-reuse,express}
 PORT_BASE=${PORT_BASE:-8080}
 SKIP_BUILD=${SKIP_BUILD:-0}
+SERVER_CPU=${SERVER_CPU-0}
+WRK_CPU=${WRK_CPU-1}
+# Prefixes that pin a server and wrk to their cores (empty: unpinned).
+SERVER_PIN=()
+[[ -n $SERVER_CPU ]] && SERVER_PIN=(taskset -c "$SERVER_CPU")
+WRK_PIN=()
+[[ -n $WRK_CPU ]] && WRK_PIN=(taskset -c "$WRK_CPU")
 BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 SQL_SCHEMA=${SQL_SCHEMA:-trellis_bench}
 SQL_USERS=${SQL_USERS:-10000}
@@ -441,22 +451,22 @@ component = "$HELLO_WASM"
 $reuse
 EOF
             # Default logging, as a user would run it.
-            TRELLIS_CACHE_DIR=$WORK/trellis-cache "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
+            TRELLIS_CACHE_DIR=$WORK/trellis-cache "${SERVER_PIN[@]}" "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
             ;;
         hello/axum)
-            "$AXUM_BIN" "127.0.0.1:$port" >"$logf" 2>&1 &
+            "${SERVER_PIN[@]}" "$AXUM_BIN" "127.0.0.1:$port" >"$logf" 2>&1 &
             ;;
         hello/wasmtime)
             # -S cli: the guest, like any Rust std component, also imports
             # wasi:cli/environment etc., which `serve` links only with -S cli.
-            "$TOOLS/bin/wasmtime" serve -S cli --addr "127.0.0.1:$port" "$HELLO_WASM" >"$logf" 2>&1 &
+            "${SERVER_PIN[@]}" "$TOOLS/bin/wasmtime" serve -S cli --addr "127.0.0.1:$port" "$HELLO_WASM" >"$logf" 2>&1 &
             ;;
         hello/wasmtime-reuse)
-            "$TOOLS/bin/wasmtime" serve -S cli --max-instance-reuse-count 128 \
+            "${SERVER_PIN[@]}" "$TOOLS/bin/wasmtime" serve -S cli --max-instance-reuse-count 128 \
                 --addr "127.0.0.1:$port" "$HELLO_WASM" >"$logf" 2>&1 &
             ;;
         hello/express)
-            (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port exec node server.js) >"$logf" 2>&1 &
+            (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port exec "${SERVER_PIN[@]}" node server.js) >"$logf" 2>&1 &
             ;;
         sql/trellis | sql/trellis-reuse)
             mkdir -p "$WORK/trellis-cache"
@@ -487,14 +497,14 @@ EOF
             # The manifest names the database; an inherited
             # TRELLIS_DATABASE_URL must not point it elsewhere.
             env -u TRELLIS_DATABASE_URL TRELLIS_CACHE_DIR="$WORK/trellis-cache" \
-                "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
+                "${SERVER_PIN[@]}" "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
             ;;
         sql/axum)
-            PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL "$AXUM_USERS_BIN" >"$logf" 2>&1 &
+            PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL "${SERVER_PIN[@]}" "$AXUM_USERS_BIN" >"$logf" 2>&1 &
             ;;
         sql/express)
             (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL \
-                exec node users.js) >"$logf" 2>&1 &
+                exec "${SERVER_PIN[@]}" node users.js) >"$logf" 2>&1 &
             ;;
         cached/trellis | cached/trellis-resp)
             mkdir -p "$WORK/trellis-cache"
@@ -526,11 +536,11 @@ grants = ["sql", "cache", "config", "log"]
 $route_cache
 EOF
             env -u TRELLIS_DATABASE_URL TRELLIS_CACHE_DIR="$WORK/trellis-cache" \
-                "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
+                "${SERVER_PIN[@]}" "$TRELLIS_BIN" serve "$manifest" >"$logf" 2>&1 &
             ;;
         cached/express)
             (cd "$BENCH_DIR/express" && NODE_ENV=production PORT=$port DATABASE_URL=$SQL_URL POOL_MAX=$SQL_POOL \
-                REDIS_URL=$REDIS_URL TTL_S=60 KEY_PREFIX=bench-express:user: exec node users-cached.js) >"$logf" 2>&1 &
+                REDIS_URL=$REDIS_URL TTL_S=60 KEY_PREFIX=bench-express:user: exec "${SERVER_PIN[@]}" node users-cached.js) >"$logf" 2>&1 &
             ;;
     esac
     SERVER_PID=$!
@@ -854,14 +864,14 @@ bench_one() {
         return 0
     fi
     log "$key: warm-up $WARMUP"
-    timeout $((WARMUP_S + 30)) wrk "${wrk_args[@]}" -d"$WARMUP" "$target" "${wrk_tail[@]}" >"$WORK/warmup.txt" 2>&1 || true
+    timeout $((WARMUP_S + 30)) "${WRK_PIN[@]}" wrk "${wrk_args[@]}" -d"$WARMUP" "$target" "${wrk_tail[@]}" >"$WORK/warmup.txt" 2>&1 || true
     log "$key: wrk ${wrk_args[*]} -d$DURATION --latency $target${wrk_tail[*]:+ ${wrk_tail[*]}}"
     raw=$RESULTS/raw/$suite-$name.txt
     local srv0 pg0 srv1 pg1 rd0 rd1
     srv0=$(proc_ticks "$SERVER_PID")
     pg0=$([[ $suite == sql || $suite == cached ]] && pg_ticks || true)
     rd0=$([[ $suite == cached ]] && redis_ticks || true)
-    if ! timeout "$WRK_TIMEOUT" wrk "${wrk_args[@]}" -d"$DURATION" --latency "$target" "${wrk_tail[@]}" >"$raw" 2>&1; then
+    if ! timeout "$WRK_TIMEOUT" "${WRK_PIN[@]}" wrk "${wrk_args[@]}" -d"$DURATION" --latency "$target" "${wrk_tail[@]}" >"$raw" 2>&1; then
         FAILED[$key]="wrk failed"
         cat "$raw" >&2
         stop_server
@@ -986,6 +996,11 @@ cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/nu
 machine="$(nproc) cores, ${cpu_model:-unknown CPU}, $(uname -sr)"
 run_date=$(date -u '+%Y-%m-%d %H:%M UTC')
 wrk_line="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARMUP warm-up per server, one server at a time"
+if [[ -n $SERVER_CPU && -n $WRK_CPU ]]; then
+    placement="each server pinned to core $SERVER_CPU, wrk to core $WRK_CPU"
+else
+    placement="wrk and the server share the machine's cores"
+fi
 
 {
     if suite_on hello; then
@@ -1007,7 +1022,7 @@ wrk_line="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARM
             echo "- trellis-reuse / wasmtime-reuse = $(ratio "${RPS[hello/trellis-reuse]}" "${RPS[hello/wasmtime-reuse]}") (target ≥ 1.0, aim 1.2)"
         fi
         table_warnings hello
-        echo "- $wrk_line; wrk and the server share the machine."
+        echo "- $wrk_line; $placement."
         echo
     fi
     if suite_on sql; then
@@ -1030,7 +1045,7 @@ wrk_line="wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency on loopback, $WARM
         echo "- each request: \`SELECT id, name, email, created_at FROM users WHERE id = \$1\` on a pool of $SQL_POOL connections, answered as JSON; ids uniform over 1..$SQL_USERS (benches/users.lua, the same sequence for every server)"
         echo "- trellis-reuse: trellis's manifest with the route's \`reuse = { requests = 128 }\`; axum: benches/axum-users.rs, the same statement and the same response bytes as the component on a sqlx pool, no wasm (the floor)"
         echo "- a / b ratios: req/s over req/s (above 1: a is faster), and server CPU per request over server CPU per request (above 1: a costs more per request)"
-        echo "- PostgreSQL ${PG_VERSION:-?} on the same machine (schema $SQL_SCHEMA, $SQL_USERS rows, all in its cache); wrk, the server and PostgreSQL share the cores"
+        echo "- PostgreSQL ${PG_VERSION:-?} on the same machine (schema $SQL_SCHEMA, $SQL_USERS rows, all in its cache), not pinned; $placement"
         echo "- CPU / req: user + system CPU time during the measured run over the requests wrk completed, for the server process (all threads) and for all local \`postgres\` processes"
         echo "- $wrk_line"
         echo

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::response::IntoResponse as _;
 use axum::response::Response;
+use http_body::Body as _;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -168,17 +169,23 @@ impl Service<Request> for Split {
             Box::pin(self.host.call(req))
         } else {
             let app = self.app.clone();
+            // Let the other connections that became readable with this one
+            // compute their answers before this one is written: the
+            // answers then leave back to back, and a client waiting on
+            // several connections is woken once for them all instead of
+            // once per answer. On loopback each such wake-up is an
+            // interrupt to the client's core; on a 2-core VM this doubled
+            // hello's req/s at 16 connections (benches/README, "Writing
+            // answers in batches"). Not for requests with a body: hyper
+            // reads on while the answer waits, and a body the client broke
+            // (cut short, malformed chunking) would make it close the
+            // connection before the answer went out.
+            let batch = req.body().is_end_stream();
             Box::pin(async move {
                 let response = dispatch(app, req).await;
-                // Let the other connections that became readable with this
-                // one compute their answers before this one is written:
-                // the answers then leave back to back, and a client
-                // waiting on several connections is woken once for them
-                // all instead of once per answer. On loopback each such
-                // wake-up is an interrupt to the client's core; on a
-                // 2-core VM this doubled hello's req/s at 16 connections
-                // (benches/README, "Writing answers in batches").
-                tokio::task::yield_now().await;
+                if batch {
+                    tokio::task::yield_now().await;
+                }
                 Ok(response)
             })
         }
