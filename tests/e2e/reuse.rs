@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Launch, Manifest, Trellis, assert_error, component, header, instances, wait_until,
+    Launch, Manifest, Trellis, assert_error, component, header, instances, wait_idle, wait_until,
 };
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -61,17 +61,6 @@ async fn settle(trellis: &Trellis, route: &str) {
         &format!("{route} still has busy instances"),
         Duration::from_millis(5),
         async || (instances(trellis, route, "busy").await == 0.0).then_some(()),
-    )
-    .await;
-}
-
-/// Waits for `route` to have `n` idle instances (the instance goes back
-/// once the response body has ended, just after the client has it).
-async fn wait_idle(trellis: &Trellis, route: &str, n: f64) {
-    wait_until(
-        &format!("{route} never had {n} idle instances"),
-        Duration::from_millis(20),
-        async || (instances(trellis, route, "idle").await == n).then_some(()),
     )
     .await;
 }

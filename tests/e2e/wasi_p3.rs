@@ -11,7 +11,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use crate::harness::{Manifest, Trellis, assert_error, component, header, instances, metric};
+use crate::harness::{
+    Manifest, Trellis, assert_error, component, header, instances, metric, wait_idle,
+};
 
 /// A route `/NAME` serving the p3 counter with these extra lines.
 fn route(manifest: Manifest, name: &str, extra: &[&str]) -> Manifest {
@@ -296,16 +298,6 @@ async fn p2_count(trellis: &Trellis, path: &str) -> u32 {
         .unwrap_or_else(|| panic!("{path}: unexpected body {body:?}"))
 }
 
-/// Waits until `route` keeps `n` idle instances.
-async fn settle(trellis: &Trellis, route: &str, n: f64) {
-    crate::harness::wait_until(
-        &format!("{route} never had {n} idle instances"),
-        Duration::from_millis(10),
-        async || (instances(trellis, route, "idle").await == n).then_some(()),
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn idle_instances_give_their_slot_to_other_routes_at_max_instances() {
     // One slot for three reusing routes whose instances would idle for a
@@ -335,10 +327,10 @@ async fn idle_instances_give_their_slot_to_other_routes_at_max_instances() {
         [1, 2],
         "a keeps its instance"
     );
-    settle(&trellis, "a", 1.0).await;
+    wait_idle(&trellis, "a", 1.0).await;
     // WASI 0.3 to WASI 0.3: a's idle worker leaves for b.
     assert_eq!(counts(&trellis, "/b", 2).await, [1, 2]);
-    settle(&trellis, "b", 1.0).await;
+    wait_idle(&trellis, "b", 1.0).await;
     assert_eq!(
         instances(&trellis, "a", "idle").await,
         0.0,
@@ -346,9 +338,9 @@ async fn idle_instances_give_their_slot_to_other_routes_at_max_instances() {
     );
     // WASI 0.3 to WASI 0.2: b's idle worker leaves for c.
     assert_eq!(p2_count(&trellis, "/c").await, 1);
-    settle(&trellis, "c", 1.0).await;
+    wait_idle(&trellis, "c", 1.0).await;
     assert_eq!(p2_count(&trellis, "/c").await, 2, "c keeps its instance");
-    settle(&trellis, "c", 1.0).await;
+    wait_idle(&trellis, "c", 1.0).await;
     assert_eq!(
         instances(&trellis, "b", "idle").await,
         0.0,
@@ -356,7 +348,7 @@ async fn idle_instances_give_their_slot_to_other_routes_at_max_instances() {
     );
     // WASI 0.2 to WASI 0.3: c's idle instance is dropped for a.
     assert_eq!(counts(&trellis, "/a", 1).await, [1]);
-    settle(&trellis, "a", 1.0).await;
+    wait_idle(&trellis, "a", 1.0).await;
     assert_eq!(
         instances(&trellis, "c", "idle").await,
         0.0,

@@ -30,3 +30,14 @@ pub(crate) async fn instances(trellis: &Trellis, route: &str, state: &str) -> f6
     )
     .await
 }
+
+/// Waits for `route` to have `n` idle instances (the instance goes back
+/// once the response body has ended, just after the client has it).
+pub(crate) async fn wait_idle(trellis: &Trellis, route: &str, n: f64) {
+    super::wait_until(
+        &format!("{route} never had {n} idle instances"),
+        std::time::Duration::from_millis(20),
+        async || (instances(trellis, route, "idle").await == n).then_some(()),
+    )
+    .await;
+}

@@ -40,7 +40,7 @@ pub(crate) use self::http::{
     assert_error, assert_security_headers, client_builder, header, raw_client,
 };
 pub(crate) use self::manifest::Manifest;
-pub(crate) use self::metrics::{instances, metric};
+pub(crate) use self::metrics::{instances, metric, wait_idle};
 pub(crate) use self::openapi::assert_valid_openapi;
 pub(crate) use self::postgres::PostgresServer;
 pub(crate) use self::redis::{RedisServer, redis_url};
