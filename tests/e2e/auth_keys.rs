@@ -245,7 +245,7 @@ async fn stored_keys_are_added_listed_and_revoked(db: Db) {
                 assert!(
                     !bytes
                         .windows(key.len() - 4)
-                        .any(|w| w == key[4..].as_bytes()),
+                        .any(|w| w == &key.as_bytes()[4..]),
                     "a key is in the SQLite file"
                 );
             }

@@ -474,9 +474,9 @@ impl Store {
         })?;
         let state = self.route(name).await?;
         // Another change may have landed since: that is the state to serve.
-        Ok(state
+        state
             .filter(|s| s.generation >= generation)
-            .ok_or_else(|| StoreError::NoSuchRoute(name.to_owned()))?)
+            .ok_or_else(|| StoreError::NoSuchRoute(name.to_owned()))
     }
 
     /// Deletes route `name` on every host and forgets its history. A route
