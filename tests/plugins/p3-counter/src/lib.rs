@@ -19,7 +19,7 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
-use wasip3::wit_bindgen::StreamResult;
+use wasip3::wit_bindgen::{StreamResult, StreamWriter};
 use wasip3::{wit_future, wit_stream};
 
 /// The `trellis:api` imports; only `log` is used.
@@ -98,12 +98,7 @@ impl wasip3::exports::http::handler::Guest for Counter {
         IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
 
         let body = format!("count={count} request_id={request_id} most={most}\n");
-        let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())])
-            .map_err(|_| ErrorCode::InternalError(Some("building headers".into())))?;
-        let (mut contents, reader) = wit_stream::new();
-        let (trailers, trailers_reader) = wit_future::new(|| Ok(None));
-        let (response, _sent) = Response::new(headers, Some(reader), trailers_reader);
-        drop(trailers);
+        let (response, mut contents) = response(b"text/plain")?;
         // The host reads the body after `handle` returns: write it from a
         // task that outlives this call.
         wasip3::spawn(async move {
@@ -119,12 +114,7 @@ impl wasip3::exports::http::handler::Guest for Counter {
 async fn echo(request: Request, buffer: bool) -> Result<Response, ErrorCode> {
     let (handled, handled_reader) = wit_future::new(|| Ok(()));
     let (mut body, _trailers) = Request::consume_body(request, handled_reader);
-    let headers =
-        Fields::from_list(&[("content-type".into(), b"application/octet-stream".to_vec())])
-            .map_err(|_| ErrorCode::InternalError(Some("building headers".into())))?;
-    let (mut contents, reader) = wit_stream::new();
-    let (trailers, trailers_reader) = wit_future::new(|| Ok(None));
-    drop(trailers);
+    let (response, mut contents) = response(b"application/octet-stream")?;
     let mut kept = Vec::new();
     if buffer {
         loop {
@@ -135,7 +125,6 @@ async fn echo(request: Request, buffer: bool) -> Result<Response, ErrorCode> {
             }
         }
     }
-    let (response, _sent) = Response::new(headers, Some(reader), trailers_reader);
     wasip3::spawn(async move {
         let _handled = handled;
         if buffer {
@@ -153,4 +142,16 @@ async fn echo(request: Request, buffer: bool) -> Result<Response, ErrorCode> {
         }
     });
     Ok(response)
+}
+
+/// A response of `content_type` with no trailers, and the writer of its
+/// body.
+fn response(content_type: &[u8]) -> Result<(Response, StreamWriter<u8>), ErrorCode> {
+    let headers = Fields::from_list(&[("content-type".into(), content_type.to_vec())])
+        .map_err(|_| ErrorCode::InternalError(Some("building headers".into())))?;
+    let (contents, reader) = wit_stream::new();
+    let (trailers, trailers_reader) = wit_future::new(|| Ok(None));
+    drop(trailers);
+    let (response, _sent) = Response::new(headers, Some(reader), trailers_reader);
+    Ok((response, contents))
 }
