@@ -28,6 +28,8 @@
 //!   parameter selects the benchmark schema
 //! - `POOL_MAX`: pool size (default 20, the benchmark's `SQL_POOL`)
 
+mod shutdown;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -203,22 +205,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener.local_addr()?
     );
     serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown::shutdown_signal())
         .await?;
     pool.close().await;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM so the bench script can stop us cleanly.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        // Without a SIGTERM handler we still stop on Ctrl-C.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
