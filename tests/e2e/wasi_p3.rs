@@ -122,6 +122,31 @@ async fn concurrent_requests_share_one_instance_and_keep_their_own_context() {
 }
 
 #[tokio::test]
+async fn requests_one_after_another_on_a_kept_instance_log_as_themselves() {
+    // A finished request's guest task id is free again, and the next
+    // request's task may get it: its calls must not run as the last one.
+    let trellis =
+        Trellis::start(route(Manifest::new(), "s", &["reuse = { requests = 100 }"])).await;
+    let ids: Vec<String> = (0..4)
+        .map(|i| format!("seq-log-{i}-{}", rand_id()))
+        .collect();
+    let mut counts = Vec::new();
+    for id in &ids {
+        counts.push(ask(&trellis, "/s", id).await.0);
+    }
+    assert_eq!(counts, [1, 2, 3, 4], "one instance served them all");
+    for id in &ids {
+        let record = trellis
+            .wait_log(&format!("counted record of {id}"), |l| {
+                l["message"] == "counted" && l["request_id"] == id.as_str()
+            })
+            .await;
+        let fields: Value = serde_json::from_str(record["fields"].as_str().unwrap()).unwrap();
+        assert_eq!(fields["seen_request_id"], id.as_str(), "{record}");
+    }
+}
+
+#[tokio::test]
 async fn a_trap_a_spin_or_the_memory_limit_drops_the_instance() {
     let trellis = Trellis::start(route(
         Manifest::new(),

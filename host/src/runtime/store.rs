@@ -174,7 +174,14 @@ impl StoreData {
         if tasks.recent.len() >= tasks.keep {
             tasks.recent.pop_front();
         }
-        tasks.recent.push_back((task, guest, deadline));
+        // Task ids are reused once a task is gone: if the context is still
+        // set for an earlier task with this id, it is this request's now.
+        let stale = tasks.current == Some(task);
+        tasks.recent.push_back((task, guest.clone(), deadline));
+        if stale {
+            self.serve(guest);
+            self.hooks.set_deadline(deadline);
+        }
     }
 
     /// Before a host call of a WASI 0.3 instance: sets the caller (request

@@ -22,10 +22,11 @@ impl wasip3::exports::http::handler::Guest for Hello {
         let (trailers, trailers_reader) = wit_future::new(|| Ok(None));
         let (response, _sent) = Response::new(headers, Some(reader), trailers_reader);
         drop(trailers);
-        // The host reads the body after `handle` returns.
+        // The host reads the body after `handle` returns. A client that
+        // left stops the read; that is no reason to trap (and take down
+        // the other requests this instance serves).
         wasip3::spawn(async move {
-            let rest = contents.write_all(BODY.to_vec()).await;
-            assert!(rest.is_empty(), "the host stopped reading the body");
+            let _unsent = contents.write_all(BODY.to_vec()).await;
         });
         Ok(response)
     }
