@@ -182,7 +182,11 @@ fn build(workspace: &Path, target_dir: &Path, guests: &[String]) {
         // Guests ship without DWARF: components are 30x smaller and load
         // faster. The name section stays, so trap backtraces keep names.
         .args(["--config", "profile.release.debug=false"])
-        .args(["--config", "profile.release.strip=\"debuginfo\""]);
+        .args(["--config", "profile.release.strip=\"debuginfo\""])
+        // The host's link-time optimization is for the host: guests are
+        // small, and the tests build all of them.
+        .args(["--config", "profile.release.lto=false"])
+        .args(["--config", "profile.release.codegen-units=16"]);
     for name in guests {
         cmd.args(["-p", name]);
     }

@@ -20,13 +20,44 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Appends `n` as 16 lower-case hex digits. By table, not `format!`: ids
-/// are made and written on every request, where the formatting machinery
-/// showed in profiles.
-pub fn push_hex64(s: &mut String, n: u64) {
-    for shift in (0..16).rev() {
-        s.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
+/// `n` as 16 lower-case hex digits. By table into a stack buffer, not
+/// `format!` or a `push` per digit: ids are made and written on every
+/// request, where both showed in profiles.
+fn hex64_digits(n: u64) -> [u8; 16] {
+    let mut out = [0; 16];
+    for (i, byte) in n.to_be_bytes().into_iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
     }
+    out
+}
+
+/// `byte` as two lower-case hex digits.
+pub fn hex_byte(byte: u8) -> [u8; 2] {
+    [
+        DIGITS[usize::from(byte >> 4)],
+        DIGITS[usize::from(byte & 0xf)],
+    ]
+}
+
+/// Appends `n` as 16 lower-case hex digits.
+pub fn push_hex64(s: &mut String, n: u64) {
+    let digits = hex64_digits(n);
+    s.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
+}
+
+/// `words` random `u64`s (at most 2) as lower-case hex, straight into
+/// the shared string a request's ids live in: one allocation.
+pub fn random_hex_arc(words: usize) -> std::sync::Arc<str> {
+    assert!(words <= 2, "ids are 64 or 128 bits");
+    let mut rng = rand::thread_rng();
+    let mut digits = [0; 32];
+    for word in digits.chunks_exact_mut(16).take(words) {
+        word.copy_from_slice(&hex64_digits(rng.next_u64() | 1));
+    }
+    std::str::from_utf8(&digits[..16 * words])
+        .expect("hex digits are ASCII")
+        .into()
 }
 
 /// A random, non-zero `u64` (W3C trace ids and span ids must not be zero).
@@ -60,5 +91,9 @@ mod tests {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(random_hex(128), random_hex(128));
         assert_ne!(random_u64(), 0);
+        let arc = random_hex_arc(2);
+        assert_eq!(arc.len(), 32);
+        assert!(arc.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(random_hex_arc(1).len(), 16);
     }
 }

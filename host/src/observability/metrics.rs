@@ -8,6 +8,7 @@
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Latency buckets in seconds: fine below a millisecond, where hello lives,
@@ -211,16 +212,24 @@ impl Metrics {
         duration: Duration,
         series: Option<&RouteMetrics>,
     ) {
-        let buf = itoa_status(status);
-        let status = std::str::from_utf8(&buf).unwrap_or("0");
-        self.requests
-            .with_label_values(&[route, method, status])
-            .inc();
+        match series {
+            Some(series) => series.count_request(method, status, || {
+                self.requests_counter(route, method, status)
+            }),
+            None => self.requests_counter(route, method, status).inc(),
+        }
         let seconds = duration.as_secs_f64();
         match series {
             Some(series) => series.duration.observe(seconds),
             None => self.duration.with_label_values(&[route]).observe(seconds),
         }
+    }
+
+    /// The `http_requests_total` series of `route`, `method`, `status`.
+    fn requests_counter(&self, route: &str, method: &str, status: u16) -> prometheus::IntCounter {
+        let buf = itoa_status(status);
+        let status = std::str::from_utf8(&buf).unwrap_or("0");
+        self.requests.with_label_values(&[route, method, status])
     }
 
     /// A guest failed.
@@ -249,6 +258,7 @@ impl Metrics {
             busy: self.instances.with_label_values(&[route, "busy"]),
             idle: self.instances.with_label_values(&[route, "idle"]),
             served: self.instance_requests.with_label_values(&[route]),
+            requests: Arc::default(),
         }
     }
 
@@ -298,9 +308,37 @@ pub struct RouteMetrics {
     busy: prometheus::IntGauge,
     idle: prometheus::IntGauge,
     served: prometheus::Histogram,
+    /// This route's `http_requests_total` series by method and status,
+    /// as requests meet them: found by a short scan instead of hashing
+    /// three labels under the metric's lock on every request.
+    requests: Arc<Mutex<Vec<(Box<str>, u16, prometheus::IntCounter)>>>,
 }
 
+/// The most (method, status) series a route keeps at hand; others are
+/// looked up by label.
+const KEPT_REQUEST_SERIES: usize = 32;
+
 impl RouteMetrics {
+    /// Counts a request with `method` and `status` in the series
+    /// `lookup` finds the first time.
+    fn count_request(
+        &self,
+        method: &str,
+        status: u16,
+        lookup: impl FnOnce() -> prometheus::IntCounter,
+    ) {
+        let mut kept = self.requests.lock().expect("request series lock");
+        if let Some((.., counter)) = kept.iter().find(|(m, s, _)| *s == status && &**m == method) {
+            counter.inc();
+            return;
+        }
+        let counter = lookup();
+        counter.inc();
+        if kept.len() < KEPT_REQUEST_SERIES {
+            kept.push((method.into(), status, counter));
+        }
+    }
+
     /// A reused-route instance became busy (`true`) or stopped being so.
     pub fn instance_busy(&self, up: bool) {
         if up { self.busy.inc() } else { self.busy.dec() }

@@ -8,7 +8,6 @@
 //! slow or absent collector drops spans (counted in the log), never
 //! requests. Spans leave in batches of up to [`BATCH`] or every second.
 
-use crate::ids::random_u64;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::Full;
@@ -70,7 +69,7 @@ impl TraceContext {
     /// The context for a request carrying `traceparent` (or none).
     pub fn from_request(traceparent: Option<&HeaderValue>) -> TraceContext {
         let parsed = traceparent.and_then(|v| parse(v.to_str().ok()?));
-        let span_id: Arc<str> = hex64(random_u64()).into();
+        let span_id = crate::ids::random_hex_arc(1);
         match parsed {
             Some((trace_id, parent_id, flags)) => TraceContext {
                 trace_id: trace_id.into(),
@@ -81,12 +80,7 @@ impl TraceContext {
                 upstream_nanos: AtomicU64::new(0),
             },
             None => TraceContext {
-                trace_id: {
-                    let mut id = String::with_capacity(32);
-                    crate::ids::push_hex64(&mut id, random_u64());
-                    crate::ids::push_hex64(&mut id, random_u64());
-                    id.into()
-                },
+                trace_id: crate::ids::random_hex_arc(2),
                 span_id,
                 parent_id: None,
                 flags: 1,
@@ -111,14 +105,24 @@ impl TraceContext {
     /// The `traceparent` naming this request's span, for the response and
     /// anything this request calls.
     pub fn traceparent(&self) -> HeaderValue {
-        let mut value = String::with_capacity(55);
-        value.push_str("00-");
-        value.push_str(&self.trace_id);
-        value.push('-');
-        value.push_str(&self.span_id);
-        value.push('-');
-        value.push_str(&crate::ids::hex(&[self.flags]));
-        HeaderValue::from_str(&value).expect("hex digits are a valid header")
+        // Built on the stack: this runs for every response.
+        let mut value = [0u8; 64];
+        let mut len = 0;
+        let flags = crate::ids::hex_byte(self.flags);
+        let parts: [&[u8]; 6] = [
+            b"00-",
+            self.trace_id.as_bytes(),
+            b"-",
+            self.span_id.as_bytes(),
+            b"-",
+            &flags,
+        ];
+        for part in parts {
+            let end = (len + part.len()).min(value.len());
+            value[len..end].copy_from_slice(&part[..end - len]);
+            len = end;
+        }
+        HeaderValue::from_bytes(&value[..len]).expect("hex digits are a valid header")
     }
 
     /// Adds `took` to the request's time in upstream calls.
@@ -142,7 +146,7 @@ impl TraceContext {
             span: exporting().then(|| Open {
                 trace_id: self.trace_id.clone(),
                 parent_id: Some(self.span_id.clone()),
-                span_id: hex64(random_u64()).into(),
+                span_id: crate::ids::random_hex_arc(1),
                 name: name.into(),
                 kind: Kind::Internal,
                 started: SystemTime::now(),
@@ -461,12 +465,6 @@ fn parse(value: &str) -> Option<(String, String, u8)> {
             u8::from_str_radix(flags, 16).unwrap_or(0),
         )
     })
-}
-
-fn hex64(n: u64) -> String {
-    let mut s = String::with_capacity(16);
-    crate::ids::push_hex64(&mut s, n);
-    s
 }
 
 #[cfg(test)]
