@@ -77,6 +77,11 @@ pub struct Context {
 /// failure instead of a response that looks complete.
 pub struct GuestBody {
     inner: HyperOutgoingBody,
+    /// Frames taken from `inner` before hyper asked for them
+    /// ([`GuestBody::drain_finished`]), sent first.
+    taken: std::collections::VecDeque<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>,
+    /// `inner` ended cleanly after `taken`.
+    done: bool,
     /// Set by the guest's task when it fails, before its store (and with
     /// it the sending end of `inner`) is dropped.
     failed: Arc<AtomicBool>,
@@ -95,8 +100,36 @@ impl GuestBody {
     ) -> Self {
         GuestBody {
             inner,
+            taken: std::collections::VecDeque::new(),
+            done: false,
             failed,
             handback,
+        }
+    }
+
+    /// Takes what the guest already sent, once it has returned: if that
+    /// is the whole body, ended cleanly, a kept instance goes back to its
+    /// pool now rather than after hyper has written the response. Under
+    /// many connections the answers wait their turn to be written
+    /// (`http::server::Split`), and instances held that long meant one
+    /// instance per connection instead of a few warm ones.
+    fn drain_finished(&mut self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => self.taken.push_back(Ok(frame)),
+                Poll::Ready(Some(Err(err))) => {
+                    self.taken.push_back(Err(err));
+                    return;
+                }
+                Poll::Ready(None) if !self.failed.load(Ordering::Acquire) => {
+                    self.done = true;
+                    self.ended(true);
+                    return;
+                }
+                // A failure is reported when hyper reaches the end.
+                Poll::Ready(None) | Poll::Pending => return,
+            }
         }
     }
 
@@ -125,6 +158,15 @@ impl Body for GuestBody {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(frame) = self.taken.pop_front() {
+            if frame.is_err() {
+                self.ended(false);
+            }
+            return Poll::Ready(Some(frame));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(None) if self.failed.load(Ordering::Acquire) => {
                 self.ended(false);
@@ -146,8 +188,8 @@ impl Body for GuestBody {
 
     fn is_end_stream(&self) -> bool {
         // Never claim the end early: hyper would skip the poll that
-        // reports a failure.
-        false
+        // reports a failure. Once drained, the end is known to be clean.
+        self.done && self.taken.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -386,7 +428,11 @@ where
         finished = &mut guest => {
             finished?;
             return match rx.await {
-                Ok(Ok(response)) => Ok(response.map(|inner| GuestBody::new(inner, failed, handback))),
+                Ok(Ok(response)) => Ok(response.map(|inner| {
+                    let mut body = GuestBody::new(inner, failed, handback);
+                    body.drain_finished();
+                    body
+                })),
                 Ok(Err(code)) => Err(Failure::ErrorCode(code)),
                 Err(_) => Err(Failure::NoResponse),
             };
