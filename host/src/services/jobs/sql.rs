@@ -566,14 +566,49 @@ mod tests {
     use crate::services::jobs::JobStore;
     use std::path::Path;
 
-    /// A store on a fresh SQLite file.
-    fn store() -> SqlStore {
+    /// A store on `url` (its tables are made on first use).
+    fn store_on(url: &str) -> SqlStore {
         let dir = std::env::temp_dir().join(format!("trellis-jobs-{}", crate::ids::random_hex(64)));
         std::fs::create_dir_all(&dir).unwrap();
         let manifest = Manifest::parse("", Path::new("t.toml"), dir.clone()).unwrap();
-        let url = format!("sqlite://{}/jobs.db", dir.display());
+        let url = url.replace("{dir}", &dir.display().to_string());
         let database = Database::new(&manifest, Some(&url), &Metrics::new());
         SqlStore::new(Arc::new(database))
+    }
+
+    /// Runs `test` on a store on a fresh SQLite file, then on one in a
+    /// fresh schema of the test PostgreSQL (`TRELLIS_TEST_DATABASE_URL`,
+    /// default the local `test` database). PostgreSQL is required, never
+    /// skipped: its SQL is a dialect of its own.
+    async fn on_both<F, Fut>(test: F)
+    where
+        F: Fn(SqlStore) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        use sqlx::Connection as _;
+        eprintln!("on SQLite");
+        test(store_on("sqlite://{dir}/jobs.db")).await;
+
+        let server = std::env::var("TRELLIS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("unit_jobs_{}", crate::ids::random_hex(64));
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|err| panic!("PostgreSQL at {server} is required: {err}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let separator = if server.contains('?') { '&' } else { '?' };
+        eprintln!("on PostgreSQL, schema {schema}");
+        test(store_on(&format!(
+            "{server}{separator}options=-csearch_path%3D{schema}"
+        )))
+        .await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
     }
 
     fn job<'a>(id: &'a str, run_at: i64, dedupe: Option<&'a str>) -> NewJob<'a> {
@@ -593,156 +628,164 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_goes_from_waiting_to_done_once() {
-        let store = store();
-        assert_eq!(store.enqueue(job("a", 0, None)).await.unwrap(), "a");
-        assert_eq!(
-            store.enqueue(job("later", 50, None)).await.unwrap(),
-            "later"
-        );
-        let claimed = store.claim("q", 10, 10, 1000).await.unwrap();
-        assert_eq!(claimed.len(), 1, "the delayed job is not ready");
-        assert_eq!((claimed[0].id.as_str(), claimed[0].attempt), ("a", 1));
-        assert!(
-            store.claim("q", 10, 20, 1000).await.unwrap().is_empty(),
-            "leased"
-        );
-        let counts = store.counts(20).await.unwrap();
-        assert_eq!(
-            counts[0].1,
-            Counts {
-                active: 1,
-                delayed: 1,
-                ..Counts::default()
-            }
-        );
-        assert!(store.ack("q", "a", 1, 30).await.unwrap());
-        assert!(!store.ack("q", "a", 1, 31).await.unwrap(), "acked once");
-        assert_eq!(store.sweep("q", 30).await.unwrap(), 0, "within retention");
-        assert_eq!(store.sweep("q", 31).await.unwrap(), 1);
+        on_both(|store| async move {
+            assert_eq!(store.enqueue(job("a", 0, None)).await.unwrap(), "a");
+            assert_eq!(
+                store.enqueue(job("later", 50, None)).await.unwrap(),
+                "later"
+            );
+            let claimed = store.claim("q", 10, 10, 1000).await.unwrap();
+            assert_eq!(claimed.len(), 1, "the delayed job is not ready");
+            assert_eq!((claimed[0].id.as_str(), claimed[0].attempt), ("a", 1));
+            assert!(
+                store.claim("q", 10, 20, 1000).await.unwrap().is_empty(),
+                "leased"
+            );
+            let counts = store.counts(20).await.unwrap();
+            assert_eq!(
+                counts[0].1,
+                Counts {
+                    active: 1,
+                    delayed: 1,
+                    ..Counts::default()
+                }
+            );
+            assert!(store.ack("q", "a", 1, 30).await.unwrap());
+            assert!(!store.ack("q", "a", 1, 31).await.unwrap(), "acked once");
+            assert_eq!(store.sweep("q", 30).await.unwrap(), 0, "within retention");
+            assert_eq!(store.sweep("q", 31).await.unwrap(), 1);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn failures_retry_then_die_and_expired_leases_come_back() {
-        let store = store();
-        store.enqueue(job("a", 0, None)).await.unwrap();
-        let c = store.claim("q", 1, 0, 100).await.unwrap();
-        assert_eq!(
-            store
-                .fail("q", "a", c[0].attempt, "boom", 50, 1)
-                .await
-                .unwrap(),
-            Settled::Retry
-        );
-        assert!(
-            store.claim("q", 1, 40, 100).await.unwrap().is_empty(),
-            "backing off"
-        );
-        let c = store.claim("q", 1, 50, 150).await.unwrap();
-        assert_eq!(c[0].attempt, 2);
-        // The lease expires; a stale settlement of attempt 1 changes nothing.
-        assert_eq!(
-            store.fail("q", "a", 1, "late", 0, 2).await.unwrap(),
-            Settled::Lost
-        );
-        assert_eq!(store.reclaim("q", 100, 150).await.unwrap(), 1);
-        let dead = store.dead("q", 10).await.unwrap();
-        assert_eq!(dead.len(), 1, "out of attempts after the lease expired");
-        assert!(dead[0].error.as_deref().unwrap().contains("lease expired"));
-        assert_eq!(store.retry_dead("q", Some("a"), 200).await.unwrap(), 1);
-        let c = store.claim("q", 1, 200, 300).await.unwrap();
-        assert_eq!(c[0].attempt, 1, "fresh attempts");
-        assert_eq!(
-            store.fail("q", "a", 1, "x", 0, 201).await.unwrap(),
-            Settled::Retry
-        );
-        let c = store.claim("q", 1, 201, 300).await.unwrap();
-        assert_eq!(
-            store
-                .fail("q", "a", c[0].attempt, "x", 0, 202)
-                .await
-                .unwrap(),
-            Settled::Dead
-        );
-        assert_eq!(store.purge_dead("q", None).await.unwrap(), 1);
-        assert!(store.counts(300).await.unwrap().is_empty());
+        on_both(|store| async move {
+            store.enqueue(job("a", 0, None)).await.unwrap();
+            let c = store.claim("q", 1, 0, 100).await.unwrap();
+            assert_eq!(
+                store
+                    .fail("q", "a", c[0].attempt, "boom", 50, 1)
+                    .await
+                    .unwrap(),
+                Settled::Retry
+            );
+            assert!(
+                store.claim("q", 1, 40, 100).await.unwrap().is_empty(),
+                "backing off"
+            );
+            let c = store.claim("q", 1, 50, 150).await.unwrap();
+            assert_eq!(c[0].attempt, 2);
+            // The lease expires; a stale settlement of attempt 1 changes nothing.
+            assert_eq!(
+                store.fail("q", "a", 1, "late", 0, 2).await.unwrap(),
+                Settled::Lost
+            );
+            assert_eq!(store.reclaim("q", 100, 150).await.unwrap(), 1);
+            let dead = store.dead("q", 10).await.unwrap();
+            assert_eq!(dead.len(), 1, "out of attempts after the lease expired");
+            assert!(dead[0].error.as_deref().unwrap().contains("lease expired"));
+            assert_eq!(store.retry_dead("q", Some("a"), 200).await.unwrap(), 1);
+            let c = store.claim("q", 1, 200, 300).await.unwrap();
+            assert_eq!(c[0].attempt, 1, "fresh attempts");
+            assert_eq!(
+                store.fail("q", "a", 1, "x", 0, 201).await.unwrap(),
+                Settled::Retry
+            );
+            let c = store.claim("q", 1, 201, 300).await.unwrap();
+            assert_eq!(
+                store
+                    .fail("q", "a", c[0].attempt, "x", 0, 202)
+                    .await
+                    .unwrap(),
+                Settled::Dead
+            );
+            assert_eq!(store.purge_dead("q", None).await.unwrap(), 1);
+            assert!(store.counts(300).await.unwrap().is_empty());
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn dedupe_keys_hold_for_the_retention_and_ticks_fire_once() {
-        let store = store();
-        assert_eq!(store.enqueue(job("a", 0, Some("k"))).await.unwrap(), "a");
-        assert_eq!(store.enqueue(job("b", 0, Some("k"))).await.unwrap(), "a");
-        let mut late = job("c", 0, Some("k"));
-        late.now = 2000;
-        assert_eq!(
-            store.enqueue(late).await.unwrap(),
-            "c",
-            "past the retention"
-        );
-        assert!(store.fire("s", 1000, job("t1", 1000, None)).await.unwrap());
-        assert!(!store.fire("s", 1000, job("t2", 1000, None)).await.unwrap());
-        assert!(store.fire("s", 2000, job("t3", 2000, None)).await.unwrap());
-        store.subscribe("topic", "g1", 0).await.unwrap();
-        store.subscribe("topic", "g2", 0).await.unwrap();
-        store.subscribe("topic", "g1", 5).await.unwrap();
-        assert_eq!(
-            store.publish("topic", "e", b"x", 3, None, 0).await.unwrap(),
-            2
-        );
-        let c = store.claim("topic/g2", 5, 0, 10).await.unwrap();
-        assert_eq!(c.len(), 1);
-        assert_eq!((c[0].id.as_str(), c[0].attempts), ("e.g2", 3));
+        on_both(|store| async move {
+            assert_eq!(store.enqueue(job("a", 0, Some("k"))).await.unwrap(), "a");
+            assert_eq!(store.enqueue(job("b", 0, Some("k"))).await.unwrap(), "a");
+            let mut late = job("c", 0, Some("k"));
+            late.now = 2000;
+            assert_eq!(
+                store.enqueue(late).await.unwrap(),
+                "c",
+                "past the retention"
+            );
+            assert!(store.fire("s", 1000, job("t1", 1000, None)).await.unwrap());
+            assert!(!store.fire("s", 1000, job("t2", 1000, None)).await.unwrap());
+            assert!(store.fire("s", 2000, job("t3", 2000, None)).await.unwrap());
+            store.subscribe("topic", "g1", 0).await.unwrap();
+            store.subscribe("topic", "g2", 0).await.unwrap();
+            store.subscribe("topic", "g1", 5).await.unwrap();
+            assert_eq!(
+                store.publish("topic", "e", b"x", 3, None, 0).await.unwrap(),
+                2
+            );
+            let c = store.claim("topic/g2", 5, 0, 10).await.unwrap();
+            assert_eq!(c.len(), 1);
+            assert_eq!((c[0].id.as_str(), c[0].attempts), ("e.g2", 3));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn ack_many_settles_the_jobs_still_leased_and_only_once() {
-        let store = store();
-        let mut first = job("c", 0, None);
-        first.now = 7;
-        store.enqueue(first).await.unwrap();
-        let c = store.claim("q", 1, 0, 100).await.unwrap();
-        assert_eq!(
-            (c[0].id.as_str(), c[0].created),
-            ("c", 7),
-            "the enqueue time"
-        );
-        for id in ["a", "b", "d"] {
-            store.enqueue(job(id, 0, None)).await.unwrap();
-        }
-        assert_eq!(store.claim("q", 10, 0, 1000).await.unwrap().len(), 3);
-        // c's lease (until 100) expires; a, b and d hold theirs.
-        assert_eq!(store.reclaim("q", 0, 150).await.unwrap(), 1);
-        assert!(store.ack_many("q", &[], 160).await.unwrap().is_empty());
-        // Two statements (ACK_CHUNK is 3 in tests) in one transaction.
-        let acked = store
-            .ack_many(
-                "q",
-                &[
-                    ("a", 1),
-                    ("b", 2),
-                    ("c", 1),
-                    ("d", 1),
-                    ("d", 1),
-                    ("nope", 1),
-                ],
-                160,
-            )
-            .await
-            .unwrap();
-        assert_eq!(acked, [true, false, false, true, false, false]);
-        let counts = store.counts(160).await.unwrap()[0].1;
-        assert_eq!(
-            (counts.done, counts.active, counts.waiting),
-            (2, 1, 1),
-            "{counts:?}"
-        );
-        let again = store.claim("q", 10, 170, 1000).await.unwrap();
-        assert_eq!((again[0].id.as_str(), again[0].attempt), ("c", 2));
-        assert!(
-            store.ack("q", "b", 1, 180).await.unwrap(),
-            "b's own attempt"
-        );
-        assert_eq!(store.ack_many("q", &[("c", 2)], 180).await.unwrap(), [true]);
-        assert_eq!(store.counts(190).await.unwrap()[0].1.done, 4);
+        on_both(|store| async move {
+            let mut first = job("c", 0, None);
+            first.now = 7;
+            store.enqueue(first).await.unwrap();
+            let c = store.claim("q", 1, 0, 100).await.unwrap();
+            assert_eq!(
+                (c[0].id.as_str(), c[0].created),
+                ("c", 7),
+                "the enqueue time"
+            );
+            for id in ["a", "b", "d"] {
+                store.enqueue(job(id, 0, None)).await.unwrap();
+            }
+            assert_eq!(store.claim("q", 10, 0, 1000).await.unwrap().len(), 3);
+            // c's lease (until 100) expires; a, b and d hold theirs.
+            assert_eq!(store.reclaim("q", 0, 150).await.unwrap(), 1);
+            assert!(store.ack_many("q", &[], 160).await.unwrap().is_empty());
+            // Two statements (ACK_CHUNK is 3 in tests) in one transaction.
+            let acked = store
+                .ack_many(
+                    "q",
+                    &[
+                        ("a", 1),
+                        ("b", 2),
+                        ("c", 1),
+                        ("d", 1),
+                        ("d", 1),
+                        ("nope", 1),
+                    ],
+                    160,
+                )
+                .await
+                .unwrap();
+            assert_eq!(acked, [true, false, false, true, false, false]);
+            let counts = store.counts(160).await.unwrap()[0].1;
+            assert_eq!(
+                (counts.done, counts.active, counts.waiting),
+                (2, 1, 1),
+                "{counts:?}"
+            );
+            let again = store.claim("q", 10, 170, 1000).await.unwrap();
+            assert_eq!((again[0].id.as_str(), again[0].attempt), ("c", 2));
+            assert!(
+                store.ack("q", "b", 1, 180).await.unwrap(),
+                "b's own attempt"
+            );
+            assert_eq!(store.ack_many("q", &[("c", 2)], 180).await.unwrap(), [true]);
+            assert_eq!(store.counts(190).await.unwrap()[0].1.done, 4);
+        })
+        .await;
     }
 }
