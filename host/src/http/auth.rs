@@ -47,7 +47,11 @@ pub fn authenticate<'a, B>(
                 tracing::error!(route = %route.name, policy = name, "auth policy unknown; request refused");
                 Err(ErrorKind::Internal)
             }
-            Some(Ok((policy, credential))) => verify(route, &policy, credential).await.map(Some),
+            // Boxed: only routes with `auth` get here, and inline a JWKS
+            // fetch would size every request's future.
+            Some(Ok((policy, credential))) => {
+                Box::pin(verify(route, &policy, credential)).await.map(Some)
+            }
         }
     }
 }

@@ -107,24 +107,27 @@ async fn edge_then_component(
         }
     }
     // Only routes with a `schema` pay for it (their bodies are read whole);
-    // for the others this is one branch.
+    // for the others this is one branch. The policies' futures are boxed
+    // where they run, so that the request future every route carries is
+    // not as large as the largest of them: it is moved, whole, at each
+    // layer below the edge.
     if let Some(schema) = &route.spec.schema {
-        req = match validation::check(schema, req, &route.spec.limits).await {
+        req = match Box::pin(validation::check(schema, req, &route.spec.limits)).await {
             Ok(req) => req,
             Err(kind) => return fail(kind),
         };
     }
 
     let mut response = match response_cache::Plan::new(route, &req) {
-        Some(plan) => match plan.lookup(&app.services.cache).await {
+        Some(plan) => match Box::pin(plan.lookup(&app.services.cache)).await {
             Some(hit) => hit,
             None => {
                 let response = run_component(app, route, req, context).await;
-                plan.store(
+                Box::pin(plan.store(
                     &app.services.cache,
                     response,
                     app.services.cache.max_value(),
-                )
+                ))
                 .await
             }
         },

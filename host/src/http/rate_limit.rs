@@ -41,7 +41,9 @@ impl RateLimiter {
         let bucket = self.route_bucket(route, req);
         async move {
             let (policy, key) = bucket?;
-            self.check(&policy, &key).await.ok()
+            // Boxed: only routes with a policy get here, and inline its
+            // Redis future would size every request's future.
+            Box::pin(self.check(&policy, &key)).await.ok()
         }
     }
 
