@@ -311,8 +311,11 @@ pub struct RouteMetrics {
     /// This route's `http_requests_total` series by method and status,
     /// as requests meet them: found by a short scan instead of hashing
     /// three labels under the metric's lock on every request.
-    requests: Arc<Mutex<Vec<(Box<str>, u16, prometheus::IntCounter)>>>,
+    requests: Arc<Mutex<Vec<RequestSeries>>>,
 }
+
+/// One `http_requests_total` series of a route: method, status, counter.
+type RequestSeries = (Box<str>, u16, prometheus::IntCounter);
 
 /// The most (method, status) series a route keeps at hand; others are
 /// looked up by label.

@@ -215,12 +215,10 @@ mod queues {
         ))
     }
 
-    fn check(state: &AdminState, rid: &Rid, name: &str) -> Result<(), Response> {
-        if known(state).iter().any(|q| q == name) {
-            Ok(())
-        } else {
-            Err(rid.fail(ErrorKind::NoSuchQueue(name.to_owned())))
-        }
+    /// The 404 for a queue no job, schedule or subscription names.
+    fn unknown(state: &AdminState, rid: &Rid, name: &str) -> Option<Response> {
+        (!known(state).iter().any(|q| q == name))
+            .then(|| rid.fail(ErrorKind::NoSuchQueue(name.to_owned())))
     }
 
     pub(super) async fn list(State(state): State<AdminState>, rid: Rid) -> Response {
@@ -262,7 +260,7 @@ mod queues {
         Query(query): Query<Limit>,
         rid: Rid,
     ) -> Response {
-        if let Err(response) = check(&state, &rid, &name) {
+        if let Some(response) = unknown(&state, &rid, &name) {
             return response;
         }
         let limit = query.limit.unwrap_or(100).clamp(1, 1000);
@@ -293,7 +291,7 @@ mod queues {
     }
 
     async fn retry(state: AdminState, name: String, id: Option<String>, rid: Rid) -> Response {
-        if let Err(response) = check(&state, &rid, &name) {
+        if let Some(response) = unknown(&state, &rid, &name) {
             return response;
         }
         let jobs = state.deployments.app().services.jobs.clone();
@@ -329,7 +327,7 @@ mod queues {
     }
 
     async fn purge_some(state: AdminState, name: String, id: Option<String>, rid: Rid) -> Response {
-        if let Err(response) = check(&state, &rid, &name) {
+        if let Some(response) = unknown(&state, &rid, &name) {
             return response;
         }
         let store = state.deployments.app().services.jobs.store().clone();
