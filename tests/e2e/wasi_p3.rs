@@ -63,6 +63,20 @@ async fn counts(trellis: &Trellis, path: &str, n: usize) -> Vec<u32> {
     out
 }
 
+/// Each of `ids` has its `counted` log record, made through
+/// `trellis:api/log` under its own request id, and the guest saw that id.
+async fn logged_as_themselves(trellis: &Trellis, ids: &[String]) {
+    for id in ids {
+        let record = trellis
+            .wait_log(&format!("counted record of {id}"), |l| {
+                l["message"] == "counted" && l["request_id"] == id.as_str()
+            })
+            .await;
+        let fields: Value = serde_json::from_str(record["fields"].as_str().unwrap()).unwrap();
+        assert_eq!(fields["seen_request_id"], id.as_str(), "{record}");
+    }
+}
+
 fn rand_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -95,15 +109,7 @@ async fn concurrent_requests_share_one_instance_and_keep_their_own_context() {
     );
     // Each request's log call was made while others were in flight in the
     // same instance; it still carries its own request's id.
-    for id in &ids {
-        let record = trellis
-            .wait_log(&format!("counted record of {id}"), |l| {
-                l["message"] == "counted" && l["request_id"] == id.as_str()
-            })
-            .await;
-        let fields: Value = serde_json::from_str(record["fields"].as_str().unwrap()).unwrap();
-        assert_eq!(fields["seen_request_id"], id.as_str(), "{record}");
-    }
+    logged_as_themselves(&trellis, &ids).await;
     // `concurrent` is a cap: at 1 (the default) the same burst never
     // overlaps inside an instance.
     let trellis = Trellis::start(route(
@@ -135,15 +141,7 @@ async fn requests_one_after_another_on_a_kept_instance_log_as_themselves() {
         counts.push(ask(&trellis, "/s", id).await.0);
     }
     assert_eq!(counts, [1, 2, 3, 4], "one instance served them all");
-    for id in &ids {
-        let record = trellis
-            .wait_log(&format!("counted record of {id}"), |l| {
-                l["message"] == "counted" && l["request_id"] == id.as_str()
-            })
-            .await;
-        let fields: Value = serde_json::from_str(record["fields"].as_str().unwrap()).unwrap();
-        assert_eq!(fields["seen_request_id"], id.as_str(), "{record}");
-    }
+    logged_as_themselves(&trellis, &ids).await;
 }
 
 #[tokio::test]
