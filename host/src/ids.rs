@@ -13,9 +13,8 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for &b in bytes {
+        s.push_str(std::str::from_utf8(&hex_byte(b)).expect("hex digits are ASCII"));
     }
     s
 }
@@ -25,9 +24,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// request, where both showed in profiles.
 fn hex64_digits(n: u64) -> [u8; 16] {
     let mut out = [0; 16];
-    for (i, byte) in n.to_be_bytes().into_iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(byte >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+        pair.copy_from_slice(&hex_byte(byte));
     }
     out
 }

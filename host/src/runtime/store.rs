@@ -179,8 +179,7 @@ impl StoreData {
         let stale = tasks.current == Some(task);
         tasks.recent.push_back((task, guest.clone(), deadline));
         if stale {
-            self.serve(guest);
-            self.hooks.set_deadline(deadline);
+            self.run_as(guest, Some(deadline));
         }
     }
 
@@ -201,6 +200,12 @@ impl StoreData {
             None => (tasks.none.clone(), None),
         };
         tasks.current = found.map(|(t, ..)| *t);
+        self.run_as(guest, deadline);
+    }
+
+    /// Makes `guest` the caller of the instance's calls, with outgoing
+    /// calls due by `deadline` (none for calls no request owns).
+    fn run_as(&mut self, guest: GuestContext, deadline: Option<Instant>) {
         self.serve(guest);
         if let Some(deadline) = deadline {
             self.hooks.set_deadline(deadline);
